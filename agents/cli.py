@@ -1,0 +1,51 @@
+"""The ``rewardswap`` command line: one subcommand per stage of the pipeline.
+
+Each subcommand's arguments and behaviour live in the package that owns that stage; this file
+only routes. Modules are imported lazily so ``rewardswap --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+#: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "collect": ("collectors.cli", "record trajectories from a policy into positive/negative .npy buffers"),
+    "train-reward": ("trainers.cli", "fit a reward model (classifier, progress, preference) from buffers"),
+    "train-agent": ("agents.train", "train an SB3 agent on the env reward or a learned reward"),
+    "bench": ("agents.bench", "compare env reward against learned rewards on one budget"),
+    "demo": ("agents.demo", "run the end-to-end demo on the built-in env"),
+    "inspect": ("agents.inspect_cmd", "write an HTML review page for a reward checkpoint"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rewardswap",
+        description="Swap a Gymnasium env's reward for a learned one without touching the agent code.",
+        epilog="Run 'rewardswap COMMAND --help' for a command's options.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        sp = sub.add_parser(
+            name,
+            help=help_text,
+            description=(module.__doc__ or help_text).strip().split("\n\n")[0],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
+        module.add_arguments(sp)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The reward-model interface every wrapper consumes and every trainer produces.
+
+A reward model has a :class:`ModelSpec` (which observation keys it reads, their shapes and
+dtypes, how many frames of history it needs, what its raw output means) and a batched
+``predict(batch) -> np.ndarray`` of shape ``(B,)``. A plain callable ``f(batch) -> (B,)`` is
+accepted anywhere a model is; it is wrapped by :func:`as_reward_model` and is not validated.
+
+Batch layout: ``batch[key]`` has shape ``(B, *shape)`` when ``spec.window == 1`` and
+``(B, window, *shape)`` otherwise, oldest frame first and the current frame last. Early in an
+episode the window is filled by repeating the episode's first frame (see
+:func:`window_indices`); trainers and wrappers share that rule so the online model sees exactly
+what it was trained on.
+
+>>> import numpy as np
+>>> model = as_reward_model(lambda batch: batch["state"].sum(axis=1))
+>>> model.predict({"state": np.ones((2, 3), np.float32)})
+array([3., 3.])
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Union, runtime_checkable
+
+import numpy as np
+from gymnasium import spaces
+
+from envs.spaces import key_spaces
+
+Batch = Mapping[str, np.ndarray]
+RewardFn = Callable[[Batch], np.ndarray]
+
+#: What a model's raw ``predict`` output means.
+#: ``"logit"``: a success classifier's logit (probability = sigmoid);
+#: ``"progress"``: task progress, roughly in [0, 1];
+#: ``"reward"``: a per-step reward (e.g. a Bradley-Terry preference model).
+OUTPUT_KINDS = ("logit", "progress", "reward")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """Shape and dtype of one observation key, for a single frame of a single env."""
+
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "InputSpec":
+        return cls(tuple(int(s) for s in d["shape"]), str(d["dtype"]))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a reward model reads and what its output means."""
+
+    inputs: dict[str, InputSpec]
+    window: int = 1
+    output: str = "logit"
+    threshold: float = 0.5
+    has_confidence: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.output not in OUTPUT_KINDS:
+            raise ValueError(f"ModelSpec.output must be one of {OUTPUT_KINDS}, got {self.output!r}")
+        if self.window < 1:
+            raise ValueError(f"ModelSpec.window must be >= 1, got {self.window}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["inputs"] = {k: v.to_dict() for k, v in self.inputs.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelSpec":
+        return cls(
+            inputs={k: InputSpec.from_dict(v) for k, v in d["inputs"].items()},
+            window=int(d.get("window", 1)),
+            output=str(d.get("output", "logit")),
+            threshold=float(d.get("threshold", 0.5)),
+            has_confidence=bool(d.get("has_confidence", False)),
+            extra=dict(d.get("extra", {})),
+        )
+
+    @classmethod
+    def from_space(cls, observation_space: spaces.Space, keys: tuple[str, ...], **kwargs: Any) -> "ModelSpec":
+        """Build a spec reading ``keys`` of a single-env observation space."""
+        subspaces = key_spaces(observation_space)
+        missing = [k for k in keys if k not in subspaces]
+        if missing:
+            raise KeyError(f"observation keys {missing} not in the space; available: {sorted(subspaces)}")
+        return cls(
+            inputs={k: InputSpec(tuple(subspaces[k].shape), np.dtype(subspaces[k].dtype).name) for k in keys},
+            **kwargs,
+        )
+
+
+@runtime_checkable
+class RewardModel(Protocol):
+    """Anything with a ``spec`` and a batched ``predict``."""
+
+    spec: ModelSpec | None
+
+    def predict(self, batch: Batch) -> np.ndarray:  # pragma: no cover - protocol
+        ...
+
+
+class CallableRewardModel:
+    """Adapts a plain ``f(batch) -> (B,)`` to :class:`RewardModel` (no spec, window 1)."""
+
+    def __init__(self, fn: RewardFn, spec: ModelSpec | None = None) -> None:
+        self.fn = fn
+        self.spec = spec
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        return np.asarray(self.fn(batch), dtype=np.float64).reshape(-1)
+
+    def __repr__(self) -> str:
+        return f"CallableRewardModel({getattr(self.fn, '__name__', self.fn)!r})"
+
+
+ModelLike = Union[RewardModel, RewardFn]
+
+
+def as_reward_model(model: ModelLike) -> RewardModel:
+    """Return ``model`` if it already is a :class:`RewardModel`, else wrap the callable."""
+    if hasattr(model, "predict") and hasattr(model, "spec"):
+        return model  # type: ignore[return-value]
+    if callable(model):
+        return CallableRewardModel(model)  # type: ignore[arg-type]
+    raise TypeError(f"expected a reward model (with .spec and .predict) or a callable, got {type(model).__name__}")
+
+
+def model_window(model: RewardModel) -> int:
+    return 1 if model.spec is None else model.spec.window
+
+
+def window_indices(t: int, window: int) -> np.ndarray:
+    """Frame indices forming the causal window that ends at frame ``t`` (first frame repeated).
+
+    >>> window_indices(1, 4).tolist()
+    [0, 0, 0, 1]
+    """
+    return np.maximum(np.arange(t - window + 1, t + 1), 0)
+
+
+def check_space_matches(spec: ModelSpec | None, observation_space: spaces.Space, *, what: str = "env") -> None:
+    """Raise ``ValueError`` if ``observation_space`` cannot feed a model with ``spec``.
+
+    The message names each missing key, and each shape or dtype that differs, with the expected
+    and the actual value.
+    """
+    if spec is None:
+        return
+    subspaces = key_spaces(observation_space)
+    problems = []
+    for key, inp in spec.inputs.items():
+        if key not in subspaces:
+            problems.append(f"missing observation key {key!r} (the {what} has {sorted(subspaces)})")
+            continue
+        sub = subspaces[key]
+        if tuple(sub.shape) != tuple(inp.shape):
+            problems.append(f"key {key!r}: model expects shape {tuple(inp.shape)}, {what} gives {tuple(sub.shape)}")
+        if np.dtype(sub.dtype) != np.dtype(inp.dtype):
+            problems.append(f"key {key!r}: model expects dtype {inp.dtype}, {what} gives {np.dtype(sub.dtype).name}")
+    if problems:
+        raise ValueError("reward model does not match the observations: " + "; ".join(problems))
+
+
+def check_batch(spec: ModelSpec | None, batch: Batch) -> None:
+    """Raise ``ValueError`` if ``batch`` does not have the keys, shapes and dtypes of ``spec``."""
+    if spec is None:
+        return
+    for key, inp in spec.inputs.items():
+        if key not in batch:
+            raise ValueError(f"reward model input {key!r} missing from batch (got keys {sorted(batch)})")
+        arr = np.asarray(batch[key]) if not hasattr(batch[key], "shape") else batch[key]
+        frame_shape = tuple(arr.shape[2:]) if spec.window > 1 else tuple(arr.shape[1:])
+        if frame_shape != tuple(inp.shape):
+            raise ValueError(
+                f"reward model input {key!r}: expected per-frame shape {tuple(inp.shape)}"
+                f"{' with a window of ' + str(spec.window) if spec.window > 1 else ''}, got array of shape {tuple(arr.shape)}"
+            )
+
+
+def check_finite(values: np.ndarray, *, what: str = "reward model") -> np.ndarray:
+    """Return ``values`` as float64 (B,), raising ``FloatingPointError`` on NaN or inf."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise FloatingPointError(
+            f"{what} returned non-finite values at batch indices {np.flatnonzero(bad)[:10].tolist()}: "
+            f"{values[bad][:10].tolist()}; refusing to hand NaN/inf to the agent"
+        )
+    return values
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
