@@ -1,0 +1,244 @@
+"""Network architectures for reward models, and the model object the wrappers call.
+
+Trainers fit these; wrappers run them. Every network reads a dict of tensors keyed as in
+:class:`~reward_wrappers.base.ModelSpec` and returns ``(B, n_outputs)``. Images arrive as
+``uint8`` ``(..., H, W, C)`` and are scaled inside the network; state inputs are normalised by
+mean/std buffers that are part of the ``state_dict``, so a checkpoint carries its normalisation.
+
+Encoders (``encoder=``): ``"cnn"`` (small and fast, the default), ``"resnet10"`` (GroupNorm
+ResNet-10, widths 64-128-256-512, spatial learned-embedding pooling, as in HIL-SERL / RLinf).
+State keys always use an MLP. Several keys are fused by concatenating their features.
+
+>>> import numpy as np
+>>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> spec = ModelSpec(inputs={"state": InputSpec((6,), "float32")})
+>>> model = TorchRewardModel.build(spec, encoder="cnn", hidden=32)
+>>> model.predict({"state": np.zeros((4, 6), np.float32)}).shape
+(4,)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from reward_wrappers.base import Batch, ModelSpec, check_batch, check_finite
+
+TensorBatch = Mapping[str, torch.Tensor]
+
+
+def _is_image(shape: tuple[int, ...], dtype: str) -> bool:
+    return len(shape) == 3 and dtype == "uint8"
+
+
+class SmallCNN(nn.Module):
+    """Four strided 3x3 convolutions and global average pooling; fast on a CPU at 64x64."""
+
+    def __init__(self, in_channels: int, width: int = 32, out_dim: int = 128) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width, width * 2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width * 2, width * 2, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(width * 2, width * 4, 3, stride=2, padding=1), nn.ReLU(),
+        )
+        self.proj = nn.Linear(width * 4 * 2, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.convs(x)
+        # Mean and max pooling: max keeps small objects (a goal disk) visible after pooling.
+        pooled = torch.cat([h.mean(dim=(2, 3)), h.amax(dim=(2, 3))], dim=1)
+        return F.relu(self.proj(pooled))
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.norm1 = nn.GroupNorm(min(32, cout // 4), cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.norm2 = nn.GroupNorm(min(32, cout // 4), cout)
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.GroupNorm(min(32, cout // 4), cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.norm1(self.conv1(x)))
+        return F.relu(self.norm2(self.conv2(h)) + self.skip(x))
+
+
+class SpatialLearnedEmbeddings(nn.Module):
+    """Pool a feature map with learned per-location kernels (keeps *where*, unlike mean pooling)."""
+
+    def __init__(self, channels: int, height: int, width: int, num_features: int = 8) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(channels, height, width, num_features) * 0.02)
+        self.out_dim = channels * num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("bchw,chwf->bcf", x, self.kernel).flatten(1)
+
+
+class ResNet10(nn.Module):
+    """GroupNorm ResNet-10 (one basic block per stage, widths 64-128-256-512)."""
+
+    def __init__(self, in_channels: int, image_hw: tuple[int, int], out_dim: int = 256, num_features: int = 8) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.GroupNorm(16, 64), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
+        self.stages = nn.Sequential(
+            _BasicBlock(64, 64, 1), _BasicBlock(64, 128, 2), _BasicBlock(128, 256, 2), _BasicBlock(256, 512, 2)
+        )
+        with torch.no_grad():
+            h, w = self.stages(self.stem(torch.zeros(1, in_channels, *image_hw))).shape[2:]
+        self.pool = SpatialLearnedEmbeddings(512, h, w, num_features)
+        self.proj = nn.Sequential(nn.Dropout(0.1), nn.Linear(self.pool.out_dim, out_dim), nn.LayerNorm(out_dim), nn.Tanh())
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(self.stages(self.stem(x))))
+
+
+class StateMLP(nn.Module):
+    """Normalise a state vector with stored mean/std, then a two-layer MLP."""
+
+    def __init__(self, dim: int, hidden: int = 256, out_dim: int = 128) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, out_dim), nn.ReLU())
+        self.out_dim = out_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x.float() - self.mean) / self.std)
+
+
+class RewardNet(nn.Module):
+    """Per-key encoders, fused by concatenation over keys and window frames, and an MLP head.
+
+    A window of ``W`` frames is encoded frame by frame and the features concatenated in time
+    order, so the head sees the causal history in a fixed layout.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        *,
+        encoder: str = "cnn",
+        hidden: int = 256,
+        feature_dim: int = 128,
+        n_outputs: int = 1,
+        cnn_width: int = 32,
+    ) -> None:
+        super().__init__()
+        self.keys = list(spec.inputs)
+        self.window = spec.window
+        self.image_keys = {k for k, v in spec.inputs.items() if _is_image(v.shape, v.dtype)}
+        encoders: dict[str, nn.Module] = {}
+        for key, inp in spec.inputs.items():
+            if key in self.image_keys:
+                h, w, c = inp.shape
+                if encoder == "cnn":
+                    encoders[key] = SmallCNN(c, cnn_width, feature_dim)
+                elif encoder == "resnet10":
+                    encoders[key] = ResNet10(c, (h, w), out_dim=feature_dim)
+                else:
+                    raise ValueError(f"unknown image encoder {encoder!r}; choose 'cnn' or 'resnet10'")
+            elif len(inp.shape) == 1:
+                encoders[key] = StateMLP(inp.shape[0], hidden, feature_dim)
+            else:
+                raise ValueError(
+                    f"input {key!r} has shape {inp.shape} and dtype {inp.dtype}: expected a uint8 (H, W, C) "
+                    "image or a 1-D state vector"
+                )
+        self.encoders = nn.ModuleDict(encoders)
+        fused = sum(e.out_dim for e in encoders.values()) * self.window
+        self.head = nn.Sequential(nn.Linear(fused, hidden), nn.ReLU(), nn.Linear(hidden, n_outputs))
+
+    def encode(self, batch: TensorBatch) -> torch.Tensor:
+        """Features ``(B, fused_dim)`` for a batch laid out as in :mod:`reward_wrappers.base`."""
+        features = []
+        for key in self.keys:
+            x = batch[key]
+            batch_size = x.shape[0]
+            frames = x.reshape(batch_size * self.window, *x.shape[(2 if self.window > 1 else 1):])
+            if key in self.image_keys:
+                frames = frames.permute(0, 3, 1, 2).float().div_(255.0)
+            features.append(self.encoders[key](frames).reshape(batch_size, -1))
+        return torch.cat(features, dim=1)
+
+    def forward(self, batch: TensorBatch) -> torch.Tensor:
+        return self.head(self.encode(batch))
+
+    def set_state_normalization(self, key: str, mean: np.ndarray, std: np.ndarray) -> None:
+        enc = self.encoders[key]
+        if not isinstance(enc, StateMLP):
+            raise TypeError(f"input {key!r} is not a state input")
+        enc.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        enc.std.copy_(torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
+
+
+#: Architectures a checkpoint may name; the value builds the module from ``(spec, **kwargs)``.
+ARCHITECTURES: dict[str, Any] = {"reward_net": RewardNet}
+
+
+def build_network(name: str, spec: ModelSpec, **kwargs: Any) -> nn.Module:
+    try:
+        cls = ARCHITECTURES[name]
+    except KeyError:
+        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
+    return cls(spec, **kwargs)
+
+
+def batch_to_tensors(batch: Batch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """numpy (or tensor) batch -> tensors on ``device``, dtypes preserved (images stay uint8)."""
+    return {k: torch.as_tensor(np.ascontiguousarray(v) if isinstance(v, np.ndarray) else v, device=device) for k, v in batch.items()}
+
+
+class TorchRewardModel:
+    """A fitted network with its spec: what wrappers call and checkpoints hold.
+
+    ``predict`` takes and returns numpy; ``predict_torch`` keeps tensors on their device (for
+    GPU-batched simulators). The output is the network's first column, interpreted per
+    ``spec.output`` (a logit for classifiers).
+    """
+
+    def __init__(self, net: nn.Module, spec: ModelSpec, arch: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
+        self.net = net.eval()
+        self.spec = spec
+        self.arch = arch
+        self.metadata = dict(metadata or {})
+
+    @classmethod
+    def build(cls, spec: ModelSpec, arch_name: str = "reward_net", **arch_kwargs: Any) -> "TorchRewardModel":
+        net = build_network(arch_name, spec, **arch_kwargs)
+        return cls(net, spec, {"name": arch_name, "kwargs": arch_kwargs})
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def to(self, device: torch.device | str) -> "TorchRewardModel":
+        self.net.to(device)
+        return self
+
+    def predict_torch(self, batch: TensorBatch) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net(batch)[:, 0].float()
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        check_batch(self.spec, batch)
+        out = self.predict_torch(batch_to_tensors(batch, self.device)).cpu().numpy()
+        return check_finite(out)
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.spec.inputs.items())
+        return f"TorchRewardModel({self.arch['name']}, inputs=[{keys}], window={self.spec.window}, output={self.spec.output})"
