@@ -1,0 +1,33 @@
+"""Environments for RewardSwap: ``envs.make``, built-in tasks, scripted experts, key conventions.
+
+>>> import envs
+>>> env = envs.make("PointReach-v0", obs="rgb", seed=0)
+>>> policy = envs.expert_policy(env, seed=0)
+>>> obs, info = env.reset()
+>>> for _ in range(50):
+...     obs, reward, terminated, truncated, info = env.step(policy(obs))
+...     if terminated or truncated:
+...         break
+>>> info["success"]
+True
+"""
+
+from envs.experts import SUPPORTED_EXPERT_ENV_IDS, expert_policy
+from envs.factory import BUILTIN_ENV_IDS, make, register_builtin_envs
+from envs.spaces import ObsDict, default_key, is_image_space, key_spaces, obs_keys, obs_to_dict
+
+register_builtin_envs()
+
+__all__ = [
+    "BUILTIN_ENV_IDS",
+    "SUPPORTED_EXPERT_ENV_IDS",
+    "ObsDict",
+    "default_key",
+    "expert_policy",
+    "is_image_space",
+    "key_spaces",
+    "make",
+    "obs_keys",
+    "obs_to_dict",
+    "register_builtin_envs",
+]

@@ -1,0 +1,188 @@
+"""``envs.make``: one factory for built-in, ManiSkill and other gymnasium ids.
+
+Every env it returns follows the same contract (see ``ARCHITECTURE.md``):
+
+* ``obs="state"`` -> ``Box(float32, (D,))``, ``obs="rgb"`` -> ``Box(uint8, (H, W, 3))``,
+  ``obs="state+rgb"`` -> ``Dict(state=..., rgb=...)`` (SB3's ``MultiInputPolicy`` accepts it);
+* ``info["success"]`` and ``info["is_success"]`` (Python bools) in every ``reset`` and ``step``
+  info (for foreign gymnasium ids only when the env reports a success of its own);
+* ``reward="sparse"`` pays ``1.0`` exactly on success steps, ``0.0`` otherwise;
+* Python ``float`` rewards and ``bool`` flags;
+* ``seed`` seeds the first ``reset()`` without a seed and the action space.
+
+>>> import envs
+>>> env = envs.make("PointReach-v0", obs="state+rgb", seed=0)
+>>> obs, info = env.reset()
+>>> sorted(obs), obs["rgb"].shape, info["success"]
+(['rgb', 'state'], (64, 64, 3), False)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from envs.point_base import OBS_MODES, REWARD_MODES
+from envs.wrappers import RenderObservation, SeedFirstReset, SuccessInfo
+
+#: Ids of the envs that ship with this package (registered with gymnasium on ``import envs``).
+BUILTIN_ENV_IDS: tuple[str, ...] = ("PointReach-v0", "PointKeyDoor-v0")
+
+_BUILTIN_SPECS: dict[str, tuple[str, int]] = {
+    "PointReach-v0": ("envs.point_reach:PointReachEnv", 50),
+    "PointKeyDoor-v0": ("envs.point_key_door:PointKeyDoorEnv", 100),
+}
+
+
+def register_builtin_envs() -> None:
+    """Register :data:`BUILTIN_ENV_IDS` with gymnasium (idempotent).
+
+    >>> register_builtin_envs()
+    >>> import gymnasium as gym
+    >>> gym.spec("PointReach-v0").max_episode_steps
+    50
+    """
+    for env_id, (entry_point, max_steps) in _BUILTIN_SPECS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, max_episode_steps=max_steps)
+
+
+def _is_maniskill_spec(spec: gym.envs.registration.EnvSpec) -> bool:
+    entry = spec.entry_point
+    module = getattr(getattr(entry, "func", entry), "__module__", None) or (
+        entry if isinstance(entry, str) else ""
+    )
+    return str(module).startswith("mani_skill")
+
+
+def _maniskill_ids() -> frozenset[str] | None:
+    """ManiSkill's registered ids, importing ManiSkill; ``None`` if it is not installed."""
+    try:
+        import mani_skill.envs  # noqa: F401  (registers the tasks with gymnasium)
+        from mani_skill.utils.registration import REGISTERED_ENVS
+    except ImportError:
+        return None
+    return frozenset(REGISTERED_ENVS)
+
+
+def _unknown_id_error(env_id: str, maniskill_installed: bool) -> ValueError:
+    hint = (
+        "ManiSkill is installed but has no such task (e.g. 'PickCube-v1', 'PushCube-v1')."
+        if maniskill_installed
+        else "ManiSkill ids (e.g. 'PickCube-v1') need ManiSkill: `pip install -e .[maniskill]` "
+        "(or `pip install mani_skill>=3.0.1`) and a Vulkan device (scripts/install_vulkan.sh)."
+    )
+    return ValueError(
+        f"unknown env id {env_id!r}. Built-in ids: {', '.join(BUILTIN_ENV_IDS)}. {hint} "
+        "Any other id registered with gymnasium works too (import the package that registers it first)."
+    )
+
+
+def make(
+    env_id: str,
+    *,
+    obs: str = "state",
+    reward: str = "dense",
+    render_size: int = 64,
+    seed: int | None = None,
+    max_episode_steps: int | None = None,
+    ignore_terminations: bool = False,
+    **kwargs: Any,
+) -> gym.Env:
+    """Make ``env_id`` with RewardSwap's observation, reward and success conventions.
+
+    Args:
+        env_id: a built-in id (:data:`BUILTIN_ENV_IDS`), a ManiSkill id (``"PickCube-v1"``...;
+            needs ``mani_skill``, imported only then) or any other registered gymnasium id.
+        obs: ``"state"``, ``"rgb"`` or ``"state+rgb"``.
+        reward: ``"dense"`` (the task's shaped reward; ManiSkill ``normalized_dense``) or
+            ``"sparse"`` (``1.0`` on success steps, else ``0.0``).
+        render_size: side of the square ``rgb`` image (ManiSkill: the sensor camera resolution).
+        seed: seeds the first ``reset()`` that has no seed, and the action space.
+        max_episode_steps: overrides the registered time limit (truncation).
+        ignore_terminations: never terminate on success (built-in and ManiSkill envs only).
+        **kwargs: passed to the env constructor (ManiSkill: ``gym.make``; e.g. ``control_mode``,
+            default ``"pd_ee_delta_pos"``).
+
+    Returns:
+        A ``gymnasium.Env``. ``env.unwrapped`` is the raw task (for ManiSkill the batched
+        torch env, which the scripted experts read).
+
+    Raises:
+        ValueError: unknown id, or an unknown ``obs`` / ``reward`` mode.
+
+    >>> env = make("PointKeyDoor-v0", reward="sparse", seed=1)
+    >>> obs, info = env.reset()
+    >>> obs.shape, info["has_key"], info["is_success"]
+    ((9,), False, False)
+    """
+    if obs not in OBS_MODES:
+        raise ValueError(f"obs must be one of {OBS_MODES}, got {obs!r}")
+    if reward not in REWARD_MODES:
+        raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
+    if not isinstance(env_id, str):
+        raise ValueError(f"env_id must be a string, got {env_id!r}")
+    register_builtin_envs()
+    limit = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
+
+    if env_id in _BUILTIN_SPECS:
+        env = gym.make(
+            env_id,
+            obs_mode=obs,
+            reward_mode=reward,
+            render_size=render_size,
+            ignore_terminations=ignore_terminations,
+            **limit,
+            **kwargs,
+        )
+    else:
+        spec = gym.registry.get(env_id)
+        maniskill = spec is not None and _is_maniskill_spec(spec)
+        if spec is None:
+            ms_ids = _maniskill_ids()
+            if ms_ids is None or env_id not in ms_ids:
+                raise _unknown_id_error(env_id, ms_ids is not None)
+            maniskill = True
+        if maniskill:
+            from envs.maniskill import make_maniskill
+
+            env = make_maniskill(
+                env_id,
+                obs=obs,
+                reward=reward,
+                render_size=render_size,
+                ignore_terminations=ignore_terminations,
+                limit=limit,
+                **kwargs,
+            )
+        else:
+            env = _make_gym(env_id, obs, reward, render_size, ignore_terminations, limit, kwargs)
+
+    if seed is not None:
+        env = SeedFirstReset(env, seed)
+    return env
+
+
+def _make_gym(
+    env_id: str,
+    obs: str,
+    reward: str,
+    render_size: int,
+    ignore_terminations: bool,
+    limit: dict[str, int],
+    kwargs: dict[str, Any],
+) -> gym.Env:
+    """Any other registered gymnasium id."""
+    if ignore_terminations:
+        raise ValueError(
+            f"ignore_terminations=True is supported for built-in and ManiSkill ids only, not {env_id!r}"
+        )
+    if obs != "state":
+        kwargs = {"render_mode": "rgb_array", **kwargs}
+    env = gym.make(env_id, **limit, **kwargs)
+    if obs != "state":
+        if env.render_mode != "rgb_array":
+            raise ValueError(f"obs={obs!r} needs {env_id!r} to support render_mode='rgb_array'")
+        env = RenderObservation(env, size=render_size, keep_state=obs == "state+rgb")
+    return SuccessInfo(env, sparse=reward == "sparse")

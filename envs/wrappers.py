@@ -1,0 +1,189 @@
+"""Small wrappers that give every env made by :func:`envs.make` the same contract.
+
+* :class:`SeedFirstReset` - a ``seed`` given at construction seeds the first ``reset()`` and the
+  action space, so the same seed gives the same trajectory.
+* :class:`SuccessInfo` - ``info["success"]`` / ``info["is_success"]`` as Python bools in every
+  ``reset`` and ``step`` info, an optional sparse reward (``1.0`` on success steps), and the
+  Python ``float`` reward / ``bool`` flags that SB3's ``check_env`` demands.
+* :class:`RenderObservation` - image observations for any gymnasium env that renders
+  ``rgb_array`` frames (resized to a square ``size``), alone or beside the state.
+
+>>> import gymnasium as gym
+>>> env = SuccessInfo(gym.make("CartPole-v1"), default=False)
+>>> obs, info = env.reset(seed=0)
+>>> info["success"], info["is_success"]
+(False, False)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, SupportsFloat
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class SeedFirstReset(gym.Wrapper):
+    """Use ``seed`` for the first ``reset()`` that has no seed of its own; seed the action space.
+
+    Later resets without a seed continue the env's random stream, as in gymnasium.
+
+    >>> import gymnasium as gym
+    >>> a = SeedFirstReset(gym.make("CartPole-v1"), seed=3).reset()[0]
+    >>> b = SeedFirstReset(gym.make("CartPole-v1"), seed=3).reset()[0]
+    >>> bool((a == b).all())
+    True
+    """
+
+    def __init__(self, env: gym.Env, seed: int | None) -> None:
+        super().__init__(env)
+        self._pending_seed = None if seed is None else int(seed)
+        if seed is not None:
+            self.action_space.seed(int(seed))
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        if seed is None:
+            seed = self._pending_seed
+        self._pending_seed = None
+        return self.env.reset(seed=seed, options=options)
+
+
+def _as_bool(value: Any) -> bool:
+    """A Python bool from a bool, a numpy scalar / one-element array or a one-element tensor."""
+    if isinstance(value, bool):
+        return value
+    if hasattr(value, "item"):
+        return bool(value.item())
+    return bool(value)
+
+
+class SuccessInfo(gym.Wrapper):
+    """Normalise success reporting, reward type and (optionally) make the reward sparse.
+
+    ``info["success"]`` is read from the wrapped env's ``info["success"]`` (else
+    ``info["is_success"]``). When neither is present: ``compute(env)`` is called if given (e.g. to
+    evaluate a ManiSkill task after ``reset``), else ``default`` is used; with ``default=None``
+    the keys are left out (a plain gymnasium env that has no notion of success).
+    ``sparse=True`` replaces the reward with ``1.0`` on success steps and ``0.0`` otherwise.
+
+    >>> import gymnasium as gym
+    >>> env = SuccessInfo(gym.make("CartPole-v1"), default=False, sparse=True)
+    >>> _ = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(0)
+    >>> type(reward).__name__, reward, info["is_success"]
+    ('float', 0.0, False)
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        *,
+        sparse: bool = False,
+        default: bool | None = None,
+        compute: Callable[[gym.Env], bool] | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.sparse = bool(sparse)
+        self.default = default
+        self.compute = compute
+
+    def _success(self, info: dict[str, Any]) -> bool | None:
+        if "success" in info:
+            return _as_bool(info["success"])
+        if "is_success" in info:
+            return _as_bool(info["is_success"])
+        if self.compute is not None:
+            return bool(self.compute(self.env))
+        return self.default
+
+    def _fill(self, info: dict[str, Any]) -> bool | None:
+        success = self._success(info)
+        if success is not None:
+            info["success"] = success
+            info["is_success"] = success
+        return success
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        info = dict(info)
+        self._fill(info)
+        return obs, info
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = dict(info)
+        success = self._fill(info)
+        if self.sparse:
+            if success is None:
+                raise RuntimeError(
+                    f"reward='sparse' needs a success signal, but {self.env.spec.id if self.env.spec else self.env} "
+                    "reports neither info['success'] nor info['is_success']"
+                )
+            reward = 1.0 if success else 0.0
+        return obs, _to_float(reward), _as_bool(terminated), _as_bool(truncated), info
+
+
+def _to_float(value: SupportsFloat | np.ndarray) -> float:
+    if isinstance(value, float):
+        return value
+    if hasattr(value, "item"):
+        return float(value.item())
+    return float(value)
+
+
+def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+    import cv2  # lazily: only the image modes of foreign envs need OpenCV
+
+    frame = np.asarray(frame)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        frame = frame[..., :3]
+    if frame.shape[:2] != (size, size):
+        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(frame, dtype=np.uint8)
+
+
+class RenderObservation(gym.ObservationWrapper):
+    """Observe the env's ``render()`` frame, resized to ``size`` x ``size``, as ``"rgb"``.
+
+    With ``keep_state=True`` the observation is ``Dict(state=Box(float32), rgb=Box(uint8))``,
+    the state being the wrapped (Box) observation flattened to float32. The wrapped env must
+    have been made with ``render_mode="rgb_array"``.
+
+    >>> import gymnasium as gym
+    >>> import envs  # registers PointReach-v0, which renders without GL
+    >>> env = RenderObservation(gym.make("PointReach-v0", render_mode="rgb_array"), size=32)
+    >>> env.reset(seed=0)[0].shape
+    (32, 32, 3)
+    """
+
+    def __init__(self, env: gym.Env, size: int = 64, keep_state: bool = False) -> None:
+        super().__init__(env)
+        if env.render_mode != "rgb_array":
+            raise ValueError("RenderObservation needs an env made with render_mode='rgb_array'")
+        self.size = int(size)
+        self.keep_state = bool(keep_state)
+        rgb = spaces.Box(0, 255, (self.size, self.size, 3), np.uint8)
+        if keep_state:
+            inner = env.observation_space
+            if not isinstance(inner, spaces.Box):
+                raise ValueError(
+                    f"obs='state+rgb' needs a Box observation space to use as the state, got {inner}"
+                )
+            dim = int(np.prod(inner.shape))
+            low = np.asarray(inner.low, np.float32).reshape(-1)
+            high = np.asarray(inner.high, np.float32).reshape(-1)
+            state = spaces.Box(low, high, (dim,), np.float32)
+            self.observation_space = spaces.Dict({"state": state, "rgb": rgb})
+        else:
+            self.observation_space = rgb
+
+    def observation(self, observation: Any) -> Any:
+        rgb = _resize(self.env.render(), self.size)
+        if not self.keep_state:
+            return rgb
+        return {"state": np.asarray(observation, np.float32).reshape(-1), "rgb": rgb}
