@@ -1,0 +1,3 @@
+"""Offline fitting of reward models from trajectory buffers (the models live in reward_wrappers)."""
+
+from trainers.classifier import fit_classifier

@@ -1,18 +1,30 @@
-"""Fit a reward model from trajectory buffers.
+"""Fit a reward model from trajectory buffers: ``rewardswap train-reward KIND ...``.
 
-Not implemented yet: this command will fit reward models from buffers (trainers issues).
+Kinds: ``classifier`` (frame success classifier), ``progress`` (ReWiND / SARM-style progress),
+``preference`` (Bradley-Terry). Each kind's options live in its own module.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
+import importlib
+
+#: kind -> module with ``add_arguments(parser)`` and ``run(args) -> int``
+KINDS = {
+    "classifier": ("trainers.classifier", "frame-level success classifier (HIL-SERL / RLinf style)"),
+    "progress": ("trainers.progress", "stage/progress regression (ReWiND / SARM style)"),
+    "preference": ("trainers.preference", "Bradley-Terry preference reward model"),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
+    for kind, (module_name, help_text) in KINDS.items():
+        module = importlib.import_module(module_name)
+        sp = sub.add_parser(kind, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        module.add_arguments(sp)
+        sp.set_defaults(_kind_run=module.run)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rewardswap: this command is not implemented yet; it will fit reward models from buffers (trainers issues).", file=sys.stderr)
-    return 2
+    return int(args._kind_run(args) or 0)

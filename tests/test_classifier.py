@@ -1,0 +1,90 @@
+"""trainers.fit_classifier on tiny generated data: learning, honesty of splits, round trips, errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from reward_wrappers import load_reward_model
+from reward_wrappers.base import sigmoid
+from tests.fake_trajectories import separable_trajectories
+from trainers import fit_classifier
+from trainers.common import report_path
+from trainers.data import split_by_trajectory
+
+FAST = dict(epochs=10, batch_size=32, steps_per_epoch=8, lr=3e-3, patience=10, progress=False, hidden=32, device="cpu")
+
+
+@pytest.mark.parametrize("inputs", [("state",), ("rgb",), ("rgb", "state")])
+def test_separable_set_is_learned_and_loss_falls(tmp_path, inputs):
+    data = separable_trajectories()
+    out = fit_classifier(data, tmp_path / "clf.pt", inputs=inputs, **FAST)
+    report = json.loads(report_path(out, ".report.json").read_text())
+    history = report["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert report["at_threshold_0.5"]["accuracy"] >= 0.95
+    assert report["val_auc"] >= 0.95
+    assert report_path(out, ".errors.png").stat().st_size > 0
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
+    data = separable_trajectories()
+    out = fit_classifier(data, tmp_path / "clf.pt", inputs=("rgb", "state"), **FAST)
+    model = load_reward_model(out)
+    batch = {"rgb": np.stack([t.obs["rgb"][3] for t in data]), "state": np.stack([t.obs["state"][3] for t in data])}
+    again = load_reward_model(out)
+    np.testing.assert_array_equal(model.predict(batch), again.predict(batch))
+    labels = np.array([t.labels[3] for t in data])
+    assert ((sigmoid(model.predict(batch)) > 0.5) == (labels > 0.5)).mean() >= 0.9
+    assert model.spec.inputs["rgb"].shape == (16, 16, 3) and model.spec.output == "logit"
+    assert 0.0 < model.spec.threshold < 1.0
+
+
+def test_same_seed_same_model(tmp_path):
+    data = separable_trajectories()
+    a = load_reward_model(fit_classifier(data, tmp_path / "a.pt", inputs=("rgb",), seed=3, **FAST))
+    b = load_reward_model(fit_classifier(data, tmp_path / "b.pt", inputs=("rgb",), seed=3, **FAST))
+    c = load_reward_model(fit_classifier(data, tmp_path / "c.pt", inputs=("rgb",), seed=4, **FAST))
+    batch = {"rgb": data[0].obs["rgb"]}
+    np.testing.assert_array_equal(a.predict(batch), b.predict(batch))
+    assert not np.array_equal(a.predict(batch), c.predict(batch))
+
+
+def test_split_is_by_trajectory_and_stratified():
+    data = separable_trajectories(n=20)
+    train, val = split_by_trajectory(data, 0.2, seed=0)
+    assert {t.id for t in train}.isdisjoint({t.id for t in val})
+    assert len(train) + len(val) == 20
+    assert any(t.success for t in val) and any(not t.success for t in val)
+
+
+def test_no_positives_is_a_clear_error(tmp_path):
+    data = [t for t in separable_trajectories() if not t.success]
+    with pytest.raises(ValueError, match="no success frames"):
+        fit_classifier(data, tmp_path / "clf.pt", inputs=("state",), **FAST)
+
+
+def test_empty_val_split_is_a_clear_error(tmp_path):
+    data = separable_trajectories(n=2)  # one success, one failure: nothing left for val + train
+    with pytest.raises(ValueError, match="split"):
+        fit_classifier(data, tmp_path / "clf.pt", inputs=("state",), **FAST)
+
+
+def test_shapes_differing_between_trajectories_name_both_paths(tmp_path):
+    data = separable_trajectories(n=6)
+    data[4].obs["rgb"] = np.zeros((13, 8, 8, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"fake/004.*\(8, 8, 3\)|\(8, 8, 3\).*fake/004"):
+        fit_classifier(data, tmp_path / "clf.pt", inputs=("rgb",), **FAST)
+
+
+def test_missing_input_key_lists_available(tmp_path):
+    with pytest.raises(KeyError, match="depth.*rgb"):
+        fit_classifier(separable_trajectories(n=6), tmp_path / "clf.pt", inputs=("depth",), **FAST)
+
+
+def test_nothing_written_on_error(tmp_path):
+    with pytest.raises(ValueError):
+        fit_classifier([t for t in separable_trajectories() if not t.success], tmp_path / "clf.pt", inputs=("state",), **FAST)
+    assert list(tmp_path.iterdir()) == []

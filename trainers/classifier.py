@@ -1,0 +1,299 @@
+"""Fit a frame-level success classifier from positive/negative trajectory buffers.
+
+The classifier scores one observation: ``logit = f(obs)``, ``p(success) = sigmoid(logit)``.
+Training is honest by construction: train and validation are split **by trajectory**, batches
+are balanced between success and non-success frames, and every reported figure is measured on
+held-out trajectories. The checkpoint describes itself, so ``load_reward_model(path)`` is all a
+user needs at load time.
+
+>>> from trainers import fit_classifier                                  # doctest: +SKIP
+>>> fit_classifier("buffers/", "classifier.pt", inputs=("rgb",), epochs=10)  # doctest: +SKIP
+PosixPath('classifier.pt')
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import pathlib
+import time
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from reward_wrappers.base import ModelSpec, sigmoid
+from reward_wrappers.checkpoint import save_reward_model
+from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from trainers.common import EarlyStopping, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.data import (
+    DataLike,
+    FrameTable,
+    balanced_indices,
+    gather,
+    input_specs,
+    iterate_rows,
+    load_buffers,
+    random_shift,
+    split_by_trajectory,
+    state_statistics,
+)
+from trainers.metrics import best_f1_threshold, binary_metrics, roc_auc
+
+SHIFT_PAD = 4  # pixels of random shift at 64x64, as in DrQ
+
+
+def fit_classifier(
+    data: DataLike,
+    out: str | os.PathLike,
+    *,
+    inputs: Sequence[str] = ("rgb",),
+    encoder: str = "cnn",
+    pretrained: str | os.PathLike | None = None,
+    freeze_encoder: bool = False,
+    epochs: int = 20,
+    batch_size: int = 128,
+    lr: float = 3e-4,
+    weight_decay: float = 1e-4,
+    val_fraction: float = 0.2,
+    augment: bool = True,
+    patience: int = 5,
+    steps_per_epoch: int | None = None,
+    hidden: int = 256,
+    seed: int = 0,
+    device: str = "auto",
+    logdir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> pathlib.Path:
+    """Train a success classifier; write the checkpoint to ``out`` and return its path.
+
+    Beside the checkpoint: ``<out>.report.json`` (held-out accuracy, AUC, precision, recall at the
+    suggested threshold and at 0.5, sample counts, timing) and ``<out>.errors.png`` (the worst false
+    positives and false negatives with their scores). ``pretrained`` is a ``.pt`` state dict for
+    the image encoder (loaded with ``weights_only=True``); ``freeze_encoder`` keeps it fixed.
+    """
+    rng = seed_everything(seed)
+    torch_device = resolve_device(device)
+    inputs = tuple(inputs)
+    trajectories = load_buffers(data)
+    specs = input_specs(trajectories, inputs)
+    if not any(float(np.max(t.labels)) > 0.5 for t in trajectories):
+        raise ValueError(
+            f"no success frames in {len(trajectories)} trajectories: a classifier needs positives "
+            "(collect with an expert, e.g. `rewardswap collect --policy expert`)"
+        )
+    train, val = split_by_trajectory(trajectories, val_fraction, seed)
+    train_table, val_table = FrameTable.from_trajectories(train), FrameTable.from_trajectories(val)
+    for name, table in (("train", train_table), ("val", val_table)):
+        if len(table.positives) == 0 or len(table.negatives) == 0:
+            raise ValueError(
+                f"the {name} split has {len(table.positives)} positive and {len(table.negatives)} negative frames; "
+                "both are needed: record more successful and failed trajectories"
+            )
+
+    spec = ModelSpec(inputs=specs, output="logit")
+    model = TorchRewardModel.build(spec, encoder=encoder, hidden=hidden)
+    net = model.net.to(torch_device)
+    for key, inp in specs.items():
+        if len(inp.shape) == 1:
+            net.set_state_normalization(key, *state_statistics(train, key))
+    if pretrained is not None:
+        _load_pretrained_encoder(net, pretrained)
+    if freeze_encoder:
+        for p in net.encoders.parameters():
+            p.requires_grad_(False)
+
+    steps = steps_per_epoch or max(1, math.ceil(len(train_table) / batch_size))
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=lr * 0.05)
+    writer = make_writer(logdir)
+    stopper = EarlyStopping(patience)
+    image_keys = [k for k, v in specs.items() if len(v.shape) == 3]
+    history: list[dict[str, float]] = []
+    frames_seen, train_seconds = 0, 0.0
+
+    bar = tqdm(total=epochs * steps, desc="classifier", unit="batch", disable=not progress)
+    for epoch in range(epochs):
+        net.train()
+        epoch_start, losses = time.perf_counter(), []
+        for _ in range(steps):
+            rows = balanced_indices(train_table, batch_size, rng)
+            batch = gather(train, train_table.traj[rows], train_table.frame[rows], inputs)
+            if augment:
+                for key in image_keys:
+                    batch[key] = random_shift(batch[key], SHIFT_PAD, rng)
+            labels = torch.as_tensor(train_table.label[rows], device=torch_device)
+            logits = net(batch_to_tensors(batch, torch_device))[:, 0]
+            loss = F.binary_cross_entropy_with_logits(logits, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            frames_seen += len(rows)
+            bar.update(1)
+        train_seconds += time.perf_counter() - epoch_start
+
+        scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
+        val_loss = balanced_bce(scores, val_table.label)
+        auc = roc_auc(scores, val_table.label)
+        at_half = binary_metrics(sigmoid(scores), val_table.label, 0.5)
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_auc": auc, **{f"val_{k}": v for k, v in at_half.items() if k in ("accuracy", "precision", "recall")}}
+        history.append(record)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_loss=f"{val_loss:.3f}", auc=f"{auc:.3f}")
+        if writer is not None:
+            step = (epoch + 1) * steps
+            writer.add_scalar("train/loss", record["train_loss"], step)
+            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/frames_per_second", steps * batch_size / max(time.perf_counter() - epoch_start, 1e-9), step)
+            for k in ("val_loss", "val_auc", "val_accuracy", "val_precision", "val_recall"):
+                writer.add_scalar(k.replace("val_", "val/"), record[k], step)
+            writer.add_histogram("val/score_positive", scores[val_table.label > 0.5], step)
+            writer.add_histogram("val/score_negative", scores[val_table.label <= 0.5], step)
+        if stopper.update(epoch, val_loss, net):
+            break
+    bar.close()
+    stopper.restore(net)
+    net.eval()
+
+    scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
+    probs = sigmoid(scores)
+    threshold = best_f1_threshold(probs, val_table.label)
+    model.spec = ModelSpec(inputs=specs, output="logit", threshold=threshold)
+    report = {
+        "kind": "classifier",
+        "inputs": list(inputs),
+        "encoder": encoder,
+        "seed": seed,
+        "val_auc": roc_auc(scores, val_table.label),
+        "val_loss": balanced_bce(scores, val_table.label),
+        "suggested_threshold": threshold,
+        "at_suggested_threshold": binary_metrics(probs, val_table.label, threshold),
+        "at_threshold_0.5": binary_metrics(probs, val_table.label, 0.5),
+        "counts": {
+            "train_trajectories": len(train),
+            "val_trajectories": len(val),
+            "train_frames_positive": int(len(train_table.positives)),
+            "train_frames_negative": int(len(train_table.negatives)),
+            "val_frames_positive": int(len(val_table.positives)),
+            "val_frames_negative": int(len(val_table.negatives)),
+        },
+        "best_epoch": stopper.best_epoch,
+        "epochs_run": len(history),
+        "train_frames_per_second": frames_seen / max(train_seconds, 1e-9),
+        "history": history,
+        "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
+    }
+    out = save_reward_model(model, out, metadata={"report": {k: v for k, v in report.items() if k != "history"}, "data": str(data) if isinstance(data, (str, os.PathLike)) else None})
+    write_json_atomic(report_path(out, ".report.json"), report)
+    write_error_grid(report_path(out, ".errors.png"), val, val_table, probs)
+    if writer is not None:
+        writer.close()
+    return out
+
+
+def predict_frames(model: TorchRewardModel, trajectories: Sequence[Any], table: FrameTable, keys: Sequence[str], batch_size: int) -> np.ndarray:
+    """Raw model outputs for every row of ``table``, in order."""
+    model.net.eval()
+    out = np.empty(len(table), dtype=np.float64)
+    for rows in iterate_rows(len(table), batch_size):
+        batch = gather(trajectories, table.traj[rows], table.frame[rows], keys, model.spec.window)
+        out[rows] = model.predict(batch)
+    return out
+
+
+def balanced_bce(logits: np.ndarray, labels: np.ndarray) -> float:
+    """BCE with each class weighted to half the total, matching the balanced training batches."""
+    logits = torch.as_tensor(logits, dtype=torch.float64)
+    labels = torch.as_tensor(labels, dtype=torch.float64)
+    per = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    pos = labels > 0.5
+    return float(0.5 * per[pos].mean() + 0.5 * per[~pos].mean())
+
+
+def _load_pretrained_encoder(net: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load image-encoder weights from a plain state dict saved with ``torch.save``."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"pretrained weights {path} must be a state dict, got {type(state).__name__}")
+    targets = [enc for key, enc in net.encoders.items() if key in net.image_keys]
+    if not targets:
+        raise ValueError(f"pretrained weights {path} given, but the model has no image input")
+    for enc in targets:
+        missing, unexpected = enc.load_state_dict(state, strict=False)
+        if len(missing) == len(list(enc.state_dict())):
+            raise ValueError(
+                f"pretrained weights {path} match none of the encoder's parameters "
+                f"(expected keys like {sorted(enc.state_dict())[:3]}, got {sorted(state)[:3]})"
+            )
+
+
+def write_error_grid(path: pathlib.Path, trajectories: Sequence[Any], table: FrameTable, probs: np.ndarray, n: int = 8) -> pathlib.Path:
+    """PNG: top row the ``n`` negatives with the highest scores, bottom row the lowest-scored positives."""
+    import cv2
+
+    neg, pos = table.negatives, table.positives
+    worst_fp = neg[np.argsort(-probs[neg])[:n]]
+    worst_fn = pos[np.argsort(probs[pos])[:n]]
+    image_key = next((k for k in trajectories[0].obs if trajectories[0].obs[k].ndim == 4 and trajectories[0].obs[k].dtype == np.uint8), None)
+    tile = 96
+    canvas = np.full((2 * (tile + 16) + 24, n * tile, 3), 255, np.uint8)
+    cv2.putText(canvas, "false positives (neg, high p) / false negatives (pos, low p)", (2, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
+    for row, picks in enumerate((worst_fp, worst_fn)):
+        for col, r in enumerate(picks):
+            traj = trajectories[int(table.traj[r])]
+            y0, x0 = 24 + row * (tile + 16), col * tile
+            if image_key is not None:
+                img = np.asarray(traj.obs[image_key][int(table.frame[r])])[..., :3]
+                canvas[y0 : y0 + tile, x0 : x0 + tile] = cv2.resize(img, (tile, tile), interpolation=cv2.INTER_NEAREST)
+            label = f"p={probs[r]:.2f} t={int(table.frame[r])}"
+            cv2.putText(canvas, label, (x0 + 2, y0 + tile + 11), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (200, 0, 0), 1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ok, buf = cv2.imencode(".png", canvas[..., ::-1])
+    if not ok:
+        raise RuntimeError(f"could not encode {path}")
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.write_bytes(buf.tobytes())
+    os.replace(tmp, path)
+    return path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
+    parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report and error grid go beside it")
+    parser.add_argument("--inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads (images, state, or both)")
+    parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
+    parser.add_argument("--pretrained", default=None, help="state-dict file for the image encoder")
+    parser.add_argument("--freeze-encoder", action="store_true", help="keep the image encoder fixed")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of trajectories held out")
+    parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: one pass over the train frames)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
+
+
+def run(args: argparse.Namespace) -> int:
+    out = fit_classifier(
+        args.data, args.out, inputs=tuple(args.inputs), encoder=args.encoder, pretrained=args.pretrained,
+        freeze_encoder=args.freeze_encoder, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        val_fraction=args.val_fraction, augment=not args.no_augment, patience=args.patience,
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, logdir=args.logdir,
+    )
+    import json
+
+    report = json.loads(report_path(out, ".report.json").read_text())
+    m = report["at_suggested_threshold"]
+    print(
+        f"wrote {out}\n  val AUC {report['val_auc']:.4f}  accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
+        f"recall {m['recall']:.4f}  at threshold {report['suggested_threshold']:.3f}\n"
+        f"  report {report_path(out, '.report.json')}  errors {report_path(out, '.errors.png')}"
+    )
+    return 0

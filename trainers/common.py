@@ -1,0 +1,88 @@
+"""Pieces every trainer shares: seeding, device choice, logging, early stopping, reports."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import pathlib
+import random
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch; return a numpy Generator for the trainer's own draws."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def make_writer(logdir: str | os.PathLike | None):
+    """A TensorBoard SummaryWriter, or None when no logdir is given."""
+    if logdir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=os.fspath(logdir))
+
+
+class EarlyStopping:
+    """Keep the best weights by validation loss; stop after ``patience`` epochs without gain."""
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best_loss = float("inf")
+        self.best_epoch = -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, val_loss: float, module: torch.nn.Module) -> bool:
+        """Record an epoch; return True when training should stop."""
+        if val_loss < self.best_loss - 1e-6:
+            self.best_loss, self.best_epoch, self.bad_epochs = val_loss, epoch, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore(self, module: torch.nn.Module) -> None:
+        if self.best_state is not None:
+            module.load_state_dict(self.best_state)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> pathlib.Path:
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (pathlib.Path,)):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def report_path(out: str | os.PathLike, suffix: str) -> pathlib.Path:
+    """Sibling file of a checkpoint: ``model.pt`` -> ``model.report.json`` for suffix ``.report.json``."""
+    out = pathlib.Path(out)
+    return out.with_name(out.stem + suffix)

@@ -1,0 +1,188 @@
+"""From trajectory buffers to training batches: validation, splits by trajectory, sampling.
+
+Frames of one episode are near-duplicates, so every split here is **by trajectory**, never by
+frame. Observations are read from the memory-mapped ``.npy`` files batch by batch; a large
+buffer is never loaded whole.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> random_shift(np.zeros((2, 8, 8, 3), np.uint8), pad=2, rng=rng).shape
+(2, 8, 8, 3)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from reward_wrappers.base import InputSpec, window_indices
+
+DataLike = str | os.PathLike | Sequence[Any]
+
+
+def load_buffers(data: DataLike) -> list[Any]:
+    """Trajectories from a buffer directory (see :mod:`collectors`) or an existing list of them."""
+    if isinstance(data, (str, os.PathLike)):
+        from collectors import load_trajectories
+
+        trajectories = list(load_trajectories(data))
+        where = f"{os.fspath(data)!r}"
+    else:
+        trajectories = list(data)
+        where = "the given list"
+    if not trajectories:
+        raise ValueError(f"no trajectories found in {where}; record some with `rewardswap collect`")
+    return trajectories
+
+
+def input_specs(trajectories: Sequence[Any], keys: Sequence[str]) -> dict[str, InputSpec]:
+    """Per-frame shape and dtype of each key, checked identical across all trajectories."""
+    if not keys:
+        raise ValueError("inputs must name at least one observation key")
+    specs: dict[str, InputSpec] = {}
+    first_path: dict[str, Any] = {}
+    for traj in trajectories:
+        for key in keys:
+            if key not in traj.obs:
+                raise KeyError(
+                    f"trajectory {traj.path} has no observation key {key!r}; it has {sorted(traj.obs)}"
+                )
+            arr = traj.obs[key]
+            spec = InputSpec(tuple(arr.shape[1:]), np.dtype(arr.dtype).name)
+            if key not in specs:
+                specs[key], first_path[key] = spec, traj.path
+            elif spec != specs[key]:
+                raise ValueError(
+                    f"observation {key!r} differs between trajectories: {first_path[key]} has shape "
+                    f"{specs[key].shape} dtype {specs[key].dtype}, {traj.path} has shape {spec.shape} dtype {spec.dtype}"
+                )
+    return specs
+
+
+def split_by_trajectory(
+    trajectories: Sequence[Any],
+    val_fraction: float,
+    seed: int,
+    stratify: Callable[[Any], bool] = lambda t: bool(t.success),
+) -> tuple[list[Any], list[Any]]:
+    """Shuffle and split trajectories into train and val, stratified by ``stratify``.
+
+    Each stratum sends ``round(val_fraction * n)`` trajectories to val (at least one when it has
+    two or more), so both splits see both kinds. Raises ``ValueError`` when a split is empty.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train: list[Any] = []
+    val: list[Any] = []
+    for stratum in (True, False):
+        members = [t for t in trajectories if stratify(t) == stratum]
+        order = rng.permutation(len(members))
+        n_val = int(round(val_fraction * len(members)))
+        if n_val == 0 and len(members) >= 2:
+            n_val = 1
+        val += [members[i] for i in order[:n_val]]
+        train += [members[i] for i in order[n_val:]]
+    if not train or not val:
+        raise ValueError(
+            f"split by trajectory left the {'train' if not train else 'val'} split empty "
+            f"({len(trajectories)} trajectories, val_fraction={val_fraction}); record more trajectories"
+        )
+    return train, val
+
+
+@dataclass
+class FrameTable:
+    """One row per frame: which trajectory, which frame, and its success label."""
+
+    traj: np.ndarray
+    frame: np.ndarray
+    label: np.ndarray
+
+    @classmethod
+    def from_trajectories(cls, trajectories: Sequence[Any]) -> "FrameTable":
+        lengths = [len(t.labels) for t in trajectories]
+        return cls(
+            traj=np.repeat(np.arange(len(trajectories)), lengths),
+            frame=np.concatenate([np.arange(n) for n in lengths]) if lengths else np.zeros(0, int),
+            label=np.concatenate([np.asarray(t.labels, dtype=np.float32) for t in trajectories]).astype(np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.traj)
+
+    @property
+    def positives(self) -> np.ndarray:
+        return np.flatnonzero(self.label > 0.5)
+
+    @property
+    def negatives(self) -> np.ndarray:
+        return np.flatnonzero(self.label <= 0.5)
+
+
+def gather(
+    trajectories: Sequence[Any],
+    traj_ids: np.ndarray,
+    frame_ids: np.ndarray,
+    keys: Sequence[str],
+    window: int = 1,
+) -> dict[str, np.ndarray]:
+    """Read a batch of frames (or causal windows ending at them) for ``keys`` from the buffers."""
+    batch: dict[str, np.ndarray] = {}
+    for key in keys:
+        rows = []
+        for ti, fi in zip(traj_ids, frame_ids):
+            source = trajectories[int(ti)].obs[key]
+            rows.append(source[int(fi)] if window == 1 else source[window_indices(int(fi), window)])
+        batch[key] = np.stack(rows)
+    return batch
+
+
+def balanced_indices(table: FrameTable, batch_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices of one batch: half positive frames, half negative, drawn with replacement."""
+    pos, neg = table.positives, table.negatives
+    if len(pos) == 0 or len(neg) == 0:
+        raise ValueError(
+            f"balanced batches need both classes; the training split has {len(pos)} positive and "
+            f"{len(neg)} negative frames"
+        )
+    n_pos = batch_size // 2
+    return np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, batch_size - n_pos)])
+
+
+def iterate_rows(n: int, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, n, batch_size):
+        yield np.arange(start, min(start + batch_size, n))
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Random-shift augmentation (pad with edge pixels, random crop back), one shift per sample.
+
+    ``images`` is ``(B, ..., H, W, C)``; all frames of one sample (a window) shift together.
+    """
+    if pad <= 0:
+        return images
+    h, w = images.shape[-3], images.shape[-2]
+    widths = [(0, 0)] * (images.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)]
+    padded = np.pad(images, widths, mode="edge")
+    out = np.empty_like(images)
+    shifts = rng.integers(0, 2 * pad + 1, size=(len(images), 2))
+    for i, (dy, dx) in enumerate(shifts):
+        out[i] = padded[i, ..., dy : dy + h, dx : dx + w, :]
+    return out
+
+
+def state_statistics(trajectories: Sequence[Any], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of a state key over all frames, streamed one trajectory at a time."""
+    total, total_sq, count = 0.0, 0.0, 0
+    for traj in trajectories:
+        x = np.asarray(traj.obs[key], dtype=np.float64)
+        total = total + x.sum(axis=0)
+        total_sq = total_sq + (x**2).sum(axis=0)
+        count += len(x)
+    mean = total / max(count, 1)
+    std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0.0))
+    return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
