@@ -1,18 +1,286 @@
-"""Train an SB3 agent with the env reward or a learned reward.
+"""Train an SB3 agent (PPO or SAC, unmodified) on the env reward or a learned reward.
 
-Not implemented yet: this command will train SB3 PPO/SAC on a swapped reward (agents issue).
+The env is built with ``envs.make``; the reward wrappers are stacked at the vector level (one
+batched model forward per step); TensorBoard gets the true success rate, the env's return and the
+learned return side by side; periodic deterministic evaluation measures true success. The run
+directory receives ``model.zip``, ``run_config.json`` (everything needed to reproduce the run,
+including the exact command) and ``eval.json`` (the evaluation curve).
+
+Reward choices (``--reward``): ``env`` (the env's dense reward), ``sparse`` (1 on true-success
+steps), ``classifier:PATH``, ``progress:PATH``, ``preference:PATH`` (checkpoints written by
+``rewardswap train-reward``). ``--pbrs PATH`` adds potential-based shaping with that model as the
+potential, using the agent's own discount.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
+import pathlib
+import platform
+import shlex
 import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from stable_baselines3 import PPO, SAC
+from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs
+
+import envs
+from agents.callbacks import RewardLogger, TrueSuccessEval
+from reward_wrappers import load_reward_model
+from reward_wrappers.base import RewardModel
+
+ALGOS = {"ppo": PPO, "sac": SAC}
+LEARNED_KINDS = ("classifier", "progress", "preference")
+OBS_CHOICES = ("state", "rgb", "state+rgb")
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on; saved as ``run_config.json``."""
+
+    env: str = "PointReach-v0"
+    algo: str = "ppo"
+    reward: str = "env"
+    pbrs: str | None = None
+    gamma: float | None = None
+    policy_obs: str = "state"
+    steps: int = 50_000
+    seed: int = 0
+    n_envs: int = 8
+    logdir: str = "runs/agent"
+    collect: str | None = None
+    ignore_terminations: bool | None = None
+    terminate_on_learned_success: bool = False
+    reward_output: str | None = None
+    eval_freq: int = 5_000
+    eval_episodes: int = 20
+    render_size: int = 64
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    verbose: int = 0
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise ValueError(f"--algo must be one of {sorted(ALGOS)}, got {self.algo!r}")
+        kind, _ = parse_reward(self.reward)
+        if kind in LEARNED_KINDS:
+            path = self.reward.split(":", 1)[1]
+            if not pathlib.Path(path).is_file():
+                raise FileNotFoundError(f"--reward {self.reward}: checkpoint {path} does not exist")
+        if self.pbrs is not None and not pathlib.Path(self.pbrs).is_file():
+            raise FileNotFoundError(f"--pbrs: checkpoint {self.pbrs} does not exist")
+        if self.policy_obs not in OBS_CHOICES:
+            raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
+        if self.steps <= 0 or self.n_envs <= 0:
+            raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
+        if self.gamma is not None and not 0.0 < self.gamma <= 1.0:
+            raise ValueError(f"--gamma must be in (0, 1], got {self.gamma}")
+
+
+def parse_reward(reward: str) -> tuple[str, str | None]:
+    """``"classifier:model.pt"`` -> ``("classifier", "model.pt")``; ``"env"`` -> ``("env", None)``."""
+    kind, _, path = reward.partition(":")
+    if kind in ("env", "sparse") and not path:
+        return kind, None
+    if kind in LEARNED_KINDS and path:
+        return kind, path
+    raise ValueError(
+        f"--reward {reward!r} not understood: use env, sparse, or classifier:PATH, progress:PATH, preference:PATH"
+    )
+
+
+def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
+    """Settings that train in a few minutes on 2 CPU cores (ManiSkill: see platform notes)."""
+    maniskill = env_id not in envs.BUILTIN_ENV_IDS
+    if algo == "ppo":
+        if maniskill:
+            return dict(n_steps=64, batch_size=512, n_epochs=8, gamma=0.8, gae_lambda=0.9, learning_rate=3e-4,
+                        ent_coef=0.0, clip_range=0.2, target_kl=0.1, policy_kwargs=dict(net_arch=[256, 256, 256]))
+        return dict(n_steps=64, batch_size=256, n_epochs=5, gamma=0.95, gae_lambda=0.95, learning_rate=1e-3,
+                    ent_coef=0.0, policy_kwargs=dict(net_arch=[64, 64]))
+    return dict(learning_starts=1_000, batch_size=256, gamma=0.8 if maniskill else 0.95, train_freq=1,
+                gradient_steps=1, policy_kwargs=dict(net_arch=[256, 256]))
+
+
+class TimedModel:
+    """Forwards to a reward model and adds up the seconds spent in ``predict``."""
+
+    def __init__(self, model: RewardModel) -> None:
+        self.model = model
+        self.spec = model.spec
+        self.seconds = 0.0
+
+    def predict(self, batch):  # noqa: ANN001 - same signature as the wrapped model
+        start = time.perf_counter()
+        try:
+            return self.model.predict(batch)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def _required_obs(policy_obs: str, models: list[RewardModel]) -> str:
+    keys = set(policy_obs.split("+"))
+    for model in models:
+        keys |= set(model.spec.inputs)
+    unknown = keys - {"state", "rgb"}
+    if unknown:
+        raise ValueError(f"reward models read keys {sorted(unknown)}; envs.make provides only 'state' and 'rgb'")
+    return "state+rgb" if keys == {"state", "rgb"} else keys.pop()
+
+
+def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
+    """Show the policy only its keys (the reward wrappers below still see everything)."""
+    if env_obs == policy_obs or "+" in policy_obs:
+        return venv
+    return VecExtractDictObs(venv, policy_obs)
+
+
+def train_agent(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
+    """Run one training job; return a summary (final true success, curve, timings)."""
+    from agents.vec import make_vec_env
+    from reward_wrappers.sb3 import VecLearnedReward, VecPBRS, VecProgressReward
+
+    torch.manual_seed(cfg.seed)
+    run_dir = pathlib.Path(cfg.logdir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    kind, path = parse_reward(cfg.reward)
+    learned = kind in LEARNED_KINDS
+    reward_model = TimedModel(load_reward_model(path)) if path else None
+    potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
+    models = [m for m in (reward_model, potential) if m is not None]
+    env_obs = _required_obs(cfg.policy_obs, models)
+    # A learned reward must not receive the true success through termination (platform notes).
+    ignore_terminations = learned if cfg.ignore_terminations is None else cfg.ignore_terminations
+    make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense",
+                       render_size=cfg.render_size, ignore_terminations=ignore_terminations)
+
+    hyper = {**default_hyperparameters(cfg.algo, cfg.env), **cfg.algo_kwargs}
+    if cfg.gamma is not None:
+        hyper["gamma"] = cfg.gamma
+    gamma = float(hyper.get("gamma", 0.99))
+
+    venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
+                        collect_dir=cfg.collect, info_keys=())
+    if kind == "classifier":
+        venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "prob",
+                                terminate_on_success=cfg.terminate_on_learned_success)
+    elif kind == "progress":
+        venv = VecProgressReward(venv, reward_model, output=cfg.reward_output or "progress")
+    elif kind == "preference":
+        venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "raw")
+    if potential is not None:
+        venv = VecPBRS(venv, potential, gamma=gamma)
+    venv = _select_policy_keys(venv, env_obs, cfg.policy_obs)
+
+    eval_env = make_vec_env(cfg.env, n_envs=min(cfg.n_envs, 4) if cfg.env in envs.BUILTIN_ENV_IDS else 1,
+                            seed=cfg.seed + 10_000, make_kwargs=make_kwargs)
+    eval_env = _select_policy_keys(eval_env, env_obs, cfg.policy_obs)
+
+    policy = "MultiInputPolicy" if "+" in cfg.policy_obs else ("CnnPolicy" if cfg.policy_obs == "rgb" else "MlpPolicy")
+    agent = ALGOS[cfg.algo](policy, venv, seed=cfg.seed, verbose=cfg.verbose, device="cpu",
+                            tensorboard_log=str(run_dir / "tb"), **hyper)
+    evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000)
+    start = time.perf_counter()
+    agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), evaluator], tb_log_name="run", progress_bar=False)
+    wall = time.perf_counter() - start
+    inference = sum(m.seconds for m in models)
+
+    agent.save(run_dir / "model.zip")
+    curve = evaluator.curve
+    summary = {
+        "env": cfg.env,
+        "algo": cfg.algo,
+        "reward": cfg.reward,
+        "pbrs": cfg.pbrs,
+        "seed": cfg.seed,
+        "gamma": gamma,
+        "final_true_success": curve[-1]["success_rate"],
+        "steps_to_80": next((c["steps"] for c in curve if c["success_rate"] >= 0.8), None),
+        "wall_seconds": wall,
+        "eval_seconds": evaluator.eval_seconds,
+        "reward_inference_seconds": inference,
+        "reward_inference_share": inference / wall if wall > 0 else 0.0,
+        "curve": curve,
+    }
+    (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "run_config.json").write_text(json.dumps({
+        "config": dataclasses.asdict(cfg),
+        "hyperparameters": hyper,
+        "env_obs": env_obs,
+        "ignore_terminations": ignore_terminations,
+        "command": command,
+        "versions": package_versions(),
+        "platform": platform.platform(),
+    }, indent=2, default=str) + "\n")
+    venv.close()
+    eval_env.close()
+    return summary
+
+
+def package_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for name in ("rewardswap", "torch", "gymnasium", "stable-baselines3", "numpy", "mani_skill", "sapien"):
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make (built-in, ManiSkill or gymnasium)")
+    parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
+    parser.add_argument("--reward", default="env",
+                        help="env | sparse | classifier:PATH | progress:PATH | preference:PATH")
+    parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
+    parser.add_argument("--gamma", type=float, default=None, help="agent discount (also PBRS's); default: per-algo/env")
+    parser.add_argument("--policy-obs", choices=OBS_CHOICES, default="state", help="what the policy sees")
+    parser.add_argument("--steps", type=int, default=50_000, help="env steps to train for")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--logdir", default="runs/agent", help="run directory (TensorBoard, model, config)")
+    parser.add_argument("--collect", default=None, metavar="DIR", help="record training trajectories into DIR")
+    parser.add_argument("--ignore-terminations", choices=["auto", "yes", "no"], default="auto",
+                        help="keep episodes running after true success; auto: yes for learned rewards")
+    parser.add_argument("--terminate-on-learned-success", action="store_true",
+                        help="end episodes when the classifier says success (with --reward classifier:...)")
+    parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
+                        help="how the learned model's output becomes a reward (default per kind)")
+    parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("-v", "--verbose", type=int, default=0)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        env=args.env, algo=args.algo, reward=args.reward, pbrs=args.pbrs, gamma=args.gamma,
+        policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
+        collect=args.collect, ignore_terminations={"auto": None, "yes": True, "no": False}[args.ignore_terminations],
+        terminate_on_learned_success=args.terminate_on_learned_success, reward_output=args.reward_output,
+        eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rewardswap: this command is not implemented yet; it will train SB3 PPO/SAC on a swapped reward (agents issue).", file=sys.stderr)
-    return 2
+    try:
+        cfg = config_from_args(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rewardswap train-agent: error: {exc}", file=sys.stderr)
+        return 2
+    command = "rewardswap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    summary = train_agent(cfg, command=command)
+    print(f"final true success {summary['final_true_success']:.2f}  steps to 80%: {summary['steps_to_80']}  "
+          f"wall {summary['wall_seconds']:.0f}s  reward inference {100 * summary['reward_inference_share']:.1f}%  "
+          f"-> {cfg.logdir}")
+    return 0

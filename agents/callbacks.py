@@ -1,0 +1,128 @@
+"""SB3 callbacks that log what the agent is *really* achieving next to what it is paid.
+
+``RewardLogger`` logs, per finished training episode, the true success (from the env's own
+``info["success"]``), the env's own return (``info["env_reward"]`` when a reward wrapper moved it
+there, else the reward) and the return the agent was trained on. ``TrueSuccessEval`` runs
+deterministic evaluation episodes on a separate env and logs the true success rate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
+
+
+class RewardLogger(BaseCallback):
+    """Log ``rollout/true_success_rate``, ``rollout/env_return`` and ``rollout/learned_return``."""
+
+    def __init__(self, window: int = 100) -> None:
+        super().__init__()
+        self.success: deque[float] = deque(maxlen=window)
+        self.env_returns: deque[float] = deque(maxlen=window)
+        self.agent_returns: deque[float] = deque(maxlen=window)
+
+    def _on_training_start(self) -> None:
+        n = self.training_env.num_envs
+        self._env_ret = np.zeros(n)
+        self._agent_ret = np.zeros(n)
+        self._succeeded = np.zeros(n, dtype=bool)
+
+    def _on_step(self) -> bool:
+        rewards = np.asarray(self.locals["rewards"], dtype=np.float64)
+        dones = np.asarray(self.locals["dones"], dtype=bool)
+        for i, info in enumerate(self.locals["infos"]):
+            self._agent_ret[i] += rewards[i]
+            self._env_ret[i] += float(info.get("env_reward", rewards[i]))
+            self._succeeded[i] |= bool(info.get("success", info.get("is_success", False)))
+            if dones[i]:
+                self.success.append(float(self._succeeded[i]))
+                self.env_returns.append(self._env_ret[i])
+                self.agent_returns.append(self._agent_ret[i])
+                self._env_ret[i] = self._agent_ret[i] = 0.0
+                self._succeeded[i] = False
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.success:
+            self.logger.record("rollout/true_success_rate", float(np.mean(self.success)))
+            self.logger.record("rollout/env_return", float(np.mean(self.env_returns)))
+            self.logger.record("rollout/learned_return", float(np.mean(self.agent_returns)))
+
+
+def evaluate_true_success(model: Any, env: VecEnv, episodes: int, seed: int | None = None) -> dict[str, float]:
+    """Deterministic episodes on ``env``: fraction that reached true success, and at the end.
+
+    With ``seed``, every evaluation starts from the same initial states, so runs and conditions
+    are compared on the same episodes.
+    """
+    n = env.num_envs
+    if seed is not None:
+        env.seed(seed)
+    once = np.zeros(n, dtype=bool)
+    obs = env.reset()
+    results_once: list[float] = []
+    results_end: list[float] = []
+    returns: list[float] = []
+    ret = np.zeros(n)
+    while len(results_once) < episodes:
+        actions, _ = model.predict(obs, deterministic=True)
+        obs, rewards, dones, infos = env.step(actions)
+        ret += rewards
+        for i, info in enumerate(infos):
+            once[i] |= bool(info.get("success", False))
+            if dones[i]:
+                if len(results_once) < episodes:
+                    results_once.append(float(once[i]))
+                    results_end.append(float(bool(info.get("success", False))))
+                    returns.append(float(ret[i]))
+                once[i] = False
+                ret[i] = 0.0
+    return {
+        "success_rate": float(np.mean(results_once)),
+        "success_at_end": float(np.mean(results_end)),
+        "env_return": float(np.mean(returns)),
+    }
+
+
+class TrueSuccessEval(BaseCallback):
+    """Every ``eval_freq`` env steps, evaluate deterministically on true success and log it."""
+
+    def __init__(self, eval_env: VecEnv, eval_freq: int, episodes: int, seed: int | None = None) -> None:
+        super().__init__()
+        self.seed = seed
+        self.eval_env = eval_env
+        self.eval_freq = eval_freq
+        self.episodes = episodes
+        self.curve: list[dict[str, float]] = []
+        self.eval_seconds = 0.0
+        self._next = 0
+
+    def _evaluate(self) -> None:
+        start = time.perf_counter()
+        result = evaluate_true_success(self.model, self.eval_env, self.episodes, self.seed)
+        self.eval_seconds += time.perf_counter() - start
+        result["steps"] = int(self.num_timesteps)
+        self.curve.append(result)
+        self.logger.record("eval/true_success_rate", result["success_rate"])
+        self.logger.record("eval/true_success_at_end", result["success_at_end"])
+        self.logger.record("eval/env_return", result["env_return"])
+        self.logger.dump(self.num_timesteps)
+
+    def _on_training_start(self) -> None:
+        self._evaluate()
+        self._next = self.eval_freq
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next:
+            self._next += self.eval_freq
+            self._evaluate()
+        return True
+
+    def _on_training_end(self) -> None:
+        if not self.curve or self.curve[-1]["steps"] != self.num_timesteps:
+            self._evaluate()

@@ -1,0 +1,63 @@
+"""Build the SB3 vector env an agent trains on: env -> (recorder) -> Monitor -> reward wrappers.
+
+Stacking order, innermost first:
+
+1. ``envs.make`` (true success in ``info["success"]``/``info["is_success"]``);
+2. optional :class:`collectors.TrajectoryRecorder` (records the *env* reward and true labels);
+3. ``Monitor``: logs the env's own return and episode length (``rollout/ep_rew_mean``);
+4. at the vector level, the reward wrappers (one batched model forward per step);
+5. a key selector when the policy sees fewer observation keys than the reward model.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import gymnasium as gym
+import torch
+from stable_baselines3.common.monitor import Monitor
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+import envs
+
+
+def _env_builder(env_id: str, rank: int, seed: int, make_kwargs: dict[str, Any], collect_dir: str | None, info_keys: tuple[str, ...]) -> Callable[[], gym.Env]:
+    def build() -> gym.Env:
+        # Software rendering and torch threads contend for the same cores.
+        torch.set_num_threads(1)
+        env = envs.make(env_id, seed=seed + rank, **make_kwargs)
+        if collect_dir is not None:
+            from collectors import TrajectoryRecorder
+
+            env = TrajectoryRecorder(env, collect_dir, info_keys=info_keys)
+        return Monitor(env)
+
+    return build
+
+
+def make_vec_env(
+    env_id: str,
+    *,
+    n_envs: int,
+    seed: int,
+    make_kwargs: dict[str, Any] | None = None,
+    collect_dir: str | os.PathLike | None = None,
+    info_keys: tuple[str, ...] = (),
+    subprocess: bool | None = None,
+) -> VecEnv:
+    """A seeded SB3 VecEnv of ``n_envs`` copies of ``envs.make(env_id, **make_kwargs)``.
+
+    ``subprocess=None`` picks processes for ManiSkill ids (one CPU sim per process) and a
+    single process for the cheap built-in envs.
+    """
+    make_kwargs = dict(make_kwargs or {})
+    if subprocess is None:
+        subprocess = n_envs > 1 and env_id not in envs.BUILTIN_ENV_IDS
+    builders = [
+        _env_builder(env_id, rank, seed, make_kwargs, None if collect_dir is None else os.fspath(collect_dir), info_keys)
+        for rank in range(n_envs)
+    ]
+    venv: VecEnv = SubprocVecEnv(builders, start_method="forkserver") if subprocess else DummyVecEnv(builders)
+    venv.seed(seed)
+    return venv
