@@ -1,0 +1,129 @@
+"""ManiSkill 3 tasks through :func:`envs.make` (imported only when a ManiSkill id is requested).
+
+The env is built on the CPU simulator with one sub-env (``sim_backend="cpu"``, ``num_envs=1``),
+wrapped in ManiSkill's ``CPUGymWrapper`` (numpy observations, unbatched float reward and bool
+flags) and then in :class:`ManiSkillObservation`, which reshapes ManiSkill's observation into
+RewardSwap's keys:
+
+* ``obs="state"`` -> ManiSkill ``obs_mode="state"``: the flat privileged state vector;
+* ``obs="rgb"`` -> ``obs_mode="rgb"``: the first sensor camera's ``(H, W, 3)`` uint8 image;
+* ``obs="state+rgb"`` -> ``obs_mode="state+rgb"``: ``Dict(state, rgb)``. ManiSkill 3.0.1
+  computes the same flat state vector as in ``"state"`` mode next to the camera image, in one
+  render per step (measured here: the same speed as ``"rgb"``, both bound by the CPU renderer).
+
+``reward="dense"`` maps to ManiSkill's ``reward_mode="normalized_dense"``, ``"sparse"`` to
+``"sparse"`` (then forced to exactly ``1.0`` on success steps). The camera resolution is
+``render_size``; ``control_mode`` defaults to ``"pd_ee_delta_pos"`` (what the scripted experts
+drive). ManiSkill terminates on ground-truth success unless ``ignore_terminations=True``.
+
+>>> import envs
+>>> env = envs.make("PickCube-v1", obs="state", seed=0)  # doctest: +SKIP
+>>> env.observation_space.shape  # doctest: +SKIP
+(42,)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from envs.wrappers import SuccessInfo
+
+_OBS_MODES = {"state": "state", "rgb": "rgb", "state+rgb": "state+rgb"}
+_REWARD_MODES = {"dense": "normalized_dense", "sparse": "sparse"}
+DEFAULT_CONTROL_MODE = "pd_ee_delta_pos"
+
+
+class ManiSkillObservation(gym.ObservationWrapper):
+    """Map a ``CPUGymWrapper`` observation onto ``state`` / ``rgb`` / ``Dict(state, rgb)``.
+
+    ``camera`` names the sensor whose image is used (default: the first one).
+
+    >>> import envs
+    >>> env = envs.make("PickCube-v1", obs="state+rgb", render_size=64)  # doctest: +SKIP
+    >>> sorted(env.observation_space.spaces)  # doctest: +SKIP
+    ['rgb', 'state']
+    """
+
+    def __init__(self, env: gym.Env, obs: str, camera: str | None = None) -> None:
+        super().__init__(env)
+        self.obs = obs
+        if obs == "state":
+            space = env.observation_space
+            self.observation_space = spaces.Box(space.low, space.high, space.shape, np.float32)
+            self.camera = None
+            return
+        sensors = env.observation_space["sensor_data"]
+        self.camera = camera if camera is not None else next(iter(sensors.spaces))
+        if self.camera not in sensors.spaces:
+            raise ValueError(f"no camera {self.camera!r}; this task has {list(sensors.spaces)}")
+        cam = sensors[self.camera]["rgb"]
+        rgb = spaces.Box(0, 255, tuple(cam.shape), np.uint8)
+        if obs == "rgb":
+            self.observation_space = rgb
+        else:
+            st = env.observation_space["state"]
+            state = spaces.Box(st.low, st.high, st.shape, np.float32)
+            self.observation_space = spaces.Dict({"state": state, "rgb": rgb})
+
+    def observation(self, observation: Any) -> Any:
+        if self.obs == "state":
+            return np.asarray(observation, dtype=np.float32)
+        rgb = np.ascontiguousarray(observation["sensor_data"][self.camera]["rgb"], dtype=np.uint8)
+        if self.obs == "rgb":
+            return rgb
+        return {"state": np.asarray(observation["state"], dtype=np.float32), "rgb": rgb}
+
+
+def make_maniskill(
+    env_id: str,
+    *,
+    obs: str,
+    reward: str,
+    render_size: int,
+    ignore_terminations: bool,
+    limit: dict[str, int],
+    camera: str | None = None,
+    **kwargs: Any,
+) -> gym.Env:
+    """Build a CPU ManiSkill env with RewardSwap's conventions (see the module docstring).
+
+    ``kwargs`` go to ``gym.make`` and override the defaults (``control_mode``,
+    ``sensor_configs``...). ``camera`` picks the sensor for image observations.
+    """
+    try:
+        import mani_skill.envs  # noqa: F401  (registers the tasks)
+        from mani_skill.utils.wrappers.gymnasium import CPUGymWrapper
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ValueError(
+            f"{env_id!r} is a ManiSkill task but ManiSkill cannot be imported ({exc}); "
+            "install it with `pip install -e .[maniskill]`"
+        ) from exc
+    for key in ("obs_mode", "reward_mode", "sim_backend", "num_envs"):
+        if key in kwargs:
+            raise ValueError(f"{key!r} is set by envs.make (use obs=/reward=); do not pass it")
+    sensor_configs = {"width": int(render_size), "height": int(render_size)}
+    sensor_configs.update(kwargs.pop("sensor_configs", {}) or {})
+    make_kwargs: dict[str, Any] = {
+        "control_mode": DEFAULT_CONTROL_MODE,
+        **kwargs,
+        "obs_mode": _OBS_MODES[obs],
+        "reward_mode": _REWARD_MODES[reward],
+        "sim_backend": "cpu",
+        "num_envs": 1,
+        "sensor_configs": sensor_configs,
+    }
+    env = gym.make(env_id, **limit, **make_kwargs)
+    env = CPUGymWrapper(env, ignore_terminations=ignore_terminations)
+    env = ManiSkillObservation(env, obs, camera=camera)
+    return SuccessInfo(env, sparse=reward == "sparse", compute=_evaluate_success)
+
+
+def _evaluate_success(env: gym.Env) -> bool:
+    """Ground-truth success of the (single) ManiSkill sub-env, for infos that lack it."""
+    info = env.unwrapped.evaluate()
+    success = info.get("success", False)
+    return bool(success.reshape(-1)[0].item()) if hasattr(success, "reshape") else bool(success)
