@@ -239,6 +239,41 @@ class TorchRewardModel:
         out = self.predict_torch(batch_to_tensors(batch, self.device)).cpu().numpy()
         return check_finite(out)
 
+    # Confidence hook: a network that outputs a confidence in [0, 1] names its column with a
+    # class attribute ``CONFIDENCE_COLUMN`` (e.g. ensemble spread in
+    # ``reward_wrappers.progress_networks.ProgressNet``) and the spec says ``has_confidence``.
+    def _confidence_column(self) -> int:
+        column = getattr(self.net, "CONFIDENCE_COLUMN", None)
+        if not self.spec.has_confidence or column is None:
+            raise ValueError(
+                f"{self!r} has no confidence output (spec.has_confidence={self.spec.has_confidence}); "
+                "fit it with a confidence ensemble (e.g. `rewardswap train-reward progress --ensemble 5`)"
+            )
+        return int(column)
+
+    def predict_with_confidence_torch(self, batch: TensorBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(value, confidence)`` tensors of shape ``(B,)`` from one forward pass."""
+        column = self._confidence_column()
+        with torch.inference_mode():
+            out = self.net(batch).float()
+        return out[:, 0], out[:, column]
+
+    def predict_with_confidence(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
+        """``(value, confidence)`` as float64 numpy ``(B,)``; confidence in ``[0, 1]``."""
+        check_batch(self.spec, batch)
+        value, confidence = self.predict_with_confidence_torch(batch_to_tensors(batch, self.device))
+        return check_finite(value.cpu().numpy()), check_finite(confidence.cpu().numpy(), what="reward-model confidence")
+
+    def predict_confidence(self, batch: Batch) -> np.ndarray:
+        """Confidence ``(B,)`` in ``[0, 1]``; ``ValueError`` unless ``spec.has_confidence``."""
+        return self.predict_with_confidence(batch)[1]
+
     def __repr__(self) -> str:
         keys = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.spec.inputs.items())
         return f"TorchRewardModel({self.arch['name']}, inputs=[{keys}], window={self.spec.window}, output={self.spec.output})"
+
+
+# Extra architectures register themselves in ARCHITECTURES on import. Imported last, once every
+# name they need from this module exists, so `load_reward_model` can rebuild them with no
+# import by the caller.
+from reward_wrappers import progress_networks  # noqa: E402,F401

@@ -186,3 +186,34 @@ def state_statistics(trajectories: Sequence[Any], key: str) -> tuple[np.ndarray,
     mean = total / max(count, 1)
     std = np.sqrt(np.maximum(total_sq / max(count, 1) - mean**2, 0.0))
     return mean.astype(np.float32), np.maximum(std, 1e-3).astype(np.float32)
+
+
+def gather_windows(
+    trajectories: Sequence[Any],
+    traj_ids: np.ndarray,
+    frame_windows: np.ndarray,
+    keys: Sequence[str],
+) -> dict[str, np.ndarray]:
+    """Read frames at arbitrary per-sample indices: ``frame_windows`` is ``(B,)`` or ``(B, W)``.
+
+    Unlike :func:`gather`, the window need not be contiguous (a rewound clip runs backwards), so
+    the caller builds it. Rows of one trajectory are read with one fancy index on its memmap.
+
+    >>> import numpy as np
+    >>> class T:  # any object with .obs works
+    ...     obs = {"state": np.arange(5, dtype=np.float32)[:, None]}
+    >>> gather_windows([T()], np.array([0, 0]), np.array([[0, 1], [3, 2]]), ["state"])["state"][..., 0].tolist()
+    [[0.0, 1.0], [3.0, 2.0]]
+    """
+    traj_ids = np.asarray(traj_ids, dtype=np.int64)
+    frame_windows = np.asarray(frame_windows, dtype=np.int64)
+    batch: dict[str, np.ndarray] = {}
+    for key in keys:
+        first = trajectories[int(traj_ids[0])].obs[key]
+        out = np.empty((*frame_windows.shape, *first.shape[1:]), dtype=first.dtype)
+        for ti in np.unique(traj_ids):
+            rows = np.flatnonzero(traj_ids == ti)
+            flat = frame_windows[rows].reshape(-1)
+            out[rows] = np.asarray(trajectories[int(ti)].obs[key][flat]).reshape(len(rows), *frame_windows.shape[1:], *first.shape[1:])
+        batch[key] = out
+    return batch
