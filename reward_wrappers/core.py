@@ -1,0 +1,656 @@
+"""Reward arithmetic shared by every wrapper twin (single env, SB3 VecEnv, gymnasium vector, torch).
+
+Each wrapper in this package is a thin adapter: it turns its env's step results into batched
+*frames* (``{key: (B, *shape)}``), a reward array, a termination mask and, where episodes
+restarted inside the step, a restart mask plus the frames the new episodes start from. The
+classes here do everything else, once, for every twin:
+
+* :class:`ModelFeed` keeps each env's causal frame window (``spec.window``, first frame repeated
+  as in :func:`~reward_wrappers.base.window_indices`) and runs **one** batched model call per
+  vector step, rows for restarted episodes included;
+* :func:`transform_output`, :func:`combine_rewards`, :class:`HoldCounter` and
+  :func:`pbrs_shaping` hold the formulas;
+* :class:`LearnedRewardCore`, :class:`PBRSCore` and :class:`ProgressCore` hold the per-episode
+  state (hold counters, the cached potential, the previous progress) of a batch of envs.
+
+The same code runs on numpy arrays and on torch tensors (:class:`NumpyOps`, :class:`TorchOps`),
+so the per-env wrapper and every vectorised twin give the same rewards by construction.
+
+Step protocol (``B`` envs; all masks are boolean ``(B,)``):
+
+* ``begin(frames, mask)``: the masked envs start an episode at ``frames`` (after ``reset``).
+* ``step(frames, env_reward, terminated, fresh=, ended=, restart_frames=)``: ``frames`` are the
+  observations the step reached (``s'``, the *terminal* observation for envs that finished).
+  ``fresh`` envs did not really step: their ``frames`` are the first frame of a new episode
+  (gymnasium's NEXT_STEP reset step); they get reward 0 and begin there. ``ended`` envs finished
+  at ``frames`` and begin a new episode at ``restart_frames`` (SB3 VecEnv, SAME_STEP).
+
+>>> import numpy as np
+>>> core = PBRSCore(lambda b: b["state"][:, 0], num_envs=2, gamma=0.5)
+>>> _ = core.begin({"state": np.array([[1.0], [2.0]])})
+>>> out = core.step({"state": np.array([[4.0], [4.0]])}, np.zeros(2), np.array([False, True]))
+>>> out.reward.tolist()  # 0.5 * 4 - 1, then 0.5 * 0 - 2 (terminated: Phi(s') = 0)
+[1.0, -2.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from envs.spaces import obs_keys, obs_to_dict
+from reward_wrappers.base import (
+    ModelLike,
+    RewardModel,
+    as_reward_model,
+    check_batch,
+    check_finite,
+    check_space_matches,
+    model_window,
+    sigmoid,
+)
+
+Array = Union[np.ndarray, torch.Tensor]
+#: Batched frames of a vector step: ``{key: (B, *shape)}`` (numpy arrays or tensors).
+Frames = Mapping[str, Array]
+Mask = Array
+
+#: Info keys every wrapper writes (one place, so twins and tests agree on the names).
+ENV_REWARD = "env_reward"
+LEARNED_REWARD = "learned_reward"
+LEARNED_SUCCESS = "learned_success"
+SHAPING_REWARD = "shaping_reward"
+POTENTIAL = "potential"
+PROGRESS = "progress"
+
+REWARD_MODES = ("replace", "add", "weighted")
+LEARNED_OUTPUTS = ("prob", "binary", "logit", "raw")
+PROGRESS_OUTPUTS = ("progress", "delta")
+
+
+# --------------------------------------------------------------------------------------------
+# numpy / torch
+# --------------------------------------------------------------------------------------------
+class NumpyOps:
+    """Array operations for numpy batches (host memory, float64 rewards)."""
+
+    name = "numpy"
+
+    def floats(self, x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64).reshape(-1)
+
+    def bools(self, x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=bool).reshape(-1)
+
+    def zeros(self, n: int) -> np.ndarray:
+        return np.zeros(n, dtype=np.float64)
+
+    def falses(self, n: int) -> np.ndarray:
+        return np.zeros(n, dtype=bool)
+
+    def where(self, mask: Array, a: Any, b: Any) -> np.ndarray:
+        return np.where(mask, a, b)
+
+    def cat(self, parts: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(parts, axis=0)
+
+    def sigmoid(self, x: np.ndarray) -> np.ndarray:
+        return sigmoid(x)
+
+    def any(self, mask: Optional[Array]) -> bool:
+        return mask is not None and bool(np.any(mask))
+
+    def to_float(self, mask: np.ndarray) -> np.ndarray:
+        return mask.astype(np.float64)
+
+    def predict(self, model: RewardModel, batch: Frames) -> np.ndarray:
+        return np.asarray(model.predict(batch), dtype=np.float64).reshape(-1)
+
+    def confidence(self, model: Any, batch: Frames) -> np.ndarray:
+        return np.asarray(model.predict_confidence(batch), dtype=np.float64).reshape(-1)
+
+    def check_finite(self, values: np.ndarray, what: str) -> np.ndarray:
+        return check_finite(values, what=what)
+
+
+class TorchOps:
+    """Array operations for torch batches that stay on ``device``.
+
+    Models offering ``predict_torch(batch) -> tensor`` run on the tensors directly; others fall
+    back to ``predict`` on a host copy (correct, but it is the per-step copy this path avoids).
+    On a CUDA device the NaN/inf check is a device-side assert (no host synchronisation).
+    """
+
+    name = "torch"
+
+    def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+
+    def floats(self, x: Any) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device).to(self.dtype).reshape(-1)
+
+    def bools(self, x: Any) -> torch.Tensor:
+        return torch.as_tensor(x, device=self.device).to(torch.bool).reshape(-1)
+
+    def zeros(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=self.dtype, device=self.device)
+
+    def falses(self, n: int) -> torch.Tensor:
+        return torch.zeros(n, dtype=torch.bool, device=self.device)
+
+    def where(self, mask: Array, a: Any, b: Any) -> torch.Tensor:
+        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=self.dtype, device=self.device)
+        b = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=self.dtype, device=self.device)
+        return torch.where(mask, a, b)
+
+    def cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(parts, dim=0)
+
+    def sigmoid(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(x)
+
+    def any(self, mask: Optional[Array]) -> bool:
+        # One boolean read per step, the same synchronisation ManiSkillVectorEnv itself does
+        # (``if dones.any()``) to decide whether to reset.
+        return mask is not None and bool(mask.any())
+
+    def to_float(self, mask: torch.Tensor) -> torch.Tensor:
+        return mask.to(self.dtype)
+
+    def predict(self, model: RewardModel, batch: Frames) -> torch.Tensor:
+        if hasattr(model, "predict_torch"):
+            out = model.predict_torch(batch)  # type: ignore[attr-defined]
+        else:
+            host = {k: v.detach().cpu().numpy() for k, v in batch.items()}
+            out = torch.as_tensor(np.asarray(model.predict(host)), device=self.device)
+        return out.to(self.dtype).reshape(-1)
+
+    def confidence(self, model: Any, batch: Frames) -> torch.Tensor:
+        if hasattr(model, "predict_confidence_torch"):
+            return model.predict_confidence_torch(batch).to(self.dtype).reshape(-1)
+        host = {k: v.detach().cpu().numpy() for k, v in batch.items()}
+        return torch.as_tensor(np.asarray(model.predict_confidence(host)), device=self.device).to(self.dtype).reshape(-1)
+
+    def check_finite(self, values: torch.Tensor, what: str) -> torch.Tensor:
+        message = f"{what} returned non-finite values; refusing to hand NaN/inf to the agent"
+        if values.device.type == "cpu":
+            bad = ~torch.isfinite(values)
+            if bool(bad.any()):
+                idx = torch.nonzero(bad).flatten()[:10].tolist()
+                raise FloatingPointError(f"{message} (batch indices {idx}: {values[bad][:10].tolist()})")
+        else:
+            torch._assert_async(torch.isfinite(values).all(), message)
+        return values
+
+
+Ops = Union[NumpyOps, TorchOps]
+
+
+# --------------------------------------------------------------------------------------------
+# observations -> frames
+# --------------------------------------------------------------------------------------------
+def model_keys(model: RewardModel, observation_space: spaces.Space) -> tuple[str, ...]:
+    """Observation keys a model reads: its spec's keys, or every key for a spec-less callable."""
+    return tuple(model.spec.inputs) if model.spec is not None else obs_keys(observation_space)
+
+
+def single_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """One env's observation as a batch of one frame per key (``(1, *shape)``)."""
+    d = obs_to_dict(obs, single_space)
+    return {k: np.asarray(d[k])[None] for k in keys}
+
+
+def batched_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) -> dict[str, Array]:
+    """A vector env's batched observation as frames (no copy)."""
+    d = obs_to_dict(obs, single_space)
+    return {k: d[k] for k in keys}
+
+
+def validated_model(model: ModelLike, observation_space: spaces.Space, *, what: str = "env") -> RewardModel:
+    """``as_reward_model`` plus a construction-time check of the space against ``model.spec``."""
+    model = as_reward_model(model)
+    check_space_matches(model.spec, observation_space, what=what)
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# formulas
+# --------------------------------------------------------------------------------------------
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def output_kind(model: RewardModel) -> str:
+    """What the model's raw output means; a spec-less callable is taken to return a logit."""
+    return "logit" if model.spec is None else model.spec.output
+
+
+def transform_output(raw: Array, output: str, kind: str, ops: Ops) -> Array:
+    """The learned-reward value for ``output`` (before any hold rule).
+
+    ``prob``: sigmoid of a logit; ``logit`` and ``raw``: the model output as is. ``binary`` is
+    decided by :meth:`LearnedRewardCore.step` from :func:`success_score`.
+    """
+    if output == "prob":
+        return ops.sigmoid(raw)
+    return raw
+
+
+def success_score(raw: Array, kind: str, ops: Ops) -> Array:
+    """What ``threshold`` is compared with: the probability for a logit model, else the output."""
+    return ops.sigmoid(raw) if kind == "logit" else raw
+
+
+def potential_values(raw: Array, kind: str, ops: Ops) -> Array:
+    """A potential from a model's output: a classifier's probability, else the raw output."""
+    return ops.sigmoid(raw) if kind == "logit" else raw
+
+
+def combine_rewards(env_reward: Array, learned: Array, mode: str, env_weight: float, model_weight: float) -> Array:
+    """``replace``: ``model_weight * learned``; ``add``: ``env + model_weight * learned``;
+    ``weighted``: ``env_weight * env + model_weight * learned``."""
+    if mode == "replace":
+        return model_weight * learned
+    if mode == "add":
+        return env_reward + model_weight * learned
+    return env_weight * env_reward + model_weight * learned
+
+
+def pbrs_shaping(phi_s: Array, phi_next: Array, terminated: Mask, gamma: float, ops: Ops) -> Array:
+    """``F = gamma * Phi(s') - Phi(s)`` with ``Phi(s') := 0`` on termination only.
+
+    Truncation (a time limit) keeps ``Phi(s')``: the agent bootstraps from ``s'`` there, and
+    zeroing it would make the shaped return depend on where the clock stopped.
+    """
+    return gamma * ops.where(terminated, 0.0, phi_next) - phi_s
+
+
+def validate_mode(mode: str, env_weight: float, model_weight: float) -> None:
+    check_choice("mode", mode, REWARD_MODES)
+    if mode != "weighted" and env_weight != 0.0:
+        raise ValueError(f"env_weight is only used with mode='weighted' (got mode={mode!r}, env_weight={env_weight})")
+
+
+def validate_gamma(gamma: Optional[float]) -> float:
+    if gamma is None:
+        raise TypeError(
+            "PBRS needs gamma=<the agent's discount factor> (e.g. PPO(gamma=0.99) -> gamma=0.99): "
+            "shaping is policy-invariant only when it uses the agent's own gamma"
+        )
+    gamma = float(gamma)
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"gamma must be the agent's discount factor, in (0, 1]; got {gamma}")
+    return gamma
+
+
+class HoldCounter:
+    """Per-env count of consecutive positive frames; success once the count reaches ``k``."""
+
+    def __init__(self, num_envs: int, hold_steps: int, ops: Ops) -> None:
+        if int(hold_steps) < 1:
+            raise ValueError(f"hold_steps must be >= 1, got {hold_steps}")
+        self.hold_steps = int(hold_steps)
+        self.ops = ops
+        self.counts = ops.zeros(num_envs)
+
+    def reset(self, mask: Optional[Mask] = None) -> None:
+        self.counts = self.ops.zeros(len(self.counts)) if mask is None else self.ops.where(mask, 0.0, self.counts)
+
+    def update(self, positive: Mask) -> Mask:
+        self.counts = self.ops.where(positive, self.counts + 1.0, 0.0)
+        return self.counts >= self.hold_steps
+
+
+# --------------------------------------------------------------------------------------------
+# model calls
+# --------------------------------------------------------------------------------------------
+class ModelFeed:
+    """Frame windows per env plus one batched model call per step.
+
+    With ``spec.window == 1`` the frames go straight to the model. Otherwise each env keeps its
+    last ``window`` frames (``(B, window, *shape)``, oldest first); an episode's first frame
+    fills the whole window, exactly as :func:`~reward_wrappers.base.window_indices` does.
+    """
+
+    def __init__(
+        self,
+        model: RewardModel,
+        num_envs: int,
+        ops: Ops,
+        *,
+        min_confidence: Optional[float] = None,
+        what: str = "reward model",
+    ) -> None:
+        self.model = model
+        self.num_envs = int(num_envs)
+        self.ops = ops
+        self.window = model_window(model)
+        self.min_confidence = min_confidence
+        self.what = what
+        self._history: Optional[dict[str, Array]] = None
+        self._checked = False
+        if min_confidence is not None and not (
+            hasattr(model, "predict_confidence") or hasattr(model, "predict_with_confidence")
+        ):
+            raise ValueError(
+                "min_confidence needs a model with predict_confidence(batch) (spec.has_confidence); "
+                f"{model!r} has none"
+            )
+
+    # -- windows ------------------------------------------------------------------------------
+    @staticmethod
+    def _repeat(frame: Array, window: int) -> Array:
+        if isinstance(frame, torch.Tensor):
+            return frame.unsqueeze(1).expand(frame.shape[0], window, *frame.shape[1:]).clone()
+        return np.repeat(np.asarray(frame)[:, None], window, axis=1)
+
+    def _fill(self, history: dict[str, Array], frames: Frames, mask: Optional[Mask]) -> dict[str, Array]:
+        if self.window == 1:
+            return history
+        out = {}
+        for key, hist in history.items():
+            if mask is None:
+                out[key] = self._repeat(frames[key], self.window)
+            else:
+                hist = hist.clone() if isinstance(hist, torch.Tensor) else hist.copy()
+                hist[mask] = self._repeat(frames[key][mask], self.window)
+                out[key] = hist
+        return out
+
+    def start(self, frames: Frames, mask: Optional[Mask] = None) -> None:
+        """Masked envs (all if ``mask`` is None) start an episode at ``frames``."""
+        if self.window == 1:
+            return
+        if self._history is None or mask is None:
+            self._history = {k: self._repeat(v, self.window) for k, v in frames.items()}
+        else:
+            self._history = self._fill(self._history, frames, mask)
+
+    def _advance(self, frames: Frames, fresh: Optional[Mask]) -> dict[str, Array]:
+        if self.window == 1:
+            return dict(frames)
+        if self._history is None:
+            self.start(frames)
+            return dict(self._history)  # type: ignore[arg-type]
+        history = {}
+        for key, hist in self._history.items():
+            frame = frames[key]
+            if isinstance(hist, torch.Tensor):
+                history[key] = torch.cat([hist[:, 1:], frame.unsqueeze(1)], dim=1)
+            else:
+                history[key] = np.concatenate([hist[:, 1:], np.asarray(frame)[:, None]], axis=1)
+        if self.ops.any(fresh):
+            history = self._fill(history, frames, fresh)
+        self._history = history
+        return history
+
+    # -- forward ------------------------------------------------------------------------------
+    def _forward(self, batch: Frames) -> Array:
+        if not self._checked:
+            check_batch(self.model.spec, {k: v for k, v in batch.items()})
+            self._checked = True
+        n = next(iter(batch.values())).shape[0]
+        if self.min_confidence is not None and hasattr(self.model, "predict_with_confidence") and self.ops.name == "numpy":
+            values, confidence = self.model.predict_with_confidence(batch)  # type: ignore[attr-defined]
+            values, confidence = self.ops.floats(values), self.ops.floats(confidence)
+        else:
+            values = self.ops.predict(self.model, batch)
+            confidence = self.ops.confidence(self.model, batch) if self.min_confidence is not None else None
+        if values.shape[0] != n:
+            raise ValueError(f"{self.what} returned {values.shape[0]} values for a batch of {n}; predict must return (B,)")
+        values = self.ops.check_finite(values, self.what)
+        if confidence is not None:
+            # A potential the model is unsure about is 0: still a function of the state, so
+            # shaping stays potential-based (policy-invariant).
+            values = self.ops.where(confidence >= self.min_confidence, values, 0.0)
+        return values
+
+    def begin(self, frames: Frames, mask: Optional[Mask] = None, *, want_values: bool = True) -> Optional[Array]:
+        """Start episodes at ``frames`` for masked envs; return the model values there (0 elsewhere)."""
+        self.start(frames, mask)
+        if not want_values:
+            return None
+        windows = self._history if self.window > 1 else frames
+        if mask is None:
+            return self._forward(windows)  # type: ignore[arg-type]
+        values = self.ops.zeros(self.num_envs)
+        if self.ops.any(mask):
+            values[mask] = self._forward({k: v[mask] for k, v in windows.items()})  # type: ignore[union-attr]
+        return values
+
+    def evaluate(
+        self,
+        frames: Frames,
+        *,
+        fresh: Optional[Mask] = None,
+        ended: Optional[Mask] = None,
+        restart_frames: Optional[Frames] = None,
+        want_restart_values: bool = False,
+    ) -> tuple[Array, Optional[Array]]:
+        """Model values at ``frames`` (B,) and, for ``ended`` envs, at their restart frames.
+
+        ``fresh`` envs' windows restart at ``frames``; ``ended`` envs' windows restart at
+        ``restart_frames`` after their value at ``frames`` is taken. Both sets of rows go through
+        one model call.
+        """
+        batch = self._advance(frames, fresh)
+        restarting = restart_frames is not None and self.ops.any(ended)
+        restart_rows: Optional[dict[str, Array]] = None
+        if restarting:
+            restarted = self._fill(self._history, restart_frames, ended) if self.window > 1 else restart_frames  # type: ignore[arg-type]
+            if self.window > 1:
+                self._history = restarted
+            if want_restart_values:
+                restart_rows = {k: v[ended] for k, v in restarted.items()}  # type: ignore[index]
+        if restart_rows is None:
+            return self._forward(batch), None
+        joined = {k: self.ops.cat([batch[k], restart_rows[k]]) for k in batch}
+        out = self._forward(joined)
+        restart_values = self.ops.zeros(self.num_envs)
+        restart_values[ended] = out[self.num_envs :]
+        return out[: self.num_envs], restart_values
+
+
+# --------------------------------------------------------------------------------------------
+# per-batch reward state
+# --------------------------------------------------------------------------------------------
+@dataclass
+class StepOutput:
+    """One vector step's rewards, the per-env values to put in infos, and learned terminations."""
+
+    reward: Array
+    info: dict[str, Array] = field(default_factory=dict)
+    terminate: Optional[Array] = None
+
+
+class LearnedRewardCore:
+    """State and arithmetic of :class:`~reward_wrappers.learned_reward.LearnedReward` for B envs."""
+
+    def __init__(
+        self,
+        model: ModelLike,
+        num_envs: int = 1,
+        ops: Optional[Ops] = None,
+        *,
+        mode: str = "replace",
+        env_weight: float = 0.0,
+        model_weight: float = 1.0,
+        output: str = "prob",
+        threshold: Optional[float] = None,
+        hold_steps: int = 1,
+        terminate_on_success: bool = False,
+    ) -> None:
+        self.ops = ops or NumpyOps()
+        self.model = as_reward_model(model)
+        validate_mode(mode, env_weight, model_weight)
+        check_choice("output", output, LEARNED_OUTPUTS)
+        self.kind = output_kind(self.model)
+        if output in ("prob", "logit") and self.kind != "logit":
+            raise ValueError(
+                f"output={output!r} needs a classifier (spec.output='logit'); this model's output is "
+                f"{self.kind!r}: use output='raw' (or 'binary' to threshold the raw value)"
+            )
+        self.mode, self.env_weight, self.model_weight = mode, float(env_weight), float(model_weight)
+        self.output = output
+        # The checkpoint's own threshold (tuned on validation data) unless the caller sets one.
+        spec_threshold = self.model.spec.threshold if self.model.spec is not None else 0.5
+        self.threshold = float(spec_threshold if threshold is None else threshold)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.feed = ModelFeed(self.model, num_envs, self.ops)
+        self.hold = HoldCounter(num_envs, hold_steps, self.ops)
+
+    def begin(self, frames: Frames, mask: Optional[Mask] = None) -> dict[str, Array]:
+        self.feed.begin(frames, mask, want_values=False)
+        self.hold.reset(mask)
+        return {}
+
+    def step(
+        self,
+        frames: Frames,
+        env_reward: Array,
+        terminated: Mask,
+        *,
+        fresh: Optional[Mask] = None,
+        ended: Optional[Mask] = None,
+        restart_frames: Optional[Frames] = None,
+    ) -> StepOutput:
+        ops = self.ops
+        raw, _ = self.feed.evaluate(frames, fresh=fresh, ended=ended, restart_frames=restart_frames)
+        if ops.any(fresh):
+            self.hold.reset(fresh)
+        positive = success_score(raw, self.kind, ops) > self.threshold
+        if ops.any(fresh):
+            positive = positive & ~fresh
+        success = self.hold.update(positive)
+        learned = ops.to_float(success) if self.output == "binary" else transform_output(raw, self.output, self.kind, ops)
+        reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
+        if ops.any(fresh):  # a reset step (NEXT_STEP autoreset) is not a transition: no reward
+            reward = ops.where(fresh, 0.0, reward)
+            learned = ops.where(fresh, 0.0, learned)
+        if ops.any(ended):
+            self.hold.reset(ended)
+        info = {ENV_REWARD: env_reward, LEARNED_REWARD: learned, LEARNED_SUCCESS: success}
+        return StepOutput(reward, info, success if self.terminate_on_success else None)
+
+
+class PBRSCore:
+    """State and arithmetic of :class:`~reward_wrappers.pbrs.PBRS` for B envs (cached ``Phi(s)``)."""
+
+    def __init__(
+        self,
+        potential: ModelLike,
+        num_envs: int = 1,
+        ops: Optional[Ops] = None,
+        *,
+        gamma: Optional[float] = None,
+        min_confidence: Optional[float] = None,
+    ) -> None:
+        self.ops = ops or NumpyOps()
+        self.gamma = validate_gamma(gamma)
+        self.model = as_reward_model(potential)
+        # A bare callable *is* the potential; a model's output is read per its spec.
+        self.kind = "raw" if self.model.spec is None else self.model.spec.output
+        self.feed = ModelFeed(self.model, num_envs, self.ops, min_confidence=min_confidence, what="potential")
+        self.phi = self.ops.zeros(num_envs)
+
+    def _potential(self, raw: Array) -> Array:
+        return potential_values(raw, self.kind, self.ops)
+
+    def begin(self, frames: Frames, mask: Optional[Mask] = None) -> dict[str, Array]:
+        phi = self._potential(self.feed.begin(frames, mask))
+        self.phi = phi if mask is None else self.ops.where(mask, phi, self.phi)
+        return {POTENTIAL: self.phi}
+
+    def step(
+        self,
+        frames: Frames,
+        env_reward: Array,
+        terminated: Mask,
+        *,
+        fresh: Optional[Mask] = None,
+        ended: Optional[Mask] = None,
+        restart_frames: Optional[Frames] = None,
+    ) -> StepOutput:
+        ops = self.ops
+        raw, restart_raw = self.feed.evaluate(
+            frames, fresh=fresh, ended=ended, restart_frames=restart_frames, want_restart_values=True
+        )
+        phi_next = self._potential(raw)
+        shaping = pbrs_shaping(self.phi, phi_next, terminated, self.gamma, ops)
+        if ops.any(fresh):  # reset step: Phi(s_0) is cached, nothing is paid
+            shaping = ops.where(fresh, 0.0, shaping)
+        reward = env_reward + shaping
+        self.phi = phi_next
+        if restart_raw is not None:
+            self.phi = ops.where(ended, self._potential(restart_raw), self.phi)
+        info = {ENV_REWARD: env_reward, SHAPING_REWARD: shaping, POTENTIAL: phi_next}
+        if restart_raw is not None:
+            info["reset_" + POTENTIAL] = self.phi
+        return StepOutput(reward, info)
+
+
+class ProgressCore:
+    """State and arithmetic of :class:`~reward_wrappers.progress_reward.ProgressReward` for B envs."""
+
+    def __init__(
+        self,
+        model: ModelLike,
+        num_envs: int = 1,
+        ops: Optional[Ops] = None,
+        *,
+        output: str = "progress",
+        mode: str = "replace",
+        env_weight: float = 0.0,
+        model_weight: float = 1.0,
+    ) -> None:
+        self.ops = ops or NumpyOps()
+        check_choice("output", output, PROGRESS_OUTPUTS)
+        validate_mode(mode, env_weight, model_weight)
+        self.model = as_reward_model(model)
+        self.output = output
+        self.mode, self.env_weight, self.model_weight = mode, float(env_weight), float(model_weight)
+        self.feed = ModelFeed(self.model, num_envs, self.ops, what="progress model")
+        self.previous = self.ops.zeros(num_envs)
+
+    def begin(self, frames: Frames, mask: Optional[Mask] = None) -> dict[str, Array]:
+        values = self.feed.begin(frames, mask, want_values=self.output == "delta")
+        if values is not None:
+            self.previous = values if mask is None else self.ops.where(mask, values, self.previous)
+            return {PROGRESS: self.previous}
+        return {}
+
+    def step(
+        self,
+        frames: Frames,
+        env_reward: Array,
+        terminated: Mask,
+        *,
+        fresh: Optional[Mask] = None,
+        ended: Optional[Mask] = None,
+        restart_frames: Optional[Frames] = None,
+    ) -> StepOutput:
+        ops = self.ops
+        delta = self.output == "delta"
+        progress, restart_progress = self.feed.evaluate(
+            frames, fresh=fresh, ended=ended, restart_frames=restart_frames, want_restart_values=delta
+        )
+        learned = progress - self.previous if delta else progress
+        if ops.any(fresh):
+            learned = ops.where(fresh, 0.0, learned)
+        reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
+        if ops.any(fresh):
+            reward = ops.where(fresh, 0.0, reward)
+        self.previous = progress
+        if restart_progress is not None:
+            self.previous = ops.where(ended, restart_progress, self.previous)
+        return StepOutput(reward, {ENV_REWARD: env_reward, LEARNED_REWARD: learned, PROGRESS: progress})
+
+
+RewardCore = Union[LearnedRewardCore, PBRSCore, ProgressCore]
+CoreFactory = Callable[[int, Ops], RewardCore]

@@ -1,0 +1,210 @@
+"""SB3 ``VecEnvWrapper`` twins of the reward wrappers: one batched model call per vector step.
+
+The model lives in the main process only (never pickled into ``SubprocVecEnv`` workers) and sees
+all envs' frames at once. SB3 VecEnv conventions handled here:
+
+* a done env's real last observation is ``infos[i]["terminal_observation"]``: it is the ``s'``
+  the step's reward is computed from;
+* the returned observation of a done env is already the next episode's reset observation: it
+  becomes that env's new ``s`` (cached potential, restarted frame window, zeroed hold count);
+* ``terminated = done and not infos[i]["TimeLimit.truncated"]`` (PBRS zeroes ``Phi(s')`` only
+  then).
+
+Stack these *under* SB3's own ``VecTransposeImage`` (the algorithm adds it on top) and
+``VecNormalize``, so the model sees the env's raw observations.
+
+>>> import gymnasium as gym
+>>> from stable_baselines3.common.vec_env import DummyVecEnv
+>>> venv = DummyVecEnv([lambda: gym.make("CartPole-v1")] * 2)
+>>> venv = VecPBRS(venv, lambda batch: batch["state"][:, 0], gamma=0.99)
+>>> _ = venv.reset()
+>>> _, rewards, _, infos = venv.step(venv.action_space.sample()[None].repeat(2, 0))
+>>> rewards.shape, sorted(k for k in infos[0] if k in ("env_reward", "shaping_reward", "potential"))
+((2,), ['env_reward', 'potential', 'shaping_reward'])
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from envs.spaces import obs_to_dict
+from reward_wrappers.base import ModelLike
+from reward_wrappers.core import (
+    ENV_REWARD,
+    LearnedRewardCore,
+    NumpyOps,
+    PBRSCore,
+    ProgressCore,
+    RewardCore,
+    batched_frames,
+    model_keys,
+    validated_model,
+)
+
+__all__ = ["VecLearnedReward", "VecPBRS", "VecProgressReward"]
+
+#: One ``dict`` per env, as SB3 VecEnvs return them.
+VecInfos = list[dict[str, Any]]
+#: Info keys whose value describes the *next* episode's first frame (written for done envs only).
+RESET_PREFIX = "reset_"
+
+
+class VecCoreWrapper(VecEnvWrapper):
+    """Feeds a :mod:`reward_wrappers.core` core from an SB3 VecEnv (see the module docstring)."""
+
+    def __init__(self, venv: VecEnv, core: RewardCore) -> None:
+        super().__init__(venv)
+        self.core = core
+        self._keys = model_keys(core.model, venv.observation_space)
+
+    def _frames(self, obs: VecEnvObs) -> dict[str, np.ndarray]:
+        return batched_frames(obs, self.observation_space, self._keys)  # type: ignore[return-value]
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        extras = self.core.begin(self._frames(obs))
+        # The wrapper's own reset_infos: the inner ones plus e.g. the cached Phi(s_0).
+        inner = getattr(self.venv, "reset_infos", None) or [{} for _ in range(self.num_envs)]
+        self.reset_infos = [dict(info) for info in inner]
+        for key, values in extras.items():
+            for info, value in zip(self.reset_infos, values.tolist()):
+                info[key] = value
+        return obs
+
+    def _next_frames(self, frames: dict[str, np.ndarray], dones: np.ndarray, infos: VecInfos) -> dict[str, np.ndarray]:
+        """``s'`` per env: the returned obs, or ``terminal_observation`` where the env is done."""
+        if not dones.any():
+            return frames
+        next_frames = {k: np.array(v, copy=True) for k, v in frames.items()}
+        for i in np.flatnonzero(dones):
+            terminal = obs_to_dict(infos[i]["terminal_observation"], self.observation_space)
+            for key in self._keys:
+                next_frames[key][i] = terminal[key]
+        return next_frames
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, env_rewards, dones, infos = self.venv.step_wait()
+        infos = list(infos)
+        dones = np.asarray(dones, dtype=bool)
+        frames = self._frames(obs)
+        truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
+        terminated = dones & ~truncated
+        out = self.core.step(
+            self._next_frames(frames, dones, infos),
+            np.asarray(env_rewards, dtype=np.float64),
+            terminated,
+            ended=dones,
+            restart_frames=frames,
+        )
+        for key, values in out.info.items():
+            listed = values.tolist()
+            if key == ENV_REWARD:
+                for info, value in zip(infos, listed):
+                    info.setdefault(ENV_REWARD, value)
+            elif key.startswith(RESET_PREFIX):
+                for i in np.flatnonzero(dones):
+                    infos[i][key] = listed[i]
+            else:
+                for info, value in zip(infos, listed):
+                    info[key] = value
+        for info in infos:
+            if "success" in info and "is_success" not in info:
+                info["is_success"] = bool(info["success"])
+        for i in np.flatnonzero(dones):
+            inner = getattr(self.venv, "reset_infos", None)
+            self.reset_infos[i] = dict(inner[i]) if inner else {}
+            for key, values in out.info.items():
+                if key.startswith(RESET_PREFIX):
+                    self.reset_infos[i][key[len(RESET_PREFIX) :]] = values[i].item()
+        return obs, out.reward, dones, infos
+
+
+class VecLearnedReward(VecCoreWrapper):
+    """SB3 VecEnv twin of :class:`reward_wrappers.learned_reward.LearnedReward` (same arguments).
+
+    ``terminate_on_success`` is per-env only (a VecEnv has already auto-reset its envs when
+    this wrapper sees the step); wrap each env with ``LearnedReward`` for that.
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        model: ModelLike,
+        *,
+        mode: str = "replace",
+        env_weight: float = 0.0,
+        model_weight: float = 1.0,
+        output: str = "prob",
+        threshold: Optional[float] = None,
+        hold_steps: int = 1,
+    ) -> None:
+        core = LearnedRewardCore(
+            validated_model(model, venv.observation_space, what="VecEnv"),
+            venv.num_envs,
+            NumpyOps(),
+            mode=mode,
+            env_weight=env_weight,
+            model_weight=model_weight,
+            output=output,
+            threshold=threshold,
+            hold_steps=hold_steps,
+        )
+        super().__init__(venv, core)
+        self.model = core.model
+
+
+class VecPBRS(VecCoreWrapper):
+    """SB3 VecEnv twin of :class:`reward_wrappers.pbrs.PBRS` (same arguments).
+
+    Done envs also get ``infos[i]["reset_potential"]``, ``Phi`` of the next episode's first
+    observation (also in ``reset_infos[i]["potential"]`` after ``reset()``).
+    """
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        potential: ModelLike,
+        *,
+        gamma: Optional[float] = None,
+        min_confidence: Optional[float] = None,
+    ) -> None:
+        core = PBRSCore(
+            validated_model(potential, venv.observation_space, what="VecEnv"),
+            venv.num_envs,
+            NumpyOps(),
+            gamma=gamma,
+            min_confidence=min_confidence,
+        )
+        super().__init__(venv, core)
+        self.gamma = core.gamma
+        self.potential = core.model
+
+
+class VecProgressReward(VecCoreWrapper):
+    """SB3 VecEnv twin of :class:`reward_wrappers.progress_reward.ProgressReward` (same arguments)."""
+
+    def __init__(
+        self,
+        venv: VecEnv,
+        model: ModelLike,
+        *,
+        output: str = "progress",
+        mode: str = "replace",
+        env_weight: float = 0.0,
+        model_weight: float = 1.0,
+    ) -> None:
+        core = ProgressCore(
+            validated_model(model, venv.observation_space, what="VecEnv"),
+            venv.num_envs,
+            NumpyOps(),
+            output=output,
+            mode=mode,
+            env_weight=env_weight,
+            model_weight=model_weight,
+        )
+        super().__init__(venv, core)
+        self.model = core.model

@@ -1,0 +1,243 @@
+"""gymnasium ``VectorWrapper`` twins of the reward wrappers: one batched model call per step.
+
+Every autoreset mode of gymnasium 1.x vector envs (``env.metadata["autoreset_mode"]``) is
+handled:
+
+* ``NEXT_STEP`` (the default): the step after an env's episode ends is a *reset step* (action
+  ignored, reward 0, the returned obs is the new ``s_0``). The wrapper pays 0 there and starts
+  the episode (caches ``Phi(s_0)``, restarts the frame window, zeroes the hold count).
+* ``SAME_STEP``: an env that ends returns the reset obs at once. ``s'`` is
+  ``info["final_obs"][i]`` where ``info["_final_obs"][i]``; the step's own info (e.g. the true
+  ``success``) is in ``info["final_info"]``, the top-level info being the reset info.
+* ``DISABLED``: no autoreset; ``reset(options={"reset_mask": mask})`` restarts the masked envs.
+
+Per-env values are written as ``info[key]`` arrays with the usual ``info["_" + key]`` masks.
+
+>>> import gymnasium as gym
+>>> envs = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+>>> envs = VectorPBRS(envs, lambda batch: batch["state"][:, 0], gamma=0.99)
+>>> _ = envs.reset(seed=0)
+>>> _, rewards, _, _, info = envs.step(envs.action_space.sample())
+>>> rewards.shape, bool(info["_shaping_reward"].all())
+((2,), True)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from gymnasium.core import ActType, ObsType
+from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
+
+from envs.spaces import obs_to_dict
+from reward_wrappers.base import ModelLike
+from reward_wrappers.core import (
+    ENV_REWARD,
+    Array,
+    LearnedRewardCore,
+    Mask,
+    NumpyOps,
+    Ops,
+    PBRSCore,
+    ProgressCore,
+    RewardCore,
+    batched_frames,
+    model_keys,
+    validated_model,
+)
+
+__all__ = ["VectorLearnedReward", "VectorPBRS", "VectorProgressReward", "VectorCoreWrapper"]
+
+#: gymnasium's vector info: ``{key: (B,) array, "_" + key: (B,) bool mask, ...}``.
+VectorInfo = dict[str, Any]
+#: Info keys whose value describes the *next* episode's first frame (written for ended envs only).
+RESET_PREFIX = "reset_"
+
+
+class VectorCoreWrapper(VectorWrapper):
+    """Feeds a :mod:`reward_wrappers.core` core from a gymnasium vector env.
+
+    Subclasses for other batched conventions (torch tensors, ManiSkill) override
+    :meth:`_final_frames`, :meth:`_reset_mask` and :meth:`_put`.
+    """
+
+    supported_modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
+
+    def __init__(self, env: VectorEnv, core: RewardCore) -> None:
+        super().__init__(env)
+        self.core = core
+        self.ops: Ops = core.ops
+        self._keys = model_keys(core.model, env.single_observation_space)
+        self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+        if self.autoreset_mode not in self.supported_modes:
+            raise ValueError(f"unsupported autoreset mode {self.autoreset_mode}; supported: {self.supported_modes}")
+        self._autoreset = self.ops.falses(self.num_envs)
+
+    # -- conventions (overridden by the torch twin) -----------------------------------------------
+    def _frames(self, obs: ObsType) -> dict[str, Array]:
+        return batched_frames(obs, self.single_observation_space, self._keys)
+
+    def _reset_mask(self, options: Optional[dict[str, Any]]) -> Optional[Mask]:
+        if options and "reset_mask" in options:
+            return self.ops.bools(options["reset_mask"])
+        return None
+
+    def _final_frames(self, frames: dict[str, Array], info: VectorInfo) -> tuple[Optional[Mask], dict[str, Array]]:
+        """Which envs ended this step (SAME_STEP) and ``s'`` for every env."""
+        mask = info.get("_final_obs")
+        if mask is None or not np.any(mask):
+            return None, frames
+        mask = np.asarray(mask, dtype=bool)
+        next_frames = {k: np.array(v, copy=True) for k, v in frames.items()}
+        for i in np.flatnonzero(mask):
+            final = obs_to_dict(info["final_obs"][i], self.single_observation_space)
+            for key in self._keys:
+                next_frames[key][i] = final[key]
+        return mask, next_frames
+
+    def _put(self, info: VectorInfo, key: str, values: Array, mask: Optional[Mask] = None) -> None:
+        info[key] = values
+        info["_" + key] = np.ones(self.num_envs, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+    def _mirror_success(self, info: VectorInfo) -> None:
+        if "success" in info and "is_success" not in info:
+            info["is_success"] = info["success"]
+            if "_success" in info:
+                info["_is_success"] = info["_success"]
+        final_info = info.get("final_info")
+        if isinstance(final_info, dict) and final_info is not info:
+            self._mirror_success(final_info)
+
+    # -- gymnasium API ------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[ObsType, VectorInfo]:
+        obs, info = self.env.reset(seed=seed, options=options)
+        info = dict(info)
+        mask = self._reset_mask(options)
+        for key, values in self.core.begin(self._frames(obs), mask).items():
+            self._put(info, key, values, mask)
+        self._autoreset = self.ops.falses(self.num_envs) if mask is None else self.ops.where(mask, False, self._autoreset)
+        self._mirror_success(info)
+        return obs, info
+
+    def step(self, actions: ActType) -> tuple[ObsType, Array, Array, Array, VectorInfo]:
+        obs, env_rewards, terminations, truncations, info = self.env.step(actions)
+        info = dict(info)
+        frames = self._frames(obs)
+        terminated = self.ops.bools(terminations)
+        env_rewards_f = self.ops.floats(env_rewards)
+        fresh: Optional[Mask] = None
+        ended: Optional[Mask] = None
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            fresh = self._autoreset
+            out = self.core.step(frames, env_rewards_f, terminated, fresh=fresh)
+            self._autoreset = terminated | self.ops.bools(truncations)
+        elif self.autoreset_mode == AutoresetMode.SAME_STEP:
+            ended, next_frames = self._final_frames(frames, info)
+            out = self.core.step(next_frames, env_rewards_f, terminated, ended=ended, restart_frames=frames)
+        else:
+            out = self.core.step(frames, env_rewards_f, terminated)
+        for key, values in out.info.items():
+            if key == ENV_REWARD:
+                if ENV_REWARD not in info:  # an inner reward wrapper already recorded the env's own
+                    self._put(info, key, values)
+            elif key.startswith(RESET_PREFIX):
+                if ended is not None:
+                    self._put(info, key, values, ended)
+            else:
+                self._put(info, key, values)
+        self._mirror_success(info)
+        return obs, out.reward, terminations, truncations, info
+
+
+class VectorLearnedReward(VectorCoreWrapper):
+    """gymnasium vector twin of :class:`reward_wrappers.learned_reward.LearnedReward` (same arguments).
+
+    ``terminate_on_success`` is per-env only (the vector env decides its own autoresets); wrap
+    each env with ``LearnedReward`` for that.
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        model: ModelLike,
+        *,
+        mode: str = "replace",
+        env_weight: float = 0.0,
+        model_weight: float = 1.0,
+        output: str = "prob",
+        threshold: Optional[float] = None,
+        hold_steps: int = 1,
+        ops: Optional[Ops] = None,
+    ) -> None:
+        core = LearnedRewardCore(
+            validated_model(model, env.single_observation_space, what="vector env"),
+            env.num_envs,
+            ops or NumpyOps(),
+            mode=mode,
+            env_weight=env_weight,
+            model_weight=model_weight,
+            output=output,
+            threshold=threshold,
+            hold_steps=hold_steps,
+        )
+        super().__init__(env, core)
+        self.model = core.model
+
+
+class VectorPBRS(VectorCoreWrapper):
+    """gymnasium vector twin of :class:`reward_wrappers.pbrs.PBRS` (same arguments).
+
+    ``info["potential"]`` is ``Phi`` of the returned observation's frame where the step was a
+    NEXT_STEP reset step (``Phi(s_0)``), else ``Phi(s')``; under SAME_STEP ended envs also get
+    ``info["reset_potential"]`` (``Phi`` of the new episode's first observation).
+    """
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        potential: ModelLike,
+        *,
+        gamma: Optional[float] = None,
+        min_confidence: Optional[float] = None,
+        ops: Optional[Ops] = None,
+    ) -> None:
+        core = PBRSCore(
+            validated_model(potential, env.single_observation_space, what="vector env"),
+            env.num_envs,
+            ops or NumpyOps(),
+            gamma=gamma,
+            min_confidence=min_confidence,
+        )
+        super().__init__(env, core)
+        self.gamma = core.gamma
+        self.potential = core.model
+
+
+class VectorProgressReward(VectorCoreWrapper):
+    """gymnasium vector twin of :class:`reward_wrappers.progress_reward.ProgressReward` (same arguments)."""
+
+    def __init__(
+        self,
+        env: VectorEnv,
+        model: ModelLike,
+        *,
+        output: str = "progress",
+        mode: str = "replace",
+        env_weight: float = 0.0,
+        model_weight: float = 1.0,
+        ops: Optional[Ops] = None,
+    ) -> None:
+        core = ProgressCore(
+            validated_model(model, env.single_observation_space, what="vector env"),
+            env.num_envs,
+            ops or NumpyOps(),
+            output=output,
+            mode=mode,
+            env_weight=env_weight,
+            model_weight=model_weight,
+        )
+        super().__init__(env, core)
+        self.model = core.model

@@ -1,0 +1,478 @@
+"""Per-env reward wrappers: LearnedReward, PBRS, ProgressReward (issue 4).
+
+Exactness tests use :class:`CountingEnv`, a deterministic tiny env whose observation encodes the
+step count, so every reward can be recomputed by hand; the built-in ``PointReach-v0`` covers
+both ``check_env``s and SB3 training. The vector twins are tested in
+``test_reward_wrappers_vector.py``, which imports the helpers defined here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Optional
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from gymnasium.wrappers import FilterObservation, FlattenObservation, TimeLimit
+
+import envs
+from reward_wrappers import (
+    PBRS,
+    InputSpec,
+    LearnedReward,
+    ModelSpec,
+    ProgressReward,
+    TorchRewardModel,
+)
+from reward_wrappers.base import sigmoid, window_indices
+
+torch.set_num_threads(1)
+
+GAMMA = 0.9
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers shared with test_reward_wrappers_vector.py
+# ----------------------------------------------------------------------------------------------
+class CountingEnv(gym.Env):
+    """``state = [t, x, length]``: step count, running sum of actions, this episode's length.
+
+    The episode terminates at ``t == length`` (drawn per reset in ``[2, max_len]``) when
+    ``terminate`` is set; wrap in ``TimeLimit`` for truncation. ``info["success"]`` is the
+    termination flag of the same step (no ``is_success``: the wrappers must mirror it). With
+    ``image=True`` the observation is ``Dict(state, rgb)`` with a 4x4 image filled with ``t``.
+    """
+
+    def __init__(self, max_len: int = 7, terminate: bool = True, image: bool = False) -> None:
+        self.max_len, self.terminate, self.image = max_len, terminate, image
+        state = spaces.Box(-1e3, 1e3, (3,), np.float32)
+        self.observation_space = (
+            spaces.Dict(state=state, rgb=spaces.Box(0, 255, (4, 4, 3), np.uint8)) if image else state
+        )
+        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+        self.t, self.x, self.length = 0, 0.0, 0
+
+    def _obs(self) -> Any:
+        state = np.array([self.t, self.x, self.length], dtype=np.float32)
+        if not self.image:
+            return state
+        return {"state": state, "rgb": np.full((4, 4, 3), self.t % 256, dtype=np.uint8)}
+
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
+        super().reset(seed=seed)
+        self.t = 0
+        self.x = float(np.float32(self.np_random.uniform(-1.0, 1.0)))
+        self.length = int(self.np_random.integers(2, self.max_len + 1))
+        return self._obs(), {"success": False}
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
+        self.t += 1
+        self.x = float(np.float32(self.x + float(np.asarray(action).reshape(-1)[0])))
+        done = self.terminate and self.t >= self.length
+        return self._obs(), 0.1 * self.t + self.x, bool(done), False, {"success": bool(done)}
+
+
+def counting_env(max_steps: int = 5, **kwargs: Any) -> gym.Env:
+    return TimeLimit(CountingEnv(**kwargs), max_episode_steps=max_steps)
+
+
+def state_of(obs: Any) -> Any:
+    return obs["state"] if isinstance(obs, Mapping) else obs
+
+
+def _xp(a: Any) -> Any:
+    return torch if isinstance(a, torch.Tensor) else np
+
+
+def potential_fn(batch: Mapping[str, Any]) -> Any:
+    """A nonlinear potential of the counting state, numpy or torch (row-wise)."""
+    s = batch["state"]
+    xp = _xp(s)
+    return xp.sin(s[:, 1] * 1.0) + 0.1 * s[:, 0] - 0.05 * s[:, 2]
+
+
+def logit_fn(batch: Mapping[str, Any]) -> Any:
+    s = batch["state"]
+    return 2.0 * (s[:, 0] - 2.5) + 0.5 * s[:, 1]
+
+
+def phi_of(obs: Any) -> float:
+    """``potential_fn`` of one observation, computed independently of any wrapper."""
+    s = np.asarray(state_of(obs), dtype=np.float32)[None]
+    return float(potential_fn({"state": s})[0])
+
+
+def check_telescoping(shaping: list[float], phi_s0: float, phi_sT: float, terminated: bool, gamma: float, tol: float = 1e-6) -> float:
+    """Assert ``sum_t gamma^t F_t == gamma^T Phi(s_T) - Phi(s_0)`` (``Phi(s_T) = 0`` if terminated)."""
+    T = len(shaping)
+    lhs = sum(gamma**t * f for t, f in enumerate(shaping))
+    rhs = gamma**T * (0.0 if terminated else phi_sT) - phi_s0
+    assert abs(lhs - rhs) <= tol, (lhs, rhs, shaping, terminated)
+    return abs(lhs - rhs)
+
+
+class SpecModel:
+    """A reward model with a spec around a function (numpy and torch batches)."""
+
+    def __init__(self, spec: ModelSpec, fn: Callable[[Mapping[str, Any]], Any]) -> None:
+        self.spec, self.fn, self.calls, self.batch_sizes = spec, fn, 0, []
+
+    def _count(self, batch: Mapping[str, Any]) -> None:
+        self.calls += 1
+        self.batch_sizes.append(len(next(iter(batch.values()))))
+
+    def predict(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        self._count(batch)
+        return np.asarray(self.fn(batch), dtype=np.float64)
+
+    def predict_torch(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        self._count(batch)
+        assert all(isinstance(v, torch.Tensor) for v in batch.values()), "torch path got a non-tensor"
+        return self.fn(batch)
+
+
+def state_spec(output: str = "logit", window: int = 1, **kwargs: Any) -> ModelSpec:
+    return ModelSpec(inputs={"state": InputSpec((3,), "float32")}, window=window, output=output, **kwargs)
+
+
+def window_fn(batch: Mapping[str, Any]) -> Any:
+    """A causal window model: weighted sum of t and x over the window (oldest first)."""
+    s = batch["state"]  # (B, W, 3)
+    W = s.shape[1]
+    xp = _xp(s)
+    weights = (xp.arange(W) + 1.0) if xp is np else torch.arange(W, dtype=s.dtype) + 1.0
+    return (s[:, :, 0] * weights).sum(1) * 0.01 + (s[:, :, 1] * weights).sum(1) * 0.1
+
+
+def rollout(env: gym.Env, actions: np.ndarray, seed: int) -> list[dict[str, Any]]:
+    """Step ``env`` with ``actions`` (resetting on done); one record per step, reset records too."""
+    records = []
+    obs, info = env.reset(seed=seed)
+    records.append({"reset": True, "obs": obs, "info": info})
+    for action in actions:
+        obs, reward, terminated, truncated, info = env.step(action)
+        records.append({"reset": False, "obs": obs, "reward": reward, "terminated": terminated, "truncated": truncated, "info": info})
+        if terminated or truncated:
+            obs, info = env.reset()
+            records.append({"reset": True, "obs": obs, "info": info})
+    return records
+
+
+def actions_for(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 1)).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# LearnedReward
+# ----------------------------------------------------------------------------------------------
+def test_learned_reward_output_kinds_from_the_reached_observation() -> None:
+    acts = actions_for(12)
+    for output in ("prob", "logit", "raw"):
+        records = rollout(LearnedReward(counting_env(), logit_fn, output=output), acts, seed=3)
+        for rec in records:
+            if rec["reset"]:
+                continue
+            logit = float(logit_fn({"state": np.asarray(rec["obs"], np.float32)[None]})[0])
+            expected = float(sigmoid(logit)) if output == "prob" else logit
+            assert rec["reward"] == pytest.approx(expected, abs=1e-12)
+            assert rec["info"]["learned_reward"] == pytest.approx(expected, abs=1e-12)
+            assert isinstance(rec["reward"], float)
+
+
+def test_learned_reward_binary_threshold_defaults_to_the_spec() -> None:
+    model = SpecModel(state_spec(threshold=0.9), logit_fn)
+    env = LearnedReward(counting_env(max_len=7, max_steps=7), model, output="binary")
+    assert env.core.threshold == 0.9
+    records = rollout(env, actions_for(20), seed=1)
+    for rec in (r for r in records if not r["reset"]):
+        p = float(sigmoid(logit_fn({"state": rec["obs"][None]})[0]))
+        assert rec["reward"] == (1.0 if p > 0.9 else 0.0)
+        assert rec["info"]["learned_success"] == (p > 0.9)
+    explicit = LearnedReward(counting_env(), model, output="binary", threshold=0.2)
+    assert explicit.core.threshold == 0.2
+    assert LearnedReward(counting_env(), logit_fn, output="binary").core.threshold == 0.5
+
+
+def test_learned_reward_modes_and_env_reward_recoverable() -> None:
+    acts = actions_for(15)
+    base = [r for r in rollout(counting_env(), acts, seed=2) if not r["reset"]]
+    for mode, kwargs in [("replace", {}), ("add", {"model_weight": 2.0}), ("weighted", {"env_weight": 0.3, "model_weight": 0.7})]:
+        recs = [r for r in rollout(LearnedReward(counting_env(), logit_fn, mode=mode, **kwargs), acts, seed=2) if not r["reset"]]
+        for b, r in zip(base, recs):
+            env_r, learned = r["info"]["env_reward"], r["info"]["learned_reward"]
+            assert env_r == b["reward"]  # the env's own reward, recoverable from info
+            expected = {
+                "replace": learned,
+                "add": env_r + 2.0 * learned,
+                "weighted": 0.3 * env_r + 0.7 * learned,
+            }[mode]
+            assert r["reward"] == pytest.approx(expected, abs=1e-12)
+    with pytest.raises(ValueError, match="env_weight is only used"):
+        LearnedReward(counting_env(), logit_fn, mode="replace", env_weight=1.0)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        LearnedReward(counting_env(), logit_fn, mode="sum")
+
+
+def test_env_reward_survives_stacked_reward_wrappers() -> None:
+    acts = actions_for(10)
+    base = [r for r in rollout(counting_env(), acts, seed=4) if not r["reset"]]
+    stacked = LearnedReward(PBRS(LearnedReward(counting_env(), logit_fn), potential_fn, gamma=GAMMA), logit_fn, mode="add")
+    for b, r in zip(base, [r for r in rollout(stacked, acts, seed=4) if not r["reset"]]):
+        assert r["info"]["env_reward"] == b["reward"]
+
+
+def test_hold_steps_needs_consecutive_positive_frames_and_resets_per_episode() -> None:
+    # logit > 0 from t = 3 on (x stays in [-1, 1] with zero actions): positive frames t = 3, 4, 5...
+    model = lambda b: 10.0 * (b["state"][:, 0] - 2.5)  # noqa: E731
+    zero = np.zeros((30, 1), np.float32)
+    for k in (1, 2, 3):
+        env = LearnedReward(counting_env(max_len=7, max_steps=6, terminate=False), model, output="binary", hold_steps=k)
+        records = rollout(env, zero, seed=0)
+        for rec in (r for r in records if not r["reset"]):
+            t = int(rec["obs"][0])
+            consecutive = max(0, t - 2)  # frames t' in [3, t] are positive; the counter restarts every episode
+            assert rec["info"]["learned_success"] == (consecutive >= k), (k, t)
+            assert rec["reward"] == float(consecutive >= k)
+    with pytest.raises(ValueError, match="hold_steps"):
+        LearnedReward(counting_env(), model, hold_steps=0)
+
+
+def test_terminate_on_success_and_success_mirroring() -> None:
+    model = lambda b: 10.0 * (b["state"][:, 0] - 1.5)  # noqa: E731  (positive from t = 2)
+    env = LearnedReward(counting_env(max_len=7, terminate=False), model, hold_steps=2, terminate_on_success=True)
+    obs, info = env.reset(seed=0)
+    assert info["is_success"] is False  # mirrored from the env's "success" at reset too
+    flags = []
+    for _ in range(3):
+        obs, _, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+        flags.append(terminated)
+        assert info["is_success"] == info["success"]  # the env's own flag, not the learned one
+        if terminated:
+            break
+    assert flags == [False, False, True] and obs[0] == 3  # positive at t = 2, 3 -> held at t = 3
+
+
+def test_learned_reward_rejects_wrong_model_kind_for_output() -> None:
+    with pytest.raises(ValueError, match="output='prob' needs a classifier"):
+        LearnedReward(counting_env(), SpecModel(state_spec(output="progress"), potential_fn), output="prob")
+    env = LearnedReward(counting_env(), SpecModel(state_spec(output="progress"), potential_fn), output="raw")
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.zeros(1, np.float32))
+    assert isinstance(reward, float)
+
+
+# ----------------------------------------------------------------------------------------------
+# errors
+# ----------------------------------------------------------------------------------------------
+def test_spec_mismatch_errors_name_expected_and_actual() -> None:
+    env = envs.make("PointReach-v0", obs="state+rgb", seed=0)
+    with pytest.raises(ValueError, match=r"missing observation key 'depth'"):
+        LearnedReward(env, SpecModel(ModelSpec(inputs={"depth": InputSpec((64, 64, 1), "float32")}), logit_fn))
+    with pytest.raises(ValueError, match=r"expects shape \(7,\), env gives \(6,\)"):
+        LearnedReward(env, SpecModel(ModelSpec(inputs={"state": InputSpec((7,), "float32")}), logit_fn))
+    with pytest.raises(ValueError, match=r"expects dtype float32, env gives uint8"):
+        PBRS(env, SpecModel(ModelSpec(inputs={"rgb": InputSpec((64, 64, 3), "float32")}), logit_fn), gamma=0.9)
+    with pytest.raises(ValueError, match=r"expects shape \(32, 32, 3\), env gives \(64, 64, 3\)"):
+        ProgressReward(env, SpecModel(ModelSpec(inputs={"rgb": InputSpec((32, 32, 3), "uint8")}, output="progress"), logit_fn))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("make", [
+    lambda env, f: LearnedReward(env, f),
+    lambda env, f: PBRS(env, f, gamma=0.9),
+    lambda env, f: ProgressReward(env, f, output="delta"),
+])
+def test_non_finite_model_output_raises(bad: float, make: Callable) -> None:
+    def model(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        out = np.zeros(len(batch["state"]))
+        out[batch["state"][:, 0] >= 2] = bad
+        return out
+
+    env = make(counting_env(max_len=7, terminate=False), model)
+    env.reset(seed=0)
+    env.step(np.zeros(1, np.float32))
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        env.step(np.zeros(1, np.float32))
+
+
+def test_pbrs_requires_the_agents_gamma() -> None:
+    with pytest.raises(TypeError, match="agent's discount"):
+        PBRS(counting_env(), potential_fn)
+    with pytest.raises(ValueError, match="agent's discount"):
+        PBRS(counting_env(), potential_fn, gamma=1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# PBRS
+# ----------------------------------------------------------------------------------------------
+def episodes_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Split a single-env rollout into episodes with their shaping terms and end states."""
+    episodes, current = [], None
+    for rec in records:
+        if rec["reset"]:
+            current = {"s0": rec["obs"], "reset_info": rec["info"], "F": []}
+            continue
+        current["F"].append(rec["info"]["shaping_reward"])
+        if rec["terminated"] or rec["truncated"]:
+            current.update(sT=rec["obs"], terminated=rec["terminated"])
+            episodes.append(current)
+    return episodes
+
+
+def test_pbrs_telescopes_for_terminated_and_truncated_episodes() -> None:
+    records = rollout(PBRS(counting_env(max_len=7, max_steps=5), potential_fn, gamma=GAMMA), actions_for(200), seed=7)
+    episodes = episodes_of(records)
+    assert {e["terminated"] for e in episodes} == {True, False}  # both kinds are covered
+    for ep in episodes:
+        assert ep["reset_info"]["potential"] == pytest.approx(phi_of(ep["s0"]), abs=1e-12)  # Phi(s_0) cached at reset
+        check_telescoping(ep["F"], phi_of(ep["s0"]), phi_of(ep["sT"]), ep["terminated"], GAMMA)
+    for rec in (r for r in records if not r["reset"]):
+        assert rec["reward"] == pytest.approx(rec["info"]["env_reward"] + rec["info"]["shaping_reward"], abs=1e-12)
+
+
+def test_pbrs_zeroes_the_potential_on_termination_only() -> None:
+    phi = lambda b: b["state"][:, 0] + 10.0  # noqa: E731  (never 0, so zeroing is visible)
+    for terminate, max_steps in ((True, 50), (False, 3)):
+        env = PBRS(counting_env(max_len=3, max_steps=max_steps, terminate=terminate), phi, gamma=GAMMA)
+        env.reset(seed=0)
+        for t in range(1, 10):
+            _, reward, terminated, truncated, info = env.step(np.zeros(1, np.float32))
+            if terminated or truncated:
+                break
+        phi_prev, phi_last = (t - 1) + 10.0, t + 10.0
+        expected = GAMMA * (0.0 if terminated else phi_last) - phi_prev
+        assert terminated == terminate and truncated == (not terminate)
+        assert info["shaping_reward"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_pbrs_model_potential_reads_the_spec() -> None:
+    """A classifier's potential is its probability; a progress model's its raw output."""
+    for output, to_phi in (("logit", lambda v: float(sigmoid(v))), ("progress", float)):
+        env = PBRS(counting_env(), SpecModel(state_spec(output=output), logit_fn), gamma=GAMMA)
+        obs, info = env.reset(seed=0)
+        obs2, _, _, _, info2 = env.step(np.zeros(1, np.float32))
+        raw = lambda o: float(logit_fn({"state": o[None]})[0])  # noqa: E731
+        assert info["potential"] == pytest.approx(to_phi(raw(obs)))
+        assert info2["shaping_reward"] == pytest.approx(GAMMA * to_phi(raw(obs2)) - to_phi(raw(obs)))
+
+
+def test_pbrs_confidence_gating() -> None:
+    class Confident(SpecModel):
+        def predict_confidence(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+            return (batch["state"][:, 0] % 2 == 0).astype(np.float64)  # confident on even steps
+
+    phi = lambda b: b["state"][:, 0] + 1.0  # noqa: E731
+    env = PBRS(counting_env(max_len=7, terminate=False, max_steps=6), Confident(state_spec("progress", has_confidence=True), phi), gamma=GAMMA, min_confidence=0.5)
+    records = rollout(env, np.zeros((6, 1), np.float32), seed=0)
+    potentials = [r["info"]["potential"] for r in records[:7]]
+    assert potentials == [1.0, 0.0, 3.0, 0.0, 5.0, 0.0, 7.0]
+    for ep in episodes_of(records):
+        lhs = sum(GAMMA**t * f for t, f in enumerate(ep["F"]))
+        assert lhs == pytest.approx(GAMMA ** len(ep["F"]) * potentials[6] - potentials[0], abs=1e-9)
+    with pytest.raises(ValueError, match="predict_confidence"):
+        PBRS(counting_env(), phi, gamma=GAMMA, min_confidence=0.5)
+
+
+def test_pbrs_composes_with_learned_reward_in_either_order() -> None:
+    acts = actions_for(40)
+    inner_learned = rollout(PBRS(LearnedReward(counting_env(), logit_fn), potential_fn, gamma=GAMMA), acts, seed=5)
+    outer_learned = rollout(LearnedReward(PBRS(counting_env(), potential_fn, gamma=GAMMA), logit_fn, mode="add"), acts, seed=5)
+    for a, b in zip(inner_learned, outer_learned):
+        if a["reset"]:
+            continue
+        learned = float(sigmoid(logit_fn({"state": a["obs"][None]})[0]))
+        assert a["reward"] == pytest.approx(learned + a["info"]["shaping_reward"], abs=1e-12)
+        # outer LearnedReward(add) on PBRS: env + F + learned
+        assert b["reward"] == pytest.approx(b["info"]["env_reward"] + b["info"]["shaping_reward"] + learned, abs=1e-12)
+        assert a["info"]["shaping_reward"] == pytest.approx(b["info"]["shaping_reward"], abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------------
+# ProgressReward
+# ----------------------------------------------------------------------------------------------
+def test_progress_reward_feeds_a_causal_window_restarted_each_episode() -> None:
+    W = 3
+    model = SpecModel(state_spec("progress", window=W), window_fn)
+    for output in ("progress", "delta"):
+        records = rollout(ProgressReward(counting_env(max_len=6, max_steps=5), model, output=output), actions_for(40), seed=9)
+        frames: list[np.ndarray] = []
+        previous = None
+        for rec in records:
+            frames = [rec["obs"]] if rec["reset"] else frames + [rec["obs"]]
+            window = np.stack([frames[i] for i in window_indices(len(frames) - 1, W)])[None]
+            progress = float(window_fn({"state": window})[0])
+            if not rec["reset"]:
+                expected = progress - previous if output == "delta" else progress
+                assert rec["reward"] == pytest.approx(expected, abs=1e-9)
+                assert rec["info"]["progress"] == pytest.approx(progress, abs=1e-9)
+            previous = progress
+    with pytest.raises(ValueError, match="output must be one of"):
+        ProgressReward(counting_env(), model, output="prob")
+
+
+# ----------------------------------------------------------------------------------------------
+# built-in envs: check_env, policy sees fewer keys, SB3 training
+# ----------------------------------------------------------------------------------------------
+def point_model(obs: str, kind: str = "mlp", output: str = "logit", window: int = 1) -> TorchRewardModel:
+    env = envs.make("PointReach-v0", obs=obs)
+    keys = ("rgb",) if obs == "rgb" or kind == "cnn" else ("state",)
+    spec = ModelSpec.from_space(env.observation_space, keys, output=output, window=window)
+    torch.manual_seed(0)
+    return TorchRewardModel.build(spec, encoder="cnn", hidden=32)
+
+
+@pytest.mark.parametrize("obs", ["state", "rgb", "state+rgb"])
+def test_check_env_on_wrapped_builtin_env(obs: str) -> None:
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    clf = point_model(obs, kind="cnn" if obs != "state" else "mlp")
+    progress = point_model(obs, kind="mlp" if obs != "rgb" else "cnn", output="progress", window=2)
+    wrapped = [
+        LearnedReward(envs.make("PointReach-v0", obs=obs, seed=0), clf, hold_steps=2),
+        PBRS(envs.make("PointReach-v0", obs=obs, seed=0), clf, gamma=0.99),
+        ProgressReward(envs.make("PointReach-v0", obs=obs, seed=0), progress, output="delta"),
+        PBRS(LearnedReward(envs.make("PointReach-v0", obs=obs, seed=0), clf, output="binary"), progress, gamma=0.99),
+    ]
+    for env in wrapped:
+        # skip_close_check: it rebuilds the env from env.spec, which envs.make's own
+        # SeedFirstReset cannot do yet (not RecordConstructorArgs); see the CartPole test below.
+        gym_check_env(env, skip_render_check=True, skip_close_check=True)
+        sb3_check_env(env, warn=False, skip_render_check=True)
+
+
+def test_full_gymnasium_check_env_rebuilds_a_stack_of_reward_wrappers() -> None:
+    from gymnasium.utils.env_checker import check_env as gym_check_env
+
+    env = gym.make("CartPole-v1")
+    env = LearnedReward(env, lambda b: b["state"][:, 0], output="binary", hold_steps=2)
+    env = ProgressReward(PBRS(env, lambda b: b["state"][:, 1], gamma=0.99), lambda b: b["state"][:, 2], mode="add")
+    gym_check_env(env, skip_render_check=True)  # includes rebuilding the whole stack from env.spec
+    assert [w.name for w in env.spec.additional_wrappers[-3:]] == ["LearnedReward", "PBRS", "ProgressReward"]
+
+
+def test_policy_sees_fewer_keys_than_the_reward_model() -> None:
+    """The package-docstring recipe: reward from rgb, policy on state."""
+    env = envs.make("PointReach-v0", obs="state+rgb", seed=0)
+    rgb_model = point_model("state+rgb", kind="cnn")
+    env = FlattenObservation(FilterObservation(LearnedReward(env, rgb_model), ["state"]))
+    assert env.observation_space == envs.make("PointReach-v0", obs="state").observation_space
+    obs, _ = env.reset(seed=0)
+    obs, reward, _, _, info = env.step(env.action_space.sample())
+    assert obs.shape == (6,) and 0.0 < reward < 1.0 and "env_reward" in info
+
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    sb3_check_env(env, warn=False, skip_render_check=True)
+
+
+def test_package_docstring_recipe_runs() -> None:
+    import doctest
+
+    import reward_wrappers
+
+    result = doctest.testmod(reward_wrappers, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
