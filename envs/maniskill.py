@@ -14,7 +14,8 @@ RewardSwap's keys:
 ``reward="dense"`` maps to ManiSkill's ``reward_mode="normalized_dense"``, ``"sparse"`` to
 ``"sparse"`` (then forced to exactly ``1.0`` on success steps). The camera resolution is
 ``render_size``; ``control_mode`` defaults to ``"pd_ee_delta_pos"`` (what the scripted experts
-drive). ManiSkill terminates on ground-truth success unless ``ignore_terminations=True``.
+drive); ``enhanced_determinism=True`` by default so every episode after a seeded first reset is
+reproducible too. ManiSkill terminates on ground-truth success unless ``ignore_terminations=True``.
 
 >>> import envs
 >>> env = envs.make("PickCube-v1", obs="state", seed=0)  # doctest: +SKIP
@@ -109,6 +110,9 @@ def make_maniskill(
     sensor_configs.update(kwargs.pop("sensor_configs", {}) or {})
     make_kwargs: dict[str, Any] = {
         "control_mode": DEFAULT_CONTROL_MODE,
+        # Without it, resets that get no seed draw task layouts from torch's *global* RNG, so
+        # "same seed => same trajectory" would hold for the first episode only.
+        "enhanced_determinism": True,
         **kwargs,
         "obs_mode": _OBS_MODES[obs],
         "reward_mode": _REWARD_MODES[reward],

@@ -98,7 +98,7 @@ class PushCubeExpert(_Expert):
     """Close the gripper, go behind the cube (-x side), lower, push it in +x onto the goal."""
 
     BEHIND = 0.05  # tcp distance behind the cube centre while pushing
-    PUSH_Z = 0.02
+    PUSH_Z = 0.03
 
     def act(self, tcp: np.ndarray) -> np.ndarray:
         cube, goal = _p(self.base.obj), _p(self.base.goal_region)
