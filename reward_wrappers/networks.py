@@ -258,6 +258,10 @@ class TorchRewardModel:
             out = self.net(batch).float()
         return out[:, 0], out[:, column]
 
+    def predict_confidence_torch(self, batch: TensorBatch) -> torch.Tensor:
+        """Confidence ``(B,)`` tensor on the model's device (GPU-batched simulators)."""
+        return self.predict_with_confidence_torch(batch)[1]
+
     def predict_with_confidence(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """``(value, confidence)`` as float64 numpy ``(B,)``; confidence in ``[0, 1]``."""
         check_batch(self.spec, batch)

@@ -2,3 +2,4 @@
 
 from trainers.classifier import fit_classifier
 from trainers.progress import fit_progress
+from trainers.preference import fit_preference
