@@ -18,8 +18,8 @@ drive); ``enhanced_determinism=True`` by default so every episode after a seeded
 reproducible too. ManiSkill terminates on ground-truth success unless ``ignore_terminations=True``.
 
 >>> import envs
->>> env = envs.make("PickCube-v1", obs="state", seed=0)  # doctest: +SKIP
->>> env.observation_space.shape  # doctest: +SKIP
+>>> env = envs.make("PickCube-v1", obs="state", seed=0)
+>>> env.observation_space.shape
 (42,)
 """
 
@@ -44,8 +44,8 @@ class ManiSkillObservation(gym.ObservationWrapper):
     ``camera`` names the sensor whose image is used (default: the first one).
 
     >>> import envs
-    >>> env = envs.make("PickCube-v1", obs="state+rgb", render_size=64)  # doctest: +SKIP
-    >>> sorted(env.observation_space.spaces)  # doctest: +SKIP
+    >>> env = envs.make("PickCube-v1", obs="state+rgb", render_size=32)
+    >>> sorted(env.observation_space.spaces)
     ['rgb', 'state']
     """
 
@@ -93,7 +93,14 @@ def make_maniskill(
     """Build a CPU ManiSkill env with RewardSwap's conventions (see the module docstring).
 
     ``kwargs`` go to ``gym.make`` and override the defaults (``control_mode``,
-    ``sensor_configs``...). ``camera`` picks the sensor for image observations.
+    ``sensor_configs``...). ``camera`` picks the sensor for image observations. Prefer
+    :func:`envs.make`, which calls this for ManiSkill ids.
+
+    >>> env = make_maniskill("PushCube-v1", obs="state", reward="sparse", render_size=64,
+    ...                      ignore_terminations=True, limit={"max_episode_steps": 10})
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, info["success"], env.action_space.shape
+    ((35,), False, (4,))
     """
     try:
         import mani_skill.envs  # noqa: F401  (registers the tasks)

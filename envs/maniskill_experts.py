@@ -10,10 +10,10 @@ planner (mplib) is not used: it segfaults under numpy 2.
 Use them through :func:`envs.expert_policy`:
 
 >>> import envs
->>> env = envs.make("PushCube-v1", seed=0)  # doctest: +SKIP
->>> policy = envs.expert_policy(env)  # doctest: +SKIP
->>> obs, info = env.reset()  # doctest: +SKIP
->>> policy(obs).shape  # doctest: +SKIP
+>>> env = envs.make("PushCube-v1", seed=0)
+>>> policy = envs.expert_policy(env)
+>>> obs, info = env.reset()
+>>> policy(obs).shape
 (4,)
 """
 
@@ -64,7 +64,19 @@ class _Expert:
 
 
 class PickCubeExpert(_Expert):
-    """Reach above the cube, descend, close, carry the cube to the goal and hold still."""
+    """Reach above the cube, descend, close, carry the cube to the goal and hold still.
+
+    >>> import envs
+    >>> env = envs.make("PickCube-v1", seed=0)
+    >>> policy = PickCubeExpert(env)
+    >>> obs, _ = env.reset()
+    >>> for _ in range(50):
+    ...     obs, reward, terminated, truncated, info = env.step(policy(obs))
+    ...     if terminated or truncated:
+    ...         break
+    >>> info["success"], policy.phase
+    (True, 'carry')
+    """
 
     HOVER = 0.06
 
@@ -95,7 +107,15 @@ class PickCubeExpert(_Expert):
 
 
 class PushCubeExpert(_Expert):
-    """Close the gripper, go behind the cube (-x side), lower, push it in +x onto the goal."""
+    """Close the gripper, go behind the cube (-x side), lower, push it in +x onto the goal.
+
+    >>> import envs
+    >>> env = envs.make("PushCube-v1", seed=0)
+    >>> policy = PushCubeExpert(env)
+    >>> obs, _ = env.reset()
+    >>> policy(obs)[3]  # the gripper stays closed
+    np.float32(-1.0)
+    """
 
     BEHIND = 0.05  # tcp distance behind the cube centre while pushing
     PUSH_Z = 0.03
@@ -124,7 +144,15 @@ _EXPERTS: dict[str, type[_Expert]] = {"PickCube-v1": PickCubeExpert, "PushCube-v
 
 
 def maniskill_expert(env: gym.Env, env_id: str) -> Callable[[Any], np.ndarray]:
-    """The clean scripted expert for ManiSkill ``env_id`` acting in ``env``."""
+    """The clean scripted expert for ManiSkill ``env_id`` acting in ``env``.
+
+    :func:`envs.expert_policy` calls this and adds the noise model.
+
+    >>> import envs
+    >>> env = envs.make("PushCube-v1")
+    >>> type(maniskill_expert(env, "PushCube-v1")).__name__
+    'PushCubeExpert'
+    """
     try:
         return _EXPERTS[env_id](env)
     except KeyError:

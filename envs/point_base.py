@@ -98,6 +98,14 @@ class PointMassEnv(gym.Env):
     terminates on success unless ``ignore_terminations``. The time limit lives in the
     ``TimeLimit`` wrapper added by ``gym.make`` / ``envs.make`` (registered
     ``max_episode_steps``).
+
+    >>> from envs.point_reach import PointReachEnv  # a concrete subclass
+    >>> env = PointReachEnv(ignore_terminations=True)
+    >>> _ = env.reset(seed=0)
+    >>> env.px, env.py = env.gx, env.gy  # teleport onto the goal
+    >>> _, reward, terminated, _, info = env.step(np.zeros(2, np.float32))
+    >>> info["success"], terminated
+    (True, False)
     """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}

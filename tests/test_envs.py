@@ -284,8 +284,8 @@ def test_other_gymnasium_id_rendered_to_rgb_with_success() -> None:
     env_id = "RewardSwapTest/ForeignReach-v0"
     if env_id not in gym.registry:
         gym.register(env_id, entry_point="envs.point_reach:PointReachEnv", max_episode_steps=50)
-    env = envs.make(env_id, obs="state+rgb", render_size=32, reward="sparse", seed=0)
-    assert env.observation_space["rgb"].shape == (32, 32, 3)
+    env = envs.make(env_id, obs="state+rgb", render_size=40, reward="sparse", seed=0)
+    assert env.observation_space["rgb"].shape == (40, 40, 3)
     sb3_check_env(env)
     steps = rollout(env, envs.expert_policy(env))
     assert steps[-1][4]["is_success"] is True and steps[-1][1] == 1.0

@@ -133,3 +133,12 @@ def test_expert_needs_ee_delta_pos_control() -> None:
     env = envs.make("PushCube-v1", control_mode="pd_joint_delta_pos")
     with pytest.raises(ValueError, match="pd_ee_delta_pos"):
         envs.expert_policy(env)
+
+
+@pytest.mark.parametrize("module", ["envs.maniskill", "envs.maniskill_experts"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
