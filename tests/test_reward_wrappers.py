@@ -72,7 +72,9 @@ class CountingEnv(gym.Env):
         self.t += 1
         self.x = float(np.float32(self.x + float(np.asarray(action).reshape(-1)[0])))
         done = self.terminate and self.t >= self.length
-        return self._obs(), 0.1 * self.t + self.x, bool(done), False, {"success": bool(done)}
+        # float32-representable, so SB3's float32 reward buffer stores it exactly
+        reward = float(np.float32(0.1 * self.t + self.x))
+        return self._obs(), reward, bool(done), False, {"success": bool(done)}
 
 
 def counting_env(max_steps: int = 5, **kwargs: Any) -> gym.Env:
