@@ -1,0 +1,209 @@
+"""How much does ``TrajectoryRecorder`` slow an env down? Env steps/s with and without it.
+
+Runs ``PointReach-v0`` (rgb observations by default) under three configurations: the bare env,
+the recorder writing synchronously, and the recorder writing on its background thread
+(``async_write=True``). The machine is shared and noisy, so the configurations are measured
+*interleaved*: each repeat builds fresh envs and runs them in alternating blocks of steps, and
+the overhead is a ratio of times taken within that one repeat. The table reports medians over
+repeats. Recorder time includes writing every finished episode: async blocks end with a
+``flush()`` so no write is left for another configuration's block to pay for.
+
+Writes ``benchmarks/results/collect_overhead.json`` (figures, the exact command, versions).
+
+    python benchmarks/collect_overhead.py                # the committed figures
+    python benchmarks/collect_overhead.py --repeats 3 --steps 3000 --no-save   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+CONFIGS = ("bare", "sync", "async")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog="Overhead = 1 - (recorder steps/s) / (bare steps/s), per repeat; medians reported. Target: async <= 10%.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
+    p.add_argument("--obs", default="rgb", choices=("state", "rgb", "state+rgb"), help="observation mode")
+    p.add_argument("--render-size", type=int, default=64, help="image side in pixels")
+    p.add_argument("--steps", type=int, default=10000, help="env steps per configuration per repeat")
+    p.add_argument("--block", type=int, default=1000, help="steps per interleaved block")
+    p.add_argument("--repeats", type=int, default=7, help="independent repeats (fresh envs, fresh buffers)")
+    p.add_argument("--warmup", type=int, default=500, help="untimed steps per configuration per repeat")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tmp", default=None, help="where buffers are written (default: a temp dir, deleted)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "collect_overhead.json"),
+                   help="result JSON path")
+    p.add_argument("--no-save", action="store_true", help="print only; do not write --out")
+    return p
+
+
+def make_env(args: argparse.Namespace, config: str, out_dir: Path) -> Any:
+    import envs
+    from collectors import TrajectoryRecorder
+
+    env = envs.make(args.env, obs=args.obs, render_size=args.render_size)
+    if config == "bare":
+        return env
+    return TrajectoryRecorder(env, out_dir / config, async_write=config == "async")
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system  # the whole process: the writer thread's work counts too
+
+
+def run_block(env: Any, actions: np.ndarray, state: dict[str, Any]) -> float:
+    """Step ``env`` through ``actions`` (resetting on episode end); return seconds taken."""
+    cpu_start = _cpu()
+    start = time.perf_counter()
+    step = env.step
+    for action in actions:
+        _obs, _r, terminated, truncated, _info = step(action)
+        if terminated or truncated:
+            env.reset()
+            state["episodes"] += 1
+    if hasattr(env, "flush"):
+        env.flush()  # charge the writer's backlog to this configuration
+    elapsed = time.perf_counter() - start
+    state["cpu_s"] = state.get("cpu_s", 0.0) + _cpu() - cpu_start
+    return elapsed
+
+
+def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[str, Any]:
+    rng = np.random.default_rng(args.seed + repeat)
+    out_dir = tmp_root / f"repeat{repeat}"
+    envs_by_config = {c: make_env(args, c, out_dir) for c in CONFIGS}
+    states = {c: {"episodes": 0} for c in CONFIGS}
+    seconds = {c: 0.0 for c in CONFIGS}
+    action_dim = envs_by_config["bare"].action_space.shape
+    for c, env in envs_by_config.items():
+        env.reset(seed=args.seed + repeat)
+        run_block(env, rng.uniform(-1, 1, (args.warmup, *action_dim)).astype(np.float32), states[c])
+        states[c]["warmup_cpu_s"] = states[c]["cpu_s"]
+    n_blocks = max(1, args.steps // args.block)
+    for b in range(n_blocks):
+        # The same actions for every configuration; the order rotates so none always goes first.
+        actions = rng.uniform(-1, 1, (args.block, *action_dim)).astype(np.float32)
+        order = CONFIGS[b % 3:] + CONFIGS[: b % 3]
+        for c in order:
+            seconds[c] += run_block(envs_by_config[c], actions, states[c])
+    written: dict[str, Any] = {}
+    for c, env in envs_by_config.items():
+        env.close()
+        if c != "bare":
+            files = [p for p in (out_dir / c).rglob("*") if p.is_file()]
+            written[c] = {
+                "trajectories": sum(1 for p in files if p.name == "meta.json"),
+                "bytes": sum(p.stat().st_size for p in files),
+            }
+    shutil.rmtree(out_dir, ignore_errors=True)
+    steps = n_blocks * args.block
+    sps = {c: steps / seconds[c] for c in CONFIGS}
+    cpu_us = {c: (states[c]["cpu_s"] - states[c]["warmup_cpu_s"]) / steps * 1e6 for c in CONFIGS}
+    return {
+        "steps_per_config": steps,
+        "steps_per_s": sps,
+        "overhead": {c: 1.0 - sps[c] / sps["bare"] for c in ("sync", "async")},
+        "cpu_us_per_step": cpu_us,
+        "cpu_overhead": {c: cpu_us[c] / cpu_us["bare"] - 1.0 for c in ("sync", "async")},
+        "episodes": {c: states[c]["episodes"] for c in CONFIGS},
+        "written": written,
+    }
+
+
+def versions() -> dict[str, str]:
+    import gymnasium
+    import numpy
+
+    return {
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "gymnasium": gymnasium.__version__,
+        "platform": platform.platform(),
+        "cpus": str(os.cpu_count()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        import torch
+
+        torch.set_num_threads(1)  # as everywhere rendering runs on this CPU (platform notes)
+    except ImportError:  # pragma: no cover
+        pass
+    tmp_root = Path(args.tmp) if args.tmp else Path(tempfile.mkdtemp(prefix="collect_overhead-"))
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()
+    repeats = []
+    try:
+        for r in range(args.repeats):
+            res = one_repeat(args, r, tmp_root)
+            repeats.append(res)
+            print(f"repeat {r}: " + "  ".join(f"{c} {res['steps_per_s'][c]:8.0f} steps/s" for c in CONFIGS)
+                  + f"  | overhead sync {res['overhead']['sync']:+.1%} async {res['overhead']['async']:+.1%}"
+                  + f"  | CPU/step us " + " ".join(f"{c} {res['cpu_us_per_step'][c]:.0f}" for c in CONFIGS),
+                  flush=True)
+    finally:
+        if not args.tmp:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+    median_sps = {c: statistics.median(r["steps_per_s"][c] for r in repeats) for c in CONFIGS}
+    median_overhead = {c: statistics.median(r["overhead"][c] for r in repeats) for c in ("sync", "async")}
+    median_cpu_overhead = {c: statistics.median(r["cpu_overhead"][c] for r in repeats) for c in ("sync", "async")}
+    spread = {c: [min(r["overhead"][c] for r in repeats), max(r["overhead"][c] for r in repeats)]
+              for c in ("sync", "async")}
+    print()
+    print(f"{args.env} obs={args.obs} {args.render_size}px, {args.repeats} repeats x {repeats[0]['steps_per_config']} steps")
+    print(f"{'config':<8}{'median steps/s':>16}{'median overhead':>18}{'min..max overhead':>22}{'CPU overhead':>16}")
+    print(f"{'bare':<8}{median_sps['bare']:>16.0f}{'-':>18}{'-':>22}")
+    for c in ("sync", "async"):
+        print(f"{c:<8}{median_sps[c]:>16.0f}{median_overhead[c]:>18.1%}"
+              f"{f'{spread[c][0]:.1%}..{spread[c][1]:.1%}':>22}{median_cpu_overhead[c]:>16.1%}")
+    target_met = median_overhead["async"] <= 0.10
+    print(f"target async overhead <= 10%: {'met' if target_met else 'MISSED'}")
+    result = {
+        "benchmark": "collect_overhead",
+        "command": "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(__file__, ROOT), *(argv if argv is not None else sys.argv[1:])]),
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "no_save")},
+        "versions": versions(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+        "median_steps_per_s": median_sps,
+        "median_overhead": median_overhead,
+        "median_cpu_overhead": median_cpu_overhead,
+        "overhead_min_max": spread,
+        "target_async_overhead": 0.10,
+        "target_met": target_met,
+        "repeats": repeats,
+    }
+    if not args.no_save:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0 if target_met else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

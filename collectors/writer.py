@@ -1,0 +1,396 @@
+"""Write finished trajectories to disk atomically, on the caller's thread or a background one.
+
+A trajectory is built in ``out_dir/.tmp/<pid>-<id>/`` and becomes visible with one
+``os.rename`` into ``out_dir/<split>/<id>/``: a reader never sees half a trajectory, even when
+the writing process is killed. Ids carry a nanosecond clock, the pid and random bits, so
+several processes (e.g. SubprocVecEnv workers) can share one ``out_dir``. Caps are checked
+under an ``flock`` on ``out_dir/.lock`` against what is on disk, so they hold across processes
+and restarts.
+
+>>> import tempfile, numpy as np
+>>> root = tempfile.mkdtemp()
+>>> fields = {"obs.state": np.zeros((3, 2), np.float32), "actions": np.zeros((2, 1), np.float32),
+...           "rewards": np.zeros(2), "labels": np.zeros(3, np.float32),
+...           "terminated": np.zeros(2, bool), "truncated": np.array([False, True])}
+>>> path = write_trajectory(root, "negative", new_trajectory_id(), fields, {"env_id": None})
+>>> sorted(p.name for p in path.iterdir())[:3], count_trajectories(root, "negative")
+(['actions.npy', 'labels.npy', 'meta.json'], 1)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import json
+import os
+import queue
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+
+from collectors.frames import FrameBuffer, npy_header, write_frames
+from collectors.format import FORMAT_NAME, FORMAT_VERSION, META_FILE, SPLITS, TMP_DIR, per_frame
+
+try:  # POSIX only; elsewhere caps are best-effort across processes
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".lock"
+
+
+class TrajectoryWriteError(RuntimeError):
+    """Writing a trajectory failed; nothing of it was left in the buffer."""
+
+
+class _ProcessToken:
+    """pid and a random token of this process, refreshed after fork (syscalls are dear here)."""
+
+    pid = os.getpid()
+    token = secrets.token_hex(3)
+    counter = itertools.count()
+
+    @classmethod
+    def refresh(cls) -> None:
+        cls.pid, cls.token, cls.counter = os.getpid(), secrets.token_hex(3), itertools.count()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ProcessToken.refresh)
+
+
+def new_trajectory_id() -> str:
+    """A sortable id unique across processes: ``<ns clock>-<pid>-<process token><counter>``.
+
+    The pid separates live processes, the random token separates a process from an earlier one
+    that had the same pid, and the counter separates ids made in the same nanosecond.
+    """
+    t = _ProcessToken
+    return f"{time.time_ns():020d}-{t.pid}-{t.token}{next(t.counter):04d}"
+
+
+def prepare_root(root: str | os.PathLike[str]) -> Path:
+    """Create ``root`` with its split and temp directories; return it as a Path."""
+    root = Path(root)
+    for sub in (*SPLITS, TMP_DIR):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def count_trajectories(root: str | os.PathLike[str], split: str) -> int:
+    """Number of complete trajectories in ``root/split`` (temp and hidden entries excluded)."""
+    split_dir = Path(root) / split
+    try:
+        with os.scandir(split_dir) as it:
+            return sum(1 for e in it if not e.name.startswith(".") and e.is_dir())
+    except FileNotFoundError:
+        return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_tmp(root: str | os.PathLike[str]) -> int:
+    """Delete temp trajectories left by writers that died (their pid is gone); return how many.
+
+    Temp dirs of live processes are left alone: another worker may be writing into them.
+    """
+    tmp = Path(root) / TMP_DIR
+    removed = 0
+    if not tmp.is_dir():
+        return 0
+    for entry in tmp.iterdir():
+        pid_text = entry.name.split("-", 1)[0]
+        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
+            shutil.rmtree(entry, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def _root_lock(root: Path) -> Iterator[None]:
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(root / LOCK_FILE, "a+b") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def describe_fields(fields: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """``{field: {"shape": [...], "dtype": "<f4"}}`` as stored in ``meta.json`` (numpy's descr)."""
+    return {name: {"shape": list(arr.shape), "dtype": arr.dtype.str} for name, arr in fields.items()}
+
+
+def write_trajectory(
+    root: str | os.PathLike[str],
+    split: str,
+    traj_id: str,
+    fields: Mapping[str, np.ndarray | FrameBuffer],
+    meta: Mapping[str, Any],
+    *,
+    cap: int | None = None,
+    fsync: bool = False,
+) -> Path | None:
+    """Write one trajectory atomically; return its directory, or None when ``split`` is full.
+
+    ``fields`` maps file stems (``"obs.rgb"``, ``"actions"``, ...) to arrays; per-frame fields
+    must have one more entry than per-step ones. ``meta`` is completed with the format name and
+    version, id, split, length and per-field shape/dtype. With ``cap``, the trajectory is
+    dropped if ``split`` already holds ``cap`` trajectories (counted on disk under a lock).
+    ``fsync=True`` also survives power loss, not only a killed process (slower).
+
+    Raises :class:`TrajectoryWriteError` (and removes the temp dir) if anything fails.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if "success" not in meta:
+        raise ValueError("meta must say whether the trajectory succeeded: meta['success']")
+    root = Path(root)
+    arrays = {name: (v.view() if isinstance(v, FrameBuffer) else np.asarray(v)) for name, v in fields.items()}
+    length = len(arrays["actions"])
+    for name, arr in arrays.items():
+        want = length + 1 if per_frame(name) else length
+        if len(arr) != want:
+            raise ValueError(f"field {name!r} has {len(arr)} entries, expected {want} (T={length})")
+        if arr.dtype.hasobject:
+            raise TypeError(f"field {name!r} has dtype object; the format stores plain arrays only")
+    tmp_dir = root / TMP_DIR / f"{_ProcessToken.pid}-{traj_id}"
+    final_dir = root / split / traj_id
+    # os-level calls and a hand-built .npy header: this runs once per episode, and on the
+    # async path every microsecond of Python here is GIL time taken from the env loop.
+    tmp = os.fspath(tmp_dir)
+    try:
+        try:
+            os.mkdir(tmp)
+        except FileNotFoundError:  # .tmp/ (or the root) was removed under us: recreate it
+            os.makedirs(tmp)
+        for name, value in fields.items():
+            file_path = os.path.join(tmp, name + ".npy")
+            if isinstance(value, FrameBuffer):
+                write_frames(file_path, value, fsync=fsync)
+                continue
+            _write_npy(file_path, arrays[name], fsync=fsync)
+        full_meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "id": traj_id,
+            "split": split,
+            "length": length,
+            **meta,
+            "fields": describe_fields(arrays),
+        }
+        # json.dumps without indent uses the C encoder (json.dump and indent= do not).
+        meta_bytes = json.dumps(full_meta, default=_json_default).encode()
+        _write_file(os.path.join(tmp, META_FILE), meta_bytes, fsync=fsync)
+        if fsync:
+            _fsync_dir(tmp_dir)
+        # rename(2) is atomic and refuses a non-empty target, so an id collision cannot
+        # overwrite a trajectory: it fails loudly instead. The lock only serialises cap checks.
+        with _root_lock(root) if cap is not None else contextlib.nullcontext():
+            if cap is not None and count_trajectories(root, split) >= cap:
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+                return None
+            try:
+                os.rename(tmp, final_dir)
+            except FileNotFoundError:  # the split dir was removed under us
+                (root / split).mkdir(parents=True, exist_ok=True)
+                os.rename(tmp, final_dir)
+        if fsync:
+            _fsync_dir(root / split)
+        return final_dir
+    except BaseException as exc:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        hint = ""
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+            hint = " (disk full)"
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            hint = " (a trajectory with this id already exists)"
+        raise TrajectoryWriteError(
+            f"could not write trajectory {traj_id} to {final_dir}{hint}: {type(exc).__name__}: {exc}; "
+            f"no partial trajectory was left"
+        ) from exc
+
+
+def _write_file(path: str, data: bytes | memoryview, *, fsync: bool = False) -> None:
+    # os.open/os.write: 3 syscalls, where io.open adds fstat/ioctl/lseek.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:])
+        if fsync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_npy(path: str, arr: np.ndarray, *, fsync: bool = False) -> None:
+    """``np.save(path, arr)`` (format 1.0, what np.load reads) without numpy's Python overhead."""
+    arr = np.ascontiguousarray(arr)
+    _write_file(path, npy_header(arr.dtype, arr.shape) + arr.tobytes(), fsync=fsync)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    return repr(obj)
+
+
+@dataclass
+class WriteJob:
+    """One finished episode waiting to be written."""
+
+    split: str
+    traj_id: str
+    fields: dict[str, np.ndarray | FrameBuffer]
+    meta: dict[str, Any]
+    cap: int | None = None
+    #: called (on the writer's thread) once the fields' memory is no longer needed
+    release: Callable[[], None] | None = None
+
+
+@dataclass
+class WriteStats:
+    """What a :class:`TrajectoryWriter` has done so far."""
+
+    written: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    dropped_full: dict[str, int] = field(default_factory=lambda: {s: 0 for s in SPLITS})
+    frames: int = 0
+    bytes: int = 0
+    paths: list[Path] = field(default_factory=list)
+
+
+class TrajectoryWriter:
+    """Writes :class:`WriteJob` s now (``async_write=False``) or on one background thread.
+
+    In async mode at most ``max_pending`` jobs wait in memory; ``submit`` blocks beyond that so
+    a slow disk slows the env down instead of exhausting memory. An error on the thread is
+    raised by the next ``submit``, ``flush`` or ``close`` on the caller's thread.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], *, async_write: bool = False, max_pending: int = 16,
+                 fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.async_write = async_write
+        self.fsync = fsync
+        self.stats = WriteStats()
+        self._lock = threading.Lock()
+        self._errors: list[BaseException] = []
+        self._queue: queue.Queue[WriteJob | None] | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        if async_write:
+            self._queue = queue.Queue(maxsize=max_pending)
+            # Daemon so a forgotten close() cannot hang interpreter exit; callers flush via close().
+            self._thread = threading.Thread(target=self._run, name=f"TrajectoryWriter({self.root})", daemon=True)
+            self._thread.start()
+
+    def submit(self, job: WriteJob) -> None:
+        """Write ``job`` now, or queue it for the background thread."""
+        self.raise_pending_error()
+        if self._closed:
+            raise RuntimeError("TrajectoryWriter is closed")
+        if self._queue is None:
+            self._write(job)
+        else:
+            self._queue.put(job)
+
+    def flush(self) -> None:
+        """Wait until every queued job is on disk; raise the first error the thread hit."""
+        if self._queue is not None:
+            self._queue.join()
+        self.raise_pending_error()
+
+    def close(self) -> None:
+        """Flush, then stop the thread. Safe to call twice."""
+        if self._closed:
+            self.raise_pending_error()
+            return
+        self._closed = True
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+        self.raise_pending_error()
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued and not yet written."""
+        return self._queue.unfinished_tasks if self._queue is not None else 0
+
+    def note_dropped(self, split: str) -> None:
+        """Count an episode the caller did not submit because ``split`` is full."""
+        with self._lock:
+            self.stats.dropped_full[split] += 1
+
+    def raise_pending_error(self) -> None:
+        with self._lock:
+            if not self._errors:
+                return
+            first, n = self._errors[0], len(self._errors)
+            self._errors.clear()
+        if n > 1 and isinstance(first, TrajectoryWriteError):
+            raise TrajectoryWriteError(f"{first} (and {n - 1} more failed writes)") from first.__cause__
+        raise first
+
+    def _write(self, job: WriteJob) -> None:
+        try:
+            path = write_trajectory(self.root, job.split, job.traj_id, job.fields, job.meta, cap=job.cap,
+                                    fsync=self.fsync)
+        finally:
+            if job.release is not None:
+                job.release()
+        with self._lock:
+            if path is None:
+                self.stats.dropped_full[job.split] += 1
+                return
+            self.stats.written[job.split] += 1
+            self.stats.frames += len(job.fields["labels"])
+            self.stats.bytes += sum((v.view() if isinstance(v, FrameBuffer) else v).nbytes for v in job.fields.values())
+            self.stats.paths.append(path)
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            job = self._queue.get()
+            try:
+                if job is None:
+                    return
+                self._write(job)
+            except BaseException as exc:  # surfaced on the caller's thread
+                with self._lock:
+                    self._errors.append(exc)
+            finally:
+                self._queue.task_done()
