@@ -1,18 +1,67 @@
-"""Compare the env reward with learned rewards on the same budget.
+"""Compare the env's own reward with learned rewards on one env, one budget, several seeds.
 
-Not implemented yet: this command will compare reward conditions over seeds (agents issue).
+Conditions are rewards as for ``train-agent``, optionally followed by ``+pbrs:PATH``:
+``sparse``, ``env``, ``classifier:c.pt``, ``classifier:c.pt+pbrs:p.pt``, ``progress:p.pt``,
+``preference:b.pt``. Runs go to parallel processes (``--jobs``); the output directory receives
+``results.json`` (mean and spread per condition, per-seed curves, versions), ``report.md`` and
+``curves.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import shlex
 import sys
+
+from agents.compare import Condition, format_table, run_conditions
+from agents.train import ALGOS, OBS_CHOICES, TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
+    parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
+    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare (see above)")
+    parser.add_argument("--names", nargs="+", default=None, help="display names, one per condition")
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
+    parser.add_argument("--steps", type=int, default=50_000, help="env steps per run")
+    parser.add_argument("--n-envs", type=int, default=8)
+    parser.add_argument("--policy-obs", choices=OBS_CHOICES, default="state")
+    parser.add_argument("--gamma", type=float, default=None)
+    parser.add_argument("--ignore-terminations", choices=["yes", "no"], default="yes",
+                        help="same dynamics for every condition: episodes run their full length (default)")
+    parser.add_argument("--eval-freq", type=int, default=5_000)
+    parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--algo-kwargs", default="{}", help="JSON dict of SB3 hyperparameters overriding the defaults")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel processes")
+    parser.add_argument("--out", default="bench_out", help="output directory")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rewardswap: this command is not implemented yet; it will compare reward conditions over seeds (agents issue).", file=sys.stderr)
-    return 2
+    try:
+        names = args.names or [None] * len(args.conditions)
+        if len(names) != len(args.conditions):
+            raise ValueError(f"--names has {len(names)} entries for {len(args.conditions)} conditions")
+        conditions = [Condition.parse(c, n) for c, n in zip(args.conditions, names)]
+        if len({c.name for c in conditions}) != len(conditions):
+            raise ValueError("two conditions share a name; give --names")
+        base = TrainConfig(env=args.env, algo=args.algo, steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
+                           gamma=args.gamma, ignore_terminations=args.ignore_terminations == "yes",
+                           eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
+                           algo_kwargs=json.loads(args.algo_kwargs))
+        for c in conditions:  # validate every checkpoint path before any run starts
+            TrainConfig(reward=c.reward, pbrs=c.pbrs)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"rewardswap bench: error: {exc}", file=sys.stderr)
+        return 2
+    extra = {
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
+    }
+    summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=args.jobs, extra=extra,
+                             preamble=f"Command: `{extra['command']}`\n\n")
+    print(format_table(summary))
+    print(f"report: {args.out}/report.md")
+    return 0

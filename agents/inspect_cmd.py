@@ -1,18 +1,139 @@
-"""Write an HTML review page for a reward checkpoint.
+"""Write a self-contained HTML page to review a reward model on recorded trajectories.
 
-Not implemented yet: this command will write an HTML review page of top/bottom trajectories (agents issue).
+The page shows the model's metrics, then the trajectories it scores highest and lowest, each as
+a strip of frames and a per-frame curve of the model's output (probability, progress or reward)
+drawn over the env's own success labels. Images are embedded, so the file can be mailed.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import html
+import io
+import json
+import os
+import pathlib
 import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from reward_wrappers import load_reward_model
+from reward_wrappers.base import sigmoid
+
+
+def per_frame_scores(model: Any, trajectories: Sequence[Any], batch_size: int = 256) -> list[np.ndarray]:
+    """The model's output for every frame of every trajectory (probabilities for classifiers)."""
+    from trainers.classifier import predict_frames
+    from trainers.data import FrameTable
+
+    keys = tuple(model.spec.inputs)
+    out = []
+    for traj in trajectories:
+        raw = predict_frames(model, [traj], FrameTable.from_trajectories([traj]), keys, batch_size)
+        out.append(sigmoid(raw) if model.spec.output == "logit" else raw)
+    return out
+
+
+def _png(fig_or_image: Any) -> str:
+    buf = io.BytesIO()
+    if isinstance(fig_or_image, np.ndarray):
+        import imageio.v2 as imageio
+
+        imageio.imwrite(buf, fig_or_image, format="png")
+    else:
+        fig_or_image.savefig(buf, format="png", dpi=90)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _frame_strip(traj: Any, n: int = 10) -> np.ndarray | None:
+    key = next((k for k, v in traj.obs.items() if v.ndim == 4 and v.dtype == np.uint8), None)
+    if key is None:
+        return None
+    frames = traj.obs[key]
+    picks = np.unique(np.linspace(0, len(frames) - 1, n).round().astype(int))
+    return np.concatenate([np.asarray(frames[i])[..., :3] for i in picks], axis=1)
+
+
+def _curve(scores: np.ndarray, labels: np.ndarray, ylabel: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 1.8))
+    ax.plot(scores, label=ylabel)
+    ax.fill_between(np.arange(len(labels)), 0, np.asarray(labels, dtype=float), step="mid", alpha=0.2, color="green", label="true success")
+    ax.set_xlabel("frame")
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    uri = _png(fig)
+    plt.close(fig)
+    return uri
+
+
+def write_review(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, top: int = 5) -> pathlib.Path:
+    from collectors import load_trajectories
+
+    model = load_reward_model(checkpoint)
+    trajectories = load_trajectories(data)
+    if not trajectories:
+        raise ValueError(f"no trajectories in {data}")
+    scores = per_frame_scores(model, trajectories)
+    ylabel = {"logit": "p(success)", "progress": "progress", "reward": "reward"}[model.spec.output]
+    # Rank by the mean output over the episode: what an agent paid by this model would collect.
+    order = np.argsort([-float(s.mean()) for s in scores])
+    sections = []
+    for title, picks in (("Highest scored", order[:top]), ("Lowest scored", order[::-1][:top])):
+        items = []
+        for i in picks:
+            traj, s = trajectories[int(i)], scores[int(i)]
+            strip = _frame_strip(traj)
+            items.append(
+                f"<div class='traj'><b>{html.escape(str(getattr(traj, 'id', traj.path)))}</b> "
+                f"true success: {bool(traj.success)} &middot; mean {ylabel} {s.mean():.3f} &middot; last {s[-1]:.3f}<br>"
+                + (f"<img src='{_png(strip)}'><br>" if strip is not None else "")
+                + f"<img src='{_curve(s, traj.labels, ylabel)}'></div>"
+            )
+        sections.append(f"<h2>{title}</h2>" + "".join(items))
+    success = np.array([bool(t.success) for t in trajectories])
+    means = np.array([float(s.mean()) for s in scores])
+    from trainers.metrics import roc_auc
+
+    metrics = {
+        "trajectories": len(trajectories),
+        "successful": int(success.sum()),
+        "AUC of mean output, successful vs failed episodes": roc_auc(means, success),
+        **model.metadata.get("report", {}),
+    }
+    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v, default=str)[:300])}</td></tr>" for k, v in metrics.items())
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Reward model review</title>
+<style>body{{font-family:sans-serif;margin:2em}} .traj{{margin:1em 0;padding:.5em;border:1px solid #ddd}}
+img{{image-rendering:pixelated;max-width:100%}} td{{padding:2px 8px;border-bottom:1px solid #eee;font-size:90%}}</style></head>
+<body><h1>Reward model review</h1><p>checkpoint <code>{html.escape(str(checkpoint))}</code> &middot; data <code>{html.escape(str(data))}</code>
+&middot; {html.escape(repr(model))}</p><table>{rows}</table>{''.join(sections)}</body></html>"""
+    out = pathlib.Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name("." + out.name + ".tmp")
+    tmp.write_text(page)
+    os.replace(tmp, out)
+    return out
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    parser.add_argument("checkpoint", help="reward model checkpoint (.pt) from `rewardswap train-reward`")
+    parser.add_argument("--data", required=True, help="trajectory buffer directory to review the model on")
+    parser.add_argument("--out", default=None, help="HTML file to write (default: <checkpoint>.review.html)")
+    parser.add_argument("--top", type=int, default=5, help="trajectories shown at each end of the ranking")
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rewardswap: this command is not implemented yet; it will write an HTML review page of top/bottom trajectories (agents issue).", file=sys.stderr)
-    return 2
+    out = args.out or str(pathlib.Path(args.checkpoint).with_suffix(".review.html"))
+    try:
+        path = write_review(args.checkpoint, args.data, out, top=args.top)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"rewardswap inspect: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0

@@ -57,7 +57,6 @@ class TrainConfig:
     logdir: str = "runs/agent"
     collect: str | None = None
     ignore_terminations: bool | None = None
-    terminate_on_learned_success: bool = False
     reward_output: str | None = None
     eval_freq: int = 5_000
     eval_episodes: int = 20
@@ -171,8 +170,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
                         collect_dir=cfg.collect, info_keys=())
     if kind == "classifier":
-        venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "prob",
-                                terminate_on_success=cfg.terminate_on_learned_success)
+        venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "prob")
     elif kind == "progress":
         venv = VecProgressReward(venv, reward_model, output=cfg.reward_output or "progress")
     elif kind == "preference":
@@ -253,8 +251,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--collect", default=None, metavar="DIR", help="record training trajectories into DIR")
     parser.add_argument("--ignore-terminations", choices=["auto", "yes", "no"], default="auto",
                         help="keep episodes running after true success; auto: yes for learned rewards")
-    parser.add_argument("--terminate-on-learned-success", action="store_true",
-                        help="end episodes when the classifier says success (with --reward classifier:...)")
     parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
                         help="how the learned model's output becomes a reward (default per kind)")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
@@ -267,7 +263,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         env=args.env, algo=args.algo, reward=args.reward, pbrs=args.pbrs, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations={"auto": None, "yes": True, "no": False}[args.ignore_terminations],
-        terminate_on_learned_success=args.terminate_on_learned_success, reward_output=args.reward_output,
+        reward_output=args.reward_output,
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
     )
 

@@ -1,0 +1,180 @@
+"""Compare reward conditions on one env and one budget: several seeds, mean and spread.
+
+A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``, ``env``,
+``classifier:c.pt``, ``progress:p.pt``, ``preference:b.pt``, or any of them followed by
+``+pbrs:p.pt``. Each (condition, seed) is one ``train_agent`` run in its own process; the
+results are summarised in ``results.json``, ``report.md`` and ``curves.png``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import json
+import multiprocessing
+import os
+import pathlib
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+import numpy as np
+
+from agents.train import TrainConfig, package_versions, train_agent
+
+
+@dataclass(frozen=True)
+class Condition:
+    name: str
+    reward: str
+    pbrs: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, name: str | None = None) -> "Condition":
+        """``"classifier:c.pt+pbrs:p.pt"`` -> Condition(reward="classifier:c.pt", pbrs="p.pt")."""
+        reward, _, shaping = text.partition("+")
+        pbrs = None
+        if shaping:
+            kind, _, path = shaping.partition(":")
+            if kind != "pbrs" or not path:
+                raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH, got {shaping!r}")
+            pbrs = path
+        return cls(name or _short_name(reward, pbrs), reward, pbrs)
+
+
+def _short_name(reward: str, pbrs: str | None) -> str:
+    base = reward.split(":", 1)[0]
+    return base + ("+pbrs" if pbrs else "")
+
+
+def _run_one(cfg: TrainConfig) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    return train_agent(cfg)
+
+
+def run_conditions(
+    conditions: Sequence[Condition],
+    base: TrainConfig,
+    seeds: Sequence[int],
+    out_dir: str | os.PathLike,
+    jobs: int = 1,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+    preamble: str = "",
+) -> dict[str, Any]:
+    """Train every condition for every seed (``jobs`` processes at once); write a report.
+
+    ``extra`` entries are added to ``results.json``; ``preamble`` opens ``report.md``.
+    """
+    out_dir = pathlib.Path(out_dir)
+    configs = [
+        replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"))
+        for c in conditions
+        for s in seeds
+    ]
+    keys = [(c.name, s) for c in conditions for s in seeds]
+    results: dict[tuple[str, int], dict[str, Any]] = {}
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(configs), desc="training runs", unit="run", disable=not progress)
+    if jobs <= 1:
+        for key, cfg in zip(keys, configs):
+            bar.set_postfix_str(f"{key[0]} seed {key[1]}")
+            results[key] = _run_one(cfg)
+            bar.update(1)
+    else:
+        ctx = multiprocessing.get_context("forkserver")
+        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            pending = {pool.submit(_run_one, cfg): key for key, cfg in zip(keys, configs)}
+            for done in futures.as_completed(pending):
+                results[pending[done]] = done.result()
+                bar.update(1)
+    bar.close()
+    summary = {**summarise(conditions, seeds, results, base), **(extra or {})}
+    write_report(summary, out_dir, preamble)
+    return summary
+
+
+def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: dict, base: TrainConfig) -> dict[str, Any]:
+    rows = []
+    for c in conditions:
+        runs = [results[(c.name, s)] for s in seeds]
+        finals = np.array([r["final_true_success"] for r in runs])
+        reached = [r["steps_to_80"] for r in runs if r["steps_to_80"] is not None]
+        rows.append({
+            "condition": c.name,
+            "reward": c.reward,
+            "pbrs": c.pbrs,
+            "final_true_success_mean": float(finals.mean()),
+            "final_true_success_std": float(finals.std()),
+            "final_true_success_per_seed": finals.tolist(),
+            "steps_to_80_median": float(np.median(reached)) if reached else None,
+            "seeds_reaching_80": len(reached),
+            "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in runs])),
+            "reward_inference_share_mean": float(np.mean([r["reward_inference_share"] for r in runs])),
+            "curves": [r["curve"] for r in runs],
+        })
+    return {
+        "env": base.env,
+        "algo": base.algo,
+        "steps": base.steps,
+        "n_envs": base.n_envs,
+        "seeds": list(seeds),
+        "conditions": rows,
+        "versions": package_versions(),
+    }
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    n = len(summary["seeds"])
+    lines = [
+        f"| condition | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | wall time (s) | reward inference share |",
+        "|---|---|---|---|---|",
+    ]
+    for row in summary["conditions"]:
+        steps = "never" if row["steps_to_80_median"] is None else f"{row['steps_to_80_median']:.0f} ({row['seeds_reaching_80']}/{n})"
+        lines.append(
+            f"| {row['condition']} | {row['final_true_success_mean']:.2f} ± {row['final_true_success_std']:.2f} | {steps} | "
+            f"{row['wall_seconds_mean']:.1f} | {100 * row['reward_inference_share_mean']:.1f}% |"
+        )
+    return "\n".join(lines)
+
+
+def plot_curves(summary: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for row in summary["conditions"]:
+        steps = np.array([c["steps"] for c in row["curves"][0]])
+        # Seeds evaluate at the same step counts; align on the shortest curve.
+        n = min(len(c) for c in row["curves"])
+        values = np.array([[p["success_rate"] for p in c[:n]] for c in row["curves"]])
+        ax.plot(steps[:n], values.mean(0), label=row["condition"])
+        if len(values) > 1:
+            ax.fill_between(steps[:n], values.min(0), values.max(0), alpha=0.15)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("true success rate (deterministic eval)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(f"{summary['env']}, {summary['algo'].upper()}, {len(summary['seeds'])} seed(s)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(summary: dict[str, Any], out_dir: pathlib.Path, preamble: str = "") -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot_curves(summary, out_dir / "curves.png")
+    table = format_table(summary)
+    (out_dir / "report.md").write_text(
+        f"# Reward comparison on {summary['env']}\n\n{preamble}"
+        f"{summary['algo'].upper()}, {summary['steps']} env steps per run, {summary['n_envs']} envs, seeds {summary['seeds']}. "
+        "True success is measured by deterministic evaluation on the env's own success flag, whatever reward the agent was trained on.\n\n"
+        f"{table}\n\n![curves](curves.png)\n\nVersions: `{json.dumps(summary['versions'])}`\n"
+    )
