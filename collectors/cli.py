@@ -1,18 +1,248 @@
-"""Record trajectories into positive/negative buffers.
+"""Record trajectories from a policy into positive/negative .npy buffers.
 
-Not implemented yet: this command will record trajectories (collectors issue).
+Runs ``--episodes`` episodes of ``--env`` with a scripted expert, random actions or a saved SB3
+model, and writes each finished episode under ``OUT/positive/`` or ``OUT/negative/`` (see
+``collectors.format``). Episode ``e`` (0-based) is reset with seed ``--seed + e``, so a run is
+reproducible and ``meta.json`` names each episode's seed. With ``--n-envs K`` the episodes are
+split over K worker processes writing into the same buffer.
+
+Examples:
+  rewardswap collect --env PointReach-v0 --policy expert --noise 0.5 --episodes 200 --obs rgb --out data/reach
+  rewardswap collect --env PickCube-v1 --policy runs/ppo.zip --episodes 50 --n-envs 2 --out data/pick
+  rewardswap collect --import-rlinf reward_data/ --out data/rlinf --allow-pickle
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from collectors.format import SPLITS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    # Keep the examples' line breaks; defaults are spelled out in each help text instead.
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "examples:" + (__doc__ or "").split("Examples:", 1)[-1]
+    parser.add_argument("--env", help="env id for envs.make: PointReach-v0, PointKeyDoor-v0, a ManiSkill or gymnasium id")
+    parser.add_argument("--policy", default="expert",
+                        help="'expert' (envs.expert_policy), 'random', or PATH.zip of a saved SB3 model (default: expert)")
+    parser.add_argument("--algo", choices=("auto", "ppo", "sac"), default="auto",
+                        help="SB3 class for PATH.zip; auto tries PPO then SAC (default: auto)")
+    parser.add_argument("--episodes", type=int, help="episodes to run (each is written unless its split is full)")
+    parser.add_argument("--out", required=True, help="buffer root: OUT/positive/<id>/, OUT/negative/<id>/")
+    parser.add_argument("--obs", choices=("state", "rgb", "state+rgb"), default="state",
+                        help="observation mode; every key is stored (default: state)")
+    parser.add_argument("--render-size", type=int, default=64, help="image side for rgb modes (default: 64)")
+    parser.add_argument("--noise", type=float, default=0.0,
+                        help="action noise in [0, 1] for expert and model policies: 0 clean, 1 random (default: 0)")
+    parser.add_argument("--n-envs", type=int, default=1, help="worker processes, one env each (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="episode e is reset with seed S+e (default: 0)")
+    parser.add_argument("--info-keys", nargs="*", default=[], metavar="KEY",
+                        help="info keys to store per frame, e.g. stage flags (PointKeyDoor-v0: has_key)")
+    parser.add_argument("--success-key", default="success", help="info key of the per-frame success flag (default: success)")
+    parser.add_argument("--max-positive", type=int, default=None, help="cap on trajectories in OUT/positive (counted on disk)")
+    parser.add_argument("--max-negative", type=int, default=None, help="cap on trajectories in OUT/negative (counted on disk)")
+    parser.add_argument("--max-episode-steps", type=int, default=None, help="override the env's time limit")
+    parser.add_argument("--sync-write", action="store_true", help="write on the stepping thread (default: a background thread)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--import-rlinf", metavar="SRC", default=None,
+                        help="instead of collecting, convert RLinf RewardDataCollector .npy files from SRC into OUT")
+    parser.add_argument("--allow-pickle", action="store_true",
+                        help="with --import-rlinf: allow unpickling SRC (RLinf files are pickles; only for trusted files)")
+
+
+# ----------------------------------------------------------------------------- policies
+def make_policy(args: argparse.Namespace, env: Any, seed: int) -> Callable[[Any], Any]:
+    """``policy(obs) -> action`` for ``--policy``."""
+    from envs.experts import add_noise
+
+    if args.policy == "random":
+        env.action_space.seed(seed)
+        return lambda obs: env.action_space.sample()
+    if args.policy == "expert":
+        import envs
+
+        return envs.expert_policy(env, noise=args.noise, seed=seed)
+    path = Path(args.policy)
+    if path.suffix != ".zip" or not path.is_file():
+        raise ValueError(f"--policy must be 'expert', 'random' or an existing SB3 .zip file, got {args.policy!r}")
+    model = load_sb3_model(path, args.algo)
+    act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    return add_noise(act, env.action_space, args.noise, seed) if args.noise else act
+
+
+def load_sb3_model(path: Path, algo: str) -> Any:
+    from stable_baselines3 import PPO, SAC
+
+    classes = {"ppo": [PPO], "sac": [SAC], "auto": [PPO, SAC]}[algo]
+    errors = []
+    for cls in classes:
+        try:
+            return cls.load(path, device="cpu")
+        except Exception as exc:  # the wrong class fails in various ways; report them all
+            errors.append(f"{cls.__name__}: {type(exc).__name__}: {exc}")
+    raise ValueError(f"could not load {path} as " + " or ".join(c.__name__ for c in classes) + "; " + "; ".join(errors)
+                     + " (pass --algo)")
+
+
+# ----------------------------------------------------------------------------- workers
+def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Callable[[tuple], None]) -> dict[str, Any]:
+    """Run ``episodes`` (global indices) in one env; ``report(("episode", steps, success))`` each."""
+    import torch
+
+    torch.set_num_threads(1)  # software rendering and torch threads fight for the cores
+    import envs
+    from collectors.recorder import TrajectoryRecorder
+
+    kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
+    env = envs.make(args.env, obs=args.obs, render_size=args.render_size, **kwargs)
+    recorder = TrajectoryRecorder(
+        env, args.out, success_key=args.success_key, info_keys=tuple(args.info_keys),
+        max_positive=args.max_positive, max_negative=args.max_negative, async_write=not args.sync_write,
+        metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs},
+    )
+    steps = 0
+    try:
+        policy = make_policy(args, recorder, args.seed + (episodes[0] if episodes else 0))
+        for e in episodes:
+            if recorder.full:
+                report(("full",))
+                break
+            obs, info = recorder.reset(seed=args.seed + e)
+            ep_steps, success = 0, False
+            while True:
+                obs, _reward, terminated, truncated, info = recorder.step(policy(obs))
+                ep_steps += 1
+                success = success or bool(info.get(args.success_key, False))
+                if terminated or truncated:
+                    break
+            steps += ep_steps
+            report(("episode", ep_steps, success))
+    finally:
+        recorder.close()
+    stats = recorder.stats
+    return {"written": dict(stats.written), "dropped_full": dict(stats.dropped_full), "frames": stats.frames,
+            "paths": [str(p) for p in stats.paths], "steps": steps}
+
+
+def _worker(args: argparse.Namespace, episodes: list[int], events: Any) -> None:
+    try:
+        result = collect_episodes(args, episodes, events.put)
+        events.put(("done", result))
+    except BaseException:  # shown by the parent, which decides the exit code
+        events.put(("error", traceback.format_exc()))
+
+
+def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {"written": {s: 0 for s in SPLITS}, "dropped_full": {s: 0 for s in SPLITS},
+                             "frames": 0, "paths": [], "steps": 0}
+    for r in results:
+        for s in SPLITS:
+            total["written"][s] += r["written"][s]
+            total["dropped_full"][s] += r["dropped_full"][s]
+        total["frames"] += r["frames"]
+        total["paths"] += r["paths"]
+        total["steps"] += r["steps"]
+    return total
+
+
+def _dir_bytes(paths: list[str]) -> int:
+    return sum(f.stat().st_size for p in paths for f in Path(p).iterdir())
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
 
 
 def run(args: argparse.Namespace) -> int:
-    print("rewardswap: this command is not implemented yet; it will record trajectories (collectors issue).", file=sys.stderr)
-    return 2
+    if args.import_rlinf:
+        from collectors.rlinf import import_rlinf
+
+        try:
+            written = import_rlinf(args.import_rlinf, args.out, allow_pickle=args.allow_pickle)
+        except (ValueError, FileNotFoundError) as exc:
+            print(f"rewardswap collect: {exc}", file=sys.stderr)
+            return 2
+        print(f"imported {len(written)} RLinf trajectories into {args.out}")
+        return 0
+    problems = [f"{flag} is required" for flag, v in (("--env", args.env), ("--episodes", args.episodes)) if v is None]
+    if args.episodes is not None and args.episodes < 1:
+        problems.append("--episodes must be >= 1")
+    if args.n_envs < 1:
+        problems.append("--n-envs must be >= 1")
+    if not 0.0 <= args.noise <= 1.0:
+        problems.append("--noise must be in [0, 1]")
+    if problems:
+        print("rewardswap collect: " + "; ".join(problems), file=sys.stderr)
+        return 2
+
+    from tqdm.auto import tqdm
+
+    n_workers = min(args.n_envs, args.episodes)
+    shards = [list(range(i, args.episodes, n_workers)) for i in range(n_workers)]
+    bar = tqdm(total=args.episodes, desc=f"collect {args.env}", unit="ep", disable=args.no_progress)
+    counts = {"success": 0, "steps": 0}
+
+    def on_event(event: tuple) -> None:
+        if event[0] == "episode":
+            counts["steps"] += event[1]
+            counts["success"] += int(event[2])
+            bar.update(1)
+            bar.set_postfix(success=counts["success"], steps=counts["steps"])
+
+    start = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    errors: list[str] = []
+    try:
+        if n_workers == 1:
+            results.append(collect_episodes(args, shards[0], on_event))
+        else:
+            import multiprocessing as mp
+
+            ctx = mp.get_context("spawn")  # no fork of a process that may hold render/torch threads
+            events = ctx.Queue()
+            procs = [ctx.Process(target=_worker, args=(args, shard, events), daemon=True) for shard in shards]
+            for p in procs:
+                p.start()
+            pending = len(procs)
+            while pending:
+                event = events.get()
+                if event[0] == "done":
+                    results.append(event[1])
+                    pending -= 1
+                elif event[0] == "error":
+                    errors.append(event[1])
+                    pending -= 1
+                else:
+                    on_event(event)
+            for p in procs:
+                p.join()
+    except Exception:
+        errors.append(traceback.format_exc())
+    finally:
+        bar.close()
+    elapsed = time.perf_counter() - start
+    total = _merge(results)
+    bytes_written = _dir_bytes(total["paths"])
+    print(
+        f"collected {args.env} into {args.out}: "
+        f"{total['written']['positive']} positive, {total['written']['negative']} negative trajectories"
+        + (f" ({sum(total['dropped_full'].values())} not written: split full)" if any(total["dropped_full"].values()) else "")
+        + f"; {total['frames']} frames, {_human(bytes_written)} ({bytes_written} bytes); "
+        f"{total['steps']} steps in {elapsed:.1f} s = {total['steps'] / max(elapsed, 1e-9):.0f} steps/s"
+    )
+    for err in errors:
+        print(f"rewardswap collect: a worker failed:\n{err}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+__all__ = ["add_arguments", "run", "collect_episodes", "make_policy", "load_sb3_model"]

@@ -505,21 +505,36 @@ def test_import_rlinf(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- CLI
-def test_cli_collect_end_to_end(tmp_path: Path) -> None:
+def test_cli_collect_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("envs")
+    from agents.cli import main
+
     out = tmp_path / "buf"
-    proc = subprocess.run(
-        [sys.executable, "-m", "agents.cli", "collect", "--env", "PointReach-v0", "--policy", "expert",
-         "--episodes", "4", "--out", str(out), "--obs", "state+rgb", "--noise", "0.3", "--seed", "3",
-         "--render-size", "32"],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
-    assert proc.returncode == 0, proc.stderr
+    code = main(["collect", "--env", "PointReach-v0", "--policy", "expert", "--episodes", "4", "--out", str(out),
+                 "--obs", "state+rgb", "--noise", "0.3", "--seed", "3", "--render-size", "32"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
     trajs = load_trajectories(out)
     assert len(trajs) == 4
     assert {t.meta["seed"] for t in trajs} == {3, 4, 5, 6}
     assert trajs[0].obs["rgb"].shape[1:] == (32, 32, 3) and trajs[0].meta["env_id"] == "PointReach-v0"
-    summary = proc.stdout + proc.stderr
+    assert trajs[0].meta["policy"] == "expert"
+    summary = captured.out
     for word in ("positive", "negative", "frames", "bytes", "steps/s"):
         assert word in summary
+    assert main(["collect", "--out", str(out)]) == 2  # --env and --episodes missing
+    assert "--env is required" in capsys.readouterr().err
+
+
+def test_cli_import_rlinf_refuses_pickle_without_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from collectors.cli import add_arguments, run
+    import argparse
+
+    _rlinf_file(tmp_path / "000001.npy", [0, 1])
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args(["--import-rlinf", str(tmp_path / "000001.npy"), "--out", str(tmp_path / "o")])) == 2
+    assert "allow_pickle" in capsys.readouterr().err
+    assert run(parser.parse_args(["--import-rlinf", str(tmp_path / "000001.npy"), "--out", str(tmp_path / "o"),
+                                  "--allow-pickle"])) == 0
+    assert len(load_trajectories(tmp_path / "o")) == 1
