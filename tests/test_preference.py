@@ -123,3 +123,16 @@ def test_bad_csv_names_the_line(tmp_path) -> None:
 def test_too_short_trajectories_are_a_clear_error(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"segment_length=25, but none of the .* has that many steps \(longest: 12\)"):
         fit_preference(reward_trajectories(8), tmp_path / "m.pt", inputs=("state",), segment_length=25, progress=False)
+
+
+def test_preference_model_is_a_raw_per_step_reward_for_learned_reward(fitted) -> None:
+    import gymnasium as gym
+
+    from reward_wrappers import LearnedReward
+
+    path, _ = fitted
+    model = load_reward_model(path)
+    env = LearnedReward(gym.make("Pendulum-v1"), model, output="raw")  # 3-d float32 state, like the fake data
+    env.reset(seed=0)
+    obs, reward, *_ = env.step(np.zeros(1, np.float32))
+    assert reward == pytest.approx(float(model.predict({"state": obs[None]})[0]), abs=1e-6)

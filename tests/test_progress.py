@@ -222,3 +222,44 @@ def test_progress_quality_on_hand_made_predictions() -> None:
     assert q["median_spearman"] == pytest.approx(0.8)  # ranks [1, 3, 2, 4] vs [1, 2, 3, 4]
     assert q["final_progress_auc"] == 1.0  # 0.9 beats 0.4 and 0.6
     assert q["episodes_success"] == 1 and q["episodes_failed"] == 2
+
+
+# ----------------------------------------------------------------------------- online use of the checkpoint
+def test_checkpoint_runs_online_in_progress_reward_and_pbrs_matching_offline(tmp_path) -> None:
+    """Record PointReach episodes, fit, then run the loaded model online: the progress the
+    wrapper computes step by step equals the offline causal prediction on the recorded episode,
+    and PBRS shaping telescopes to gamma^T Phi(s_T) - Phi(s_0) (Phi(s_T) = 0 when terminated)."""
+    import envs
+    from collectors import TrajectoryRecorder, load_trajectories
+    from reward_wrappers import PBRS, ProgressReward
+
+    env = TrajectoryRecorder(envs.make("PointReach-v0", obs="state", seed=0), tmp_path / "buf")
+    policies = [envs.expert_policy(env, noise=n, seed=i) for i, n in enumerate((0.0, 0.2, 1.0))]
+    for episode in range(24):
+        obs, _ = env.reset(seed=episode)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(policies[episode % 3](obs))
+            done = terminated or truncated
+    env.close()
+    path = fit_progress(tmp_path / "buf", tmp_path / "p.pt", inputs=("state",), window=3, ensemble=2, epochs=2, steps_per_epoch=10, hidden=32, seed=0, device="cpu", progress=False)
+    model = load_reward_model(path)
+
+    gamma = 0.9
+    online = TrajectoryRecorder(PBRS(ProgressReward(envs.make("PointReach-v0", obs="state", seed=1), model), model, gamma=gamma, min_confidence=0.0), tmp_path / "online")
+    expert = envs.expert_policy(online, noise=0.1, seed=5)
+    obs, info = online.reset(seed=100)
+    phi0, progress, shaping, t = info["potential"], [], 0.0, 0
+    terminated = truncated = False
+    while not (terminated or truncated):
+        obs, _, terminated, truncated, info = online.step(expert(obs))
+        progress.append(info["progress"])
+        shaping += gamma**t * info["shaping_reward"]
+        t += 1
+    online.close()
+    recorded = load_trajectories(tmp_path / "online")[0]
+    offline = predict_trajectory(model, recorded)
+    assert np.allclose(progress, offline[1:], atol=1e-6)
+    assert phi0 == pytest.approx(offline[0], abs=1e-6)
+    phi_last = 0.0 if terminated else offline[-1]
+    assert shaping == pytest.approx(gamma**t * phi_last - offline[0], abs=1e-6)
