@@ -83,10 +83,12 @@ def _curves(model_path: pathlib.Path, data: pathlib.Path, n: int = 6) -> list[di
     """Predicted progress over time for a few held-out episodes (for the figure)."""
     model = load_reward_model(model_path)
     held_out = set(_report(model_path)["val_trajectory_ids"])
-    out = []
+    out: list[dict[str, Any]] = []
+    wanted = {True: n - n // 2, False: n // 2}  # both successful and failed episodes
     for traj in load_trajectories(data):
-        if traj.id in held_out and len(out) < n:
-            end = first_success_frame(traj.labels)
+        end = first_success_frame(traj.labels)
+        if traj.id in held_out and wanted[end is not None] > 0:
+            wanted[end is not None] -= 1
             pred = predict_trajectory(model, traj)
             out.append({"success": end is not None, "progress": pred[: (end + 1) if end is not None else None].round(4).tolist()})
     return out
@@ -183,7 +185,7 @@ def plot(results: dict[str, Any], path: pathlib.Path) -> None:
     for ax, task in zip(axes[0], tasks):
         for curve in results[task]["curves"]:
             ax.plot(curve["progress"], color="tab:green" if curve["success"] else "tab:red", alpha=0.8)
-        ax.set_title(f"{results[task]['env']}: held-out progress (green: success)")
+        ax.set_title(f"{results[task]['env']}: held-out progress\n(green: successful, red: failed episodes)")
         ax.set_xlabel("frame")
         ax.set_ylabel("predicted progress")
         ax.set_ylim(-0.05, 1.05)
