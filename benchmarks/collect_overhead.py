@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "collect_overhead.json"),
                    help="result JSON path")
     p.add_argument("--no-save", action="store_true", help="print only; do not write --out")
+    p.add_argument("--buffered-io", action="store_true",
+                   help="write image files with buffered write() instead of O_DIRECT (for comparison)")
     return p
 
 
@@ -154,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)  # as everywhere rendering runs on this CPU (platform notes)
     except ImportError:  # pragma: no cover
         pass
+    if args.buffered_io:
+        import collectors.frames
+
+        collectors.frames.DIRECT_MIN_BYTES = float("inf")  # type: ignore[assignment]
     tmp_root = Path(args.tmp) if args.tmp else Path(tempfile.mkdtemp(prefix="collect_overhead-"))
     tmp_root.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
