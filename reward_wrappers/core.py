@@ -8,8 +8,8 @@ classes here do everything else, once, for every twin:
 * :class:`ModelFeed` keeps each env's causal frame window (``spec.window``, first frame repeated
   as in :func:`~reward_wrappers.base.window_indices`) and runs **one** batched model call per
   vector step, rows for restarted episodes included;
-* :func:`transform_output`, :func:`combine_rewards`, :class:`HoldCounter` and
-  :func:`pbrs_shaping` hold the formulas;
+* :func:`success_score`, :func:`potential_values`, :func:`combine_rewards`,
+  :class:`HoldCounter` and :func:`pbrs_shaping` hold the formulas;
 * :class:`LearnedRewardCore`, :class:`PBRSCore` and :class:`ProgressCore` hold the per-episode
   state (hold counters, the cached potential, the previous progress) of a batch of envs.
 
@@ -102,7 +102,7 @@ class NumpyOps:
         return sigmoid(x)
 
     def any(self, mask: Optional[Array]) -> bool:
-        return mask is not None and bool(np.any(mask))
+        return mask is not None and bool(mask.any())
 
     def to_float(self, mask: np.ndarray) -> np.ndarray:
         return mask.astype(np.float64)
@@ -110,10 +110,13 @@ class NumpyOps:
     def predict(self, model: RewardModel, batch: Frames) -> np.ndarray:
         return np.asarray(model.predict(batch), dtype=np.float64).reshape(-1)
 
+
     def confidence(self, model: Any, batch: Frames) -> np.ndarray:
         return np.asarray(model.predict_confidence(batch), dtype=np.float64).reshape(-1)
 
     def check_finite(self, values: np.ndarray, what: str) -> np.ndarray:
+        if np.isfinite(values).all():  # fast path; the full check builds the error message
+            return values
         return check_finite(values, what=what)
 
 
@@ -199,16 +202,36 @@ def model_keys(model: RewardModel, observation_space: spaces.Space) -> tuple[str
     return tuple(model.spec.inputs) if model.spec is not None else obs_keys(observation_space)
 
 
+class FrameReader:
+    """Reads the model's keys out of observations of one observation space (decided once).
+
+    ``batched(obs)`` views a vector env's batched observation as frames (no copy); ``single(obs)``
+    makes one env's observation a batch of one. A plain ``Box`` observation is keyed by
+    :func:`envs.spaces.default_key`.
+    """
+
+    def __init__(self, single_space: spaces.Space, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        self.is_dict = isinstance(single_space, spaces.Dict)
+        self.plain_key = None if self.is_dict else obs_keys(single_space)[0]
+
+    def batched(self, obs: Any) -> dict[str, Array]:
+        if self.is_dict or isinstance(obs, dict):
+            return {k: obs[k] for k in self.keys}
+        return {self.plain_key: obs}  # type: ignore[dict-item]
+
+    def single(self, obs: Any) -> dict[str, np.ndarray]:
+        return {k: np.asarray(v)[None] for k, v in self.batched(obs).items()}
+
+
 def single_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """One env's observation as a batch of one frame per key (``(1, *shape)``)."""
-    d = obs_to_dict(obs, single_space)
-    return {k: np.asarray(d[k])[None] for k in keys}
+    return FrameReader(single_space, keys).single(obs)
 
 
 def batched_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) -> dict[str, Array]:
     """A vector env's batched observation as frames (no copy)."""
-    d = obs_to_dict(obs, single_space)
-    return {k: d[k] for k in keys}
+    return FrameReader(single_space, keys).batched(obs)
 
 
 def validated_model(model: ModelLike, observation_space: spaces.Space, *, what: str = "env") -> RewardModel:
@@ -229,17 +252,6 @@ def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 def output_kind(model: RewardModel) -> str:
     """What the model's raw output means; a spec-less callable is taken to return a logit."""
     return "logit" if model.spec is None else model.spec.output
-
-
-def transform_output(raw: Array, output: str, kind: str, ops: Ops) -> Array:
-    """The learned-reward value for ``output`` (before any hold rule).
-
-    ``prob``: sigmoid of a logit; ``logit`` and ``raw``: the model output as is. ``binary`` is
-    decided by :meth:`LearnedRewardCore.step` from :func:`success_score`.
-    """
-    if output == "prob":
-        return ops.sigmoid(raw)
-    return raw
 
 
 def success_score(raw: Array, kind: str, ops: Ops) -> Array:
@@ -521,19 +533,25 @@ class LearnedRewardCore:
         restart_frames: Optional[Frames] = None,
     ) -> StepOutput:
         ops = self.ops
+        has_fresh, has_ended = ops.any(fresh), ops.any(ended)
         raw, _ = self.feed.evaluate(frames, fresh=fresh, ended=ended, restart_frames=restart_frames)
-        if ops.any(fresh):
+        score = success_score(raw, self.kind, ops)
+        positive = score > self.threshold
+        if has_fresh:  # a reset step: the hold count restarts and the reset frame does not count
             self.hold.reset(fresh)
-        positive = success_score(raw, self.kind, ops) > self.threshold
-        if ops.any(fresh):
             positive = positive & ~fresh
         success = self.hold.update(positive)
-        learned = ops.to_float(success) if self.output == "binary" else transform_output(raw, self.output, self.kind, ops)
+        if self.output == "binary":
+            learned = ops.to_float(success)
+        elif self.output == "prob":
+            learned = score  # the probability, already computed for the success rule
+        else:
+            learned = raw
         reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
-        if ops.any(fresh):  # a reset step (NEXT_STEP autoreset) is not a transition: no reward
+        if has_fresh:  # a reset step (NEXT_STEP autoreset) is not a transition: no reward
             reward = ops.where(fresh, 0.0, reward)
             learned = ops.where(fresh, 0.0, learned)
-        if ops.any(ended):
+        if has_ended:
             self.hold.reset(ended)
         info = {ENV_REWARD: env_reward, LEARNED_REWARD: learned, LEARNED_SUCCESS: success}
         return StepOutput(reward, info, success if self.terminate_on_success else None)

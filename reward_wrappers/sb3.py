@@ -40,7 +40,7 @@ from reward_wrappers.core import (
     PBRSCore,
     ProgressCore,
     RewardCore,
-    batched_frames,
+    FrameReader,
     model_keys,
     validated_model,
 )
@@ -60,9 +60,10 @@ class VecCoreWrapper(VecEnvWrapper):
         super().__init__(venv)
         self.core = core
         self._keys = model_keys(core.model, venv.observation_space)
+        self._reader = FrameReader(venv.observation_space, self._keys)
 
     def _frames(self, obs: VecEnvObs) -> dict[str, np.ndarray]:
-        return batched_frames(obs, self.observation_space, self._keys)  # type: ignore[return-value]
+        return self._reader.batched(obs)  # type: ignore[return-value]
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
@@ -91,8 +92,10 @@ class VecCoreWrapper(VecEnvWrapper):
         infos = list(infos)
         dones = np.asarray(dones, dtype=bool)
         frames = self._frames(obs)
-        truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
-        terminated = dones & ~truncated
+        terminated = dones
+        if dones.any():
+            truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
+            terminated = dones & ~truncated
         out = self.core.step(
             self._next_frames(frames, dones, infos),
             np.asarray(env_rewards, dtype=np.float64),
@@ -100,26 +103,23 @@ class VecCoreWrapper(VecEnvWrapper):
             ended=dones,
             restart_frames=frames,
         )
-        for key, values in out.info.items():
-            listed = values.tolist()
-            if key == ENV_REWARD:
-                for info, value in zip(infos, listed):
-                    info.setdefault(ENV_REWARD, value)
-            elif key.startswith(RESET_PREFIX):
-                for i in np.flatnonzero(dones):
-                    infos[i][key] = listed[i]
-            else:
-                for info, value in zip(infos, listed):
-                    info[key] = value
-        for info in infos:
-            if "success" in info and "is_success" not in info:
+        # One pass over the envs (this loop is most of the wrapper's own per-step cost).
+        env_rewards_listed = out.info[ENV_REWARD].tolist()
+        per_env = [(key, values.tolist()) for key, values in out.info.items() if key != ENV_REWARD and not key.startswith(RESET_PREFIX)]
+        for i, info in enumerate(infos):
+            info.setdefault(ENV_REWARD, env_rewards_listed[i])  # an inner reward wrapper's value wins
+            for key, listed in per_env:
+                info[key] = listed[i]
+            if "is_success" not in info and "success" in info:
                 info["is_success"] = bool(info["success"])
-        for i in np.flatnonzero(dones):
+        if dones.any():
             inner = getattr(self.venv, "reset_infos", None)
-            self.reset_infos[i] = dict(inner[i]) if inner else {}
-            for key, values in out.info.items():
-                if key.startswith(RESET_PREFIX):
-                    self.reset_infos[i][key[len(RESET_PREFIX) :]] = values[i].item()
+            for i in np.flatnonzero(dones):
+                self.reset_infos[i] = dict(inner[i]) if inner else {}
+                for key, values in out.info.items():
+                    if key.startswith(RESET_PREFIX):
+                        infos[i][key] = values[i].item()
+                        self.reset_infos[i][key[len(RESET_PREFIX) :]] = values[i].item()
         return obs, out.reward, dones, infos
 
 

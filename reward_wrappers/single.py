@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import ENV_REWARD, RewardCore, model_keys, single_frames
+from reward_wrappers.core import ENV_REWARD, FrameReader, RewardCore, model_keys
 
 
 def mirror_success(info: dict[str, Any]) -> None:
@@ -24,8 +24,8 @@ def mirror_success(info: dict[str, Any]) -> None:
 
 def scalar(value: Any) -> float | bool:
     """Element 0 of a (1,) array as a Python scalar."""
-    item = np.asarray(value).reshape(-1)[0]
-    return bool(item) if item.dtype == np.bool_ else float(item)
+    item = value[0]
+    return item.item() if hasattr(item, "item") else item
 
 
 class CoreWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
@@ -38,10 +38,10 @@ class CoreWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
     def __init__(self, env: gym.Env[ObsType, ActType], core: RewardCore) -> None:
         super().__init__(env)
         self.core = core
-        self._keys = model_keys(core.model, env.observation_space)
+        self._reader = FrameReader(env.observation_space, model_keys(core.model, env.observation_space))
 
     def _frames(self, obs: ObsType) -> dict[str, np.ndarray]:
-        return single_frames(obs, self.env.observation_space, self._keys)
+        return self._reader.single(obs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)

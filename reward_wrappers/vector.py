@@ -42,7 +42,7 @@ from reward_wrappers.core import (
     PBRSCore,
     ProgressCore,
     RewardCore,
-    batched_frames,
+    FrameReader,
     model_keys,
     validated_model,
 )
@@ -69,6 +69,7 @@ class VectorCoreWrapper(VectorWrapper):
         self.core = core
         self.ops: Ops = core.ops
         self._keys = model_keys(core.model, env.single_observation_space)
+        self._reader = FrameReader(env.single_observation_space, self._keys)
         self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if self.autoreset_mode not in self.supported_modes:
             raise ValueError(f"unsupported autoreset mode {self.autoreset_mode}; supported: {self.supported_modes}")
@@ -76,7 +77,7 @@ class VectorCoreWrapper(VectorWrapper):
 
     # -- conventions (overridden by the torch twin) -----------------------------------------------
     def _frames(self, obs: ObsType) -> dict[str, Array]:
-        return batched_frames(obs, self.single_observation_space, self._keys)
+        return self._reader.batched(obs)
 
     def _reset_mask(self, options: Optional[dict[str, Any]]) -> Optional[Mask]:
         if options and "reset_mask" in options:

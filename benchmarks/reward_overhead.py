@@ -1,0 +1,216 @@
+"""How much does a learned reward slow env stepping down? Per-env wrapper vs the SB3 twin.
+
+For each model (an MLP on ``state``, a CNN on ``rgb``), steps ``--n-envs`` copies of the env in
+SB3's ``DummyVecEnv`` three ways and reports env steps per second:
+
+* ``raw``: no reward model;
+* ``per_env``: every env wrapped in :class:`reward_wrappers.LearnedReward` (one model call per
+  env per step, batch 1);
+* ``vectorised``: :class:`reward_wrappers.sb3.VecLearnedReward` over the ``DummyVecEnv`` (one
+  batched call per vector step).
+
+The three are measured back to back inside each repeat (so drift on a shared machine hits them
+alike), the overhead ``raw_steps_per_s / wrapped_steps_per_s - 1`` is computed within the
+repeat, and the medians over repeats are reported. Models are untrained (timing only).
+Writes ``--out`` (JSON) with the exact command and package versions.
+
+    python benchmarks/reward_overhead.py               # defaults: PointReach-v0, 8 envs
+    python benchmarks/reward_overhead.py --repeats 3 --steps 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+
+torch.set_num_threads(1)  # the machine's cores are shared; also the setting the platform notes measure
+
+import gymnasium as gym  # noqa: E402
+import numpy as np  # noqa: E402
+import stable_baselines3  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
+
+import envs  # noqa: E402
+from reward_wrappers import LearnedReward, ModelSpec, TorchRewardModel  # noqa: E402
+from reward_wrappers.base import ModelLike  # noqa: E402
+from reward_wrappers.sb3 import VecLearnedReward  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = REPO_ROOT / "benchmarks" / "results" / "reward_overhead.json"
+TARGET_VECTORISED_MLP_OVERHEAD = 0.15
+
+#: model name -> (observation mode, key the model reads). "null" is a numpy callable returning
+#: one state coordinate: it measures the wrappers' own machinery, without a network.
+MODELS = {"mlp": ("state", "state"), "cnn": ("rgb", "rgb"), "null": ("state", "state")}
+CONFIGS = ("raw", "per_env", "vectorised")
+
+
+def first_state_coordinate(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+    return batch["state"][:, 0]
+
+
+def build_model(env_id: str, model_name: str, seed: int) -> ModelLike:
+    obs_mode, key = MODELS[model_name]
+    if model_name == "null":
+        return first_state_coordinate
+    space = envs.make(env_id, obs=obs_mode).observation_space
+    torch.manual_seed(seed)
+    # State keys always get the MLP encoder; an rgb key gets the small CNN.
+    return TorchRewardModel.build(ModelSpec.from_space(space, (key,)), encoder="cnn")
+
+
+def build_venv(config: str, env_id: str, obs_mode: str, n_envs: int, model: ModelLike, seed: int) -> VecEnv:
+    def make_env(rank: int) -> Callable[[], gym.Env]:
+        def thunk() -> gym.Env:
+            env = envs.make(env_id, obs=obs_mode, seed=seed + rank)
+            return LearnedReward(env, model) if config == "per_env" else env
+
+        return thunk
+
+    venv: VecEnv = DummyVecEnv([make_env(i) for i in range(n_envs)])
+    if config == "vectorised":
+        venv = VecLearnedReward(venv, model)
+    return venv
+
+
+def steps_per_second(venv: VecEnv, actions: np.ndarray, warmup: int) -> float:
+    """Env steps per second (vector steps x envs) over ``actions``, after ``warmup`` steps."""
+    venv.reset()
+    for t in range(warmup):
+        venv.step(actions[t % len(actions)])
+    start = time.perf_counter()
+    for action in actions:
+        venv.step(action)
+    elapsed = time.perf_counter() - start
+    return len(actions) * venv.num_envs / elapsed
+
+
+def predict_microseconds(model: ModelLike, venv: VecEnv, repeats: int = 200) -> float:
+    """Median time of one ``predict`` on a batch of every env's observation (the model alone)."""
+    obs = venv.reset()
+    batch = {k: v for k, v in (obs.items() if isinstance(obs, dict) else [("state" if np.asarray(obs).ndim == 2 else "rgb", obs)])}
+    predict = model.predict if hasattr(model, "predict") else model
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict(batch)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1e6
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for model_name in args.models:
+        obs_mode, _ = MODELS[model_name]
+        model = build_model(args.env, model_name, args.seed)
+        venvs = {c: build_venv(c, args.env, obs_mode, args.n_envs, model, args.seed) for c in CONFIGS}
+        rng = np.random.default_rng(args.seed)
+        space = venvs["raw"].action_space
+        actions = rng.uniform(space.low, space.high, (args.steps, args.n_envs, *space.shape)).astype(space.dtype)
+        per_repeat: dict[str, list[float]] = {c: [] for c in CONFIGS}
+        overhead: dict[str, list[float]] = {"per_env": [], "vectorised": []}
+        for repeat in range(args.repeats):
+            # Rotate the order so no configuration always runs first (cache/turbo effects).
+            order = CONFIGS[repeat % 3 :] + CONFIGS[: repeat % 3]
+            sps = {c: steps_per_second(venvs[c], actions, args.warmup) for c in order}
+            for c in CONFIGS:
+                per_repeat[c].append(sps[c])
+            for c in overhead:
+                overhead[c].append(sps["raw"] / sps[c] - 1.0)
+            print(
+                f"[{model_name}] repeat {repeat + 1}/{args.repeats}: "
+                + ", ".join(f"{c} {sps[c]:,.0f} steps/s" for c in CONFIGS)
+                + f" | overhead per-env {overhead['per_env'][-1]:+.1%}, vectorised {overhead['vectorised'][-1]:+.1%}",
+                flush=True,
+            )
+        model_us = predict_microseconds(model, venvs["raw"])
+        for venv in venvs.values():
+            venv.close()
+        results[model_name] = {
+            "obs": obs_mode,
+            "model": repr(model) if model_name != "null" else "numpy callable batch['state'][:, 0] (no network)",
+            "steps_per_s": {c: per_repeat[c] for c in CONFIGS},
+            "median_steps_per_s": {c: statistics.median(per_repeat[c]) for c in CONFIGS},
+            "overhead": overhead,
+            "median_overhead": {c: statistics.median(v) for c, v in overhead.items()},
+            "median_us_per_raw_vector_step": statistics.median(args.n_envs * 1e6 / r for r in per_repeat["raw"]),
+            "model_predict_us_at_batch_n_envs": model_us,
+            "median_us_per_vector_step_added": {
+                c: statistics.median(
+                    (1.0 / w - 1.0 / r) * args.n_envs * 1e6 for r, w in zip(per_repeat["raw"], per_repeat[c])
+                )
+                for c in ("per_env", "vectorised")
+            },
+        }
+    return results
+
+
+def versions() -> dict[str, str]:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gym.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": str(os.cpu_count()),
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make (default: %(default)s)")
+    parser.add_argument("--n-envs", type=int, default=8, help="envs in the DummyVecEnv (default: %(default)s)")
+    parser.add_argument("--steps", type=int, default=500, help="timed vector steps per configuration and repeat (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=50, help="untimed vector steps first (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=7, help="repeats; medians are reported (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp", "cnn", "null"], help="models (default: mlp cnn null)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: benchmarks/results/reward_overhead.json)")
+    args = parser.parse_args(argv)
+
+    results = run(args)
+    report = {
+        "command": " ".join(shlex.quote(a) for a in ["python", os.path.relpath(__file__, REPO_ROOT), *(sys.argv[1:] if argv is None else argv)]),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "versions": versions(),
+        "target": {"vectorised_mlp_overhead_max": TARGET_VECTORISED_MLP_OVERHEAD},
+        "results": results,
+    }
+    if "mlp" in results:
+        report["target"]["vectorised_mlp_overhead_median"] = results["mlp"]["median_overhead"]["vectorised"]
+        report["target"]["met"] = results["mlp"]["median_overhead"]["vectorised"] <= TARGET_VECTORISED_MLP_OVERHEAD
+    print("\nmedians (env steps/s; overhead = raw/wrapped - 1):")
+    for name, r in results.items():
+        m, o = r["median_steps_per_s"], r["median_overhead"]
+        print(
+            f"  {name:>3} on {r['obs']:<5}: raw {m['raw']:>9,.0f}  per-env {m['per_env']:>9,.0f} ({o['per_env']:+.1%})"
+            f"  vectorised {m['vectorised']:>9,.0f} ({o['vectorised']:+.1%})"
+        )
+        added = r["median_us_per_vector_step_added"]["vectorised"]
+        print(
+            f"        raw vector step {r['median_us_per_raw_vector_step']:.0f} us; vectorised adds {added:.0f} us,"
+            f" of which model.predict at batch {args.n_envs}: {r['model_predict_us_at_batch_n_envs']:.0f} us"
+        )
+    if "met" in report["target"]:
+        print(f"target vectorised MLP overhead <= {TARGET_VECTORISED_MLP_OVERHEAD:.0%}: {'met' if report['target']['met'] else 'NOT met'}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
