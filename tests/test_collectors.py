@@ -458,10 +458,10 @@ def test_killed_writer_leaves_no_partial_trajectory(tmp_path: Path) -> None:
     for t in trajs:
         assert t.obs["rgb"].shape == (401, 96, 96, 3)
         assert int(np.asarray(t.obs["rgb"][-1]).sum()) > 0 and t.rewards[-1] == 399
-    # a new recorder clears the dead writers' temp dirs
-    leftovers = list((tmp_path / ".tmp").iterdir())
+    # Killed mid-write, a writer leaves its temp dir (invisible to the loader); a new recorder
+    # removes temp dirs whose writer process is gone.
     TrajectoryRecorder(CountingEnv(), tmp_path).close()
-    assert not any((tmp_path / ".tmp").iterdir()) or not leftovers
+    assert not any((tmp_path / ".tmp").iterdir())
 
 
 # ----------------------------------------------------------------------------- RLinf import
