@@ -26,7 +26,12 @@ from agents.compare import Condition, format_table, run_conditions
 from agents.train import TrainConfig
 
 #: Noise levels the expert cycles through while collecting; None means uniformly random actions.
-COLLECT_NOISE: tuple[float | None, ...] = (0.0, 0.0, 0.2, 0.4, 0.6, 0.8, None)
+#: Per env, so that both successes and near-miss failures are common (see ARCHITECTURE.md).
+COLLECT_NOISE: dict[str, tuple[float | None, ...]] = {
+    "PickCube-v1": (0.0, 0.0, 0.0, 0.05, 0.1, 0.2, None),
+    "PushCube-v1": (0.0, 0.0, 0.1, 0.3, 0.5, 0.7, None),
+}
+DEFAULT_COLLECT_NOISE: tuple[float | None, ...] = (0.0, 0.0, 0.2, 0.4, 0.6, 0.8, None)
 
 
 def write_expert_gif(env_id: str, path: pathlib.Path, seed: int, episodes: int = 2, render_size: int = 128) -> pathlib.Path:
@@ -63,8 +68,9 @@ def collect_mixed(
     made = envs.make(env_id, obs=obs, render_size=render_size, seed=seed, ignore_terminations=True)
     env = TrajectoryRecorder(made, out, info_keys=info_keys)
     counts = {"positive": 0, "negative": 0, "frames": 0}
+    noise_levels = COLLECT_NOISE.get(env_id, DEFAULT_COLLECT_NOISE)
     for episode in tqdm(range(episodes), desc="collect", unit="ep", disable=not progress):
-        noise = COLLECT_NOISE[episode % len(COLLECT_NOISE)]
+        noise = noise_levels[episode % len(noise_levels)]
         policy = envs.expert_policy(env, noise=1.0 if noise is None else noise, seed=seed + episode)
         obs, info = env.reset(seed=seed + episode)
         success, done = bool(info.get("success")), False
@@ -84,7 +90,7 @@ def run_demo(
     env_id: str = "PointReach-v0",
     episodes: int = 200,
     classifier_inputs: tuple[str, ...] = ("rgb",),
-    classifier_epochs: int = 8,
+    classifier_epochs: int = 4,
     progress_epochs: int = 20,
     steps: int = 40_000,
     seeds: tuple[int, ...] = (0,),

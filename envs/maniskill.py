@@ -38,7 +38,7 @@ _REWARD_MODES = {"dense": "normalized_dense", "sparse": "sparse"}
 DEFAULT_CONTROL_MODE = "pd_ee_delta_pos"
 
 
-class ManiSkillObservation(gym.ObservationWrapper):
+class ManiSkillObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Map a ``CPUGymWrapper`` observation onto ``state`` / ``rgb`` / ``Dict(state, rgb)``.
 
     ``camera`` names the sensor whose image is used (default: the first one).
@@ -50,7 +50,8 @@ class ManiSkillObservation(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env, obs: str, camera: str | None = None) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, obs=obs, camera=camera)
+        gym.ObservationWrapper.__init__(self, env)
         self.obs = obs
         if obs == "state":
             space = env.observation_space
@@ -88,12 +89,16 @@ def make_maniskill(
     ignore_terminations: bool,
     limit: dict[str, int],
     camera: str | None = None,
+    show_goal: bool | None = None,
     **kwargs: Any,
 ) -> gym.Env:
     """Build a CPU ManiSkill env with RewardSwap's conventions (see the module docstring).
 
     ``kwargs`` go to ``gym.make`` and override the defaults (``control_mode``,
-    ``sensor_configs``...). ``camera`` picks the sensor for image observations. Prefer
+    ``sensor_configs``...). ``camera`` picks the sensor for image observations. ``show_goal``
+    (default: on for image observations) makes goal markers that ManiSkill hides from its
+    cameras (e.g. PickCube's goal sphere) visible, so success can be judged from pixels: a reward
+    model on ``rgb`` cannot tell "cube at the goal" from "cube in the air" otherwise. Prefer
     :func:`envs.make`, which calls this for ManiSkill ids.
 
     >>> env = make_maniskill("PushCube-v1", obs="state", reward="sparse", render_size=64,
@@ -128,9 +133,19 @@ def make_maniskill(
         "sensor_configs": sensor_configs,
     }
     env = gym.make(env_id, **limit, **make_kwargs)
+    if show_goal if show_goal is not None else obs != "state":
+        _show_hidden_goals(env.unwrapped)
     env = CPUGymWrapper(env, ignore_terminations=ignore_terminations)
     env = ManiSkillObservation(env, obs, camera=camera)
     return SuccessInfo(env, sparse=reward == "sparse", compute=_evaluate_success)
+
+
+def _show_hidden_goals(base_env: Any) -> None:
+    """Un-hide goal markers from the sensor cameras (they are hidden once, after scene load)."""
+    hidden = getattr(base_env, "_hidden_objects", [])
+    for obj in [o for o in hidden if "goal" in getattr(o, "name", "")]:
+        hidden.remove(obj)
+        obj.show_visual()
 
 
 def _evaluate_success(env: gym.Env) -> bool:

@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium import spaces
 
 
-class SeedFirstReset(gym.Wrapper):
+class SeedFirstReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Use ``seed`` for the first ``reset()`` that has no seed of its own; seed the action space.
 
     Later resets without a seed continue the env's random stream, as in gymnasium.
@@ -37,7 +37,8 @@ class SeedFirstReset(gym.Wrapper):
     """
 
     def __init__(self, env: gym.Env, seed: int | None) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, seed=seed)
+        gym.Wrapper.__init__(self, env)
         self._pending_seed = None if seed is None else int(seed)
         if seed is not None:
             self.action_space.seed(int(seed))
@@ -60,7 +61,7 @@ def _as_bool(value: Any) -> bool:
     return bool(value)
 
 
-class SuccessInfo(gym.Wrapper):
+class SuccessInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Normalise success reporting, reward type and (optionally) make the reward sparse.
 
     ``info["success"]`` is read from the wrapped env's ``info["success"]`` (else
@@ -85,7 +86,8 @@ class SuccessInfo(gym.Wrapper):
         default: bool | None = None,
         compute: Callable[[gym.Env], bool] | None = None,
     ) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, sparse=sparse, default=default, compute=compute)
+        gym.Wrapper.__init__(self, env)
         self.sparse = bool(sparse)
         self.default = default
         self.compute = compute
@@ -147,7 +149,7 @@ def _resize(frame: np.ndarray, size: int) -> np.ndarray:
     return np.ascontiguousarray(frame, dtype=np.uint8)
 
 
-class RenderObservation(gym.ObservationWrapper):
+class RenderObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Observe the env's ``render()`` frame, resized to ``size`` x ``size``, as ``"rgb"``.
 
     With ``keep_state=True`` the observation is ``Dict(state=Box(float32), rgb=Box(uint8))``,
@@ -162,7 +164,8 @@ class RenderObservation(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env, size: int = 64, keep_state: bool = False) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, size=size, keep_state=keep_state)
+        gym.ObservationWrapper.__init__(self, env)
         if env.render_mode != "rgb_array":
             raise ValueError("RenderObservation needs an env made with render_mode='rgb_array'")
         self.size = int(size)

@@ -31,9 +31,9 @@ observation wrappers to hide what the policy must not see:
 
 For a gymnasium vector env use the vector versions in the same order
 (``VectorLearnedReward``, then ``gymnasium.wrappers.vector.FilterObservation`` and
-``FlattenObservation``). SB3 has no VecEnv observation filter: filter inside each env and use
-the per-env ``LearnedReward`` under ``DummyVecEnv`` (the model stays in the main process), or
-keep both keys and train with ``MultiInputPolicy``.
+``FlattenObservation``). For SB3, stack ``VecLearnedReward`` on the full VecEnv, then
+``stable_baselines3.common.vec_env.VecExtractDictObs(venv, "state")``; ``rewardswap
+train-agent --policy-obs state`` does exactly that.
 """
 
 from reward_wrappers.base import InputSpec, ModelSpec, RewardModel, as_reward_model

@@ -347,9 +347,14 @@ class ModelFeed:
         self.what = what
         self._history: Optional[dict[str, Array]] = None
         self._checked = False
-        if min_confidence is not None and not (
-            hasattr(model, "predict_confidence") or hasattr(model, "predict_with_confidence")
-        ):
+        # A spec, when there is one, is the authority: every TorchRewardModel has the methods,
+        # but only networks with a confidence head can answer them.
+        has_confidence = (
+            model.spec.has_confidence
+            if getattr(model, "spec", None) is not None
+            else hasattr(model, "predict_confidence") or hasattr(model, "predict_with_confidence")
+        )
+        if min_confidence is not None and not has_confidence:
             raise ValueError(
                 "min_confidence needs a model with predict_confidence(batch) (spec.has_confidence); "
                 f"{model!r} has none"

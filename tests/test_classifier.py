@@ -88,3 +88,18 @@ def test_nothing_written_on_error(tmp_path):
     with pytest.raises(ValueError):
         fit_classifier([t for t in separable_trajectories() if not t.success], tmp_path / "clf.pt", inputs=("state",), **FAST)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_wrappers_refuse_an_env_whose_observations_differ_from_the_checkpoint(tmp_path):
+    import envs
+    from reward_wrappers import LearnedReward
+    from reward_wrappers.sb3 import VecLearnedReward
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    out = fit_classifier(separable_trajectories(image=16), tmp_path / "clf.pt", inputs=("rgb",), **FAST)
+    model = load_reward_model(out)
+    with pytest.raises(ValueError, match=r"expects shape \(16, 16, 3\).*gives \(64, 64, 3\)"):
+        LearnedReward(envs.make("PointReach-v0", obs="rgb", render_size=64), model)
+    with pytest.raises(ValueError, match="missing observation key 'rgb'"):
+        VecLearnedReward(DummyVecEnv([lambda: envs.make("PointReach-v0", obs="state")]), model)
+    LearnedReward(envs.make("PointReach-v0", obs="rgb", render_size=16), model)  # matching env is accepted

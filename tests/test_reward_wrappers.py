@@ -440,9 +440,7 @@ def test_check_env_on_wrapped_builtin_env(obs: str) -> None:
         PBRS(LearnedReward(envs.make("PointReach-v0", obs=obs, seed=0), clf, output="binary"), progress, gamma=0.99),
     ]
     for env in wrapped:
-        # skip_close_check: it rebuilds the env from env.spec, which envs.make's own
-        # SeedFirstReset cannot do yet (not RecordConstructorArgs); see the CartPole test below.
-        gym_check_env(env, skip_render_check=True, skip_close_check=True)
+        gym_check_env(env, skip_render_check=True)
         sb3_check_env(env, warn=False, skip_render_check=True)
 
 
@@ -478,3 +476,12 @@ def test_package_docstring_recipe_runs() -> None:
 
     result = doctest.testmod(reward_wrappers, verbose=False)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_pbrs_min_confidence_refuses_a_network_without_confidence_head_at_construction() -> None:
+    from reward_wrappers import TorchRewardModel
+
+    env = envs.make("PointReach-v0", obs="state", seed=0)
+    plain = TorchRewardModel.build(ModelSpec.from_space(env.observation_space, ("state",), output="progress"), hidden=8)
+    with pytest.raises(ValueError, match="min_confidence needs"):
+        PBRS(env, plain, gamma=0.9, min_confidence=0.5)
