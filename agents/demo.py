@@ -55,33 +55,37 @@ def write_expert_gif(env_id: str, path: pathlib.Path, seed: int, episodes: int =
 
 def collect_mixed(
     env_id: str, out: pathlib.Path, episodes: int, seed: int, *, obs: str = "state+rgb", render_size: int = 64,
-    info_keys: tuple[str, ...] | None = None, progress: bool = True,
+    info_keys: tuple[str, ...] | None = None, noise_levels: tuple[float | None, ...] | None = None,
+    ignore_terminations: bool = True, progress: bool = True,
 ) -> dict[str, int]:
-    """Record ``episodes`` full-length episodes, cycling the expert's noise (see COLLECT_NOISE)."""
+    """Record ``episodes`` episodes, cycling the expert's noise (default: COLLECT_NOISE for the env).
+
+    With ``ignore_terminations`` (the default) episodes run their full length, so successful ones
+    hold many success frames (what a classifier needs).
+    """
     from tqdm.auto import tqdm
 
     from collectors import TrajectoryRecorder
+    from collectors.rollout import record_episodes
 
     if info_keys is None:
         info_keys = {"PointKeyDoor-v0": ("has_key",), "PickCube-v1": ("is_grasped",)}.get(env_id, ())
-    # Episodes run their full length so successful ones hold many success frames.
-    made = envs.make(env_id, obs=obs, render_size=render_size, seed=seed, ignore_terminations=True)
-    env = TrajectoryRecorder(made, out, info_keys=info_keys)
-    counts = {"positive": 0, "negative": 0, "frames": 0}
-    noise_levels = COLLECT_NOISE.get(env_id, DEFAULT_COLLECT_NOISE)
-    for episode in tqdm(range(episodes), desc="collect", unit="ep", disable=not progress):
+    if noise_levels is None:
+        noise_levels = COLLECT_NOISE.get(env_id, DEFAULT_COLLECT_NOISE)
+    made = envs.make(env_id, obs=obs, render_size=render_size, seed=seed, ignore_terminations=ignore_terminations)
+    recorder = TrajectoryRecorder(made, out, info_keys=info_keys)
+
+    def policy_for(episode: int):
         noise = noise_levels[episode % len(noise_levels)]
-        policy = envs.expert_policy(env, noise=1.0 if noise is None else noise, seed=seed + episode)
-        obs, info = env.reset(seed=seed + episode)
-        success, done = bool(info.get("success")), False
-        while not done:
-            obs, _, terminated, truncated, info = env.step(policy(obs))
-            success |= bool(info.get("success"))
-            counts["frames"] += 1
-            done = terminated or truncated
-        counts["positive" if success else "negative"] += 1
-    env.close()
-    return counts
+        return envs.expert_policy(recorder, noise=1.0 if noise is None else noise, seed=seed + episode)
+
+    bar = tqdm(total=episodes, desc="collect", unit="ep", disable=not progress)
+    try:
+        steps = record_episodes(recorder, policy_for, range(episodes), seed=seed, on_episode=lambda *_: bar.update(1))
+    finally:
+        recorder.close()
+        bar.close()
+    return {"positive": recorder.stats.written["positive"], "negative": recorder.stats.written["negative"], "frames": steps}
 
 
 def run_demo(

@@ -41,6 +41,7 @@ if str(ROOT) not in sys.path:
 
 import envs  # noqa: E402
 from collectors import TrajectoryRecorder, load_trajectories  # noqa: E402
+from collectors.rollout import record_episodes  # noqa: E402
 from reward_wrappers import load_reward_model  # noqa: E402
 from trainers import fit_preference, fit_progress  # noqa: E402
 from trainers.common import write_json_atomic  # noqa: E402
@@ -60,15 +61,7 @@ def collect(env_id: str, out: pathlib.Path, episodes: int, *, obs: str, seed: in
     start = time.perf_counter()
     env = TrajectoryRecorder(envs.make(env_id, obs=obs, seed=seed), out, info_keys=tuple(info_keys), metadata={"benchmark": "progress_quality"})
     policies = [envs.expert_policy(env, noise=n, seed=seed + i) for i, n in enumerate(noise_levels)]
-    steps = 0
-    for episode in range(episodes):
-        policy = policies[episode % len(policies)]
-        observation, _ = env.reset(seed=seed * 100_000 + episode)
-        while True:
-            observation, _, terminated, truncated, _ = env.step(policy(observation))
-            steps += 1
-            if terminated or truncated:
-                break
+    steps = record_episodes(env, lambda e: policies[e % len(policies)], range(episodes), seed=seed * 100_000)
     env.close()
     trajs = load_trajectories(out)
     seconds = time.perf_counter() - start

@@ -98,6 +98,7 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
     torch.set_num_threads(1)  # software rendering and torch threads fight for the cores
     import envs
     from collectors.recorder import TrajectoryRecorder
+    from collectors.rollout import record_episodes
 
     kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
     env = envs.make(args.env, obs=args.obs, render_size=args.render_size, **kwargs)
@@ -106,23 +107,12 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
         max_positive=args.max_positive, max_negative=args.max_negative, async_write=not args.sync_write,
         metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs},
     )
-    steps = 0
     try:
         policy = make_policy(args, recorder, args.seed + (episodes[0] if episodes else 0))
-        for e in episodes:
-            if recorder.full:
-                report(("full",))
-                break
-            obs, info = recorder.reset(seed=args.seed + e)
-            ep_steps, success = 0, False
-            while True:
-                obs, _reward, terminated, truncated, info = recorder.step(policy(obs))
-                ep_steps += 1
-                success = success or bool(info.get(args.success_key, False))
-                if terminated or truncated:
-                    break
-            steps += ep_steps
-            report(("episode", ep_steps, success))
+        steps = record_episodes(recorder, lambda e: policy, episodes, seed=args.seed, success_key=args.success_key,
+                                on_episode=lambda e, n, success: report(("episode", n, success)))
+        if recorder.full:
+            report(("full",))
     finally:
         recorder.close()
     stats = recorder.stats
