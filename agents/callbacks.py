@@ -92,9 +92,10 @@ def evaluate_true_success(model: Any, env: VecEnv, episodes: int, seed: int | No
 class TrueSuccessEval(BaseCallback):
     """Every ``eval_freq`` env steps, evaluate deterministically on true success and log it."""
 
-    def __init__(self, eval_env: VecEnv, eval_freq: int, episodes: int, seed: int | None = None) -> None:
+    def __init__(self, eval_env: VecEnv, eval_freq: int, episodes: int, seed: int | None = None, report: bool = False) -> None:
         super().__init__()
         self.seed = seed
+        self.report = report
         self.eval_env = eval_env
         self.eval_freq = eval_freq
         self.episodes = episodes
@@ -112,6 +113,9 @@ class TrueSuccessEval(BaseCallback):
         self.logger.record("eval/true_success_at_end", result["success_at_end"])
         self.logger.record("eval/env_return", result["env_return"])
         self.logger.dump(self.num_timesteps)
+        if self.report:
+            print(f"  steps {self.num_timesteps:>8d}  true success {result['success_rate']:.2f}  "
+                  f"env return {result['env_return']:.2f}", flush=True)
 
     def _on_training_start(self) -> None:
         self._evaluate()

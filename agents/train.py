@@ -143,7 +143,7 @@ def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
     return VecExtractDictObs(venv, policy_obs)
 
 
-def train_agent(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
+def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = False) -> dict[str, Any]:
     """Run one training job; return a summary (final true success, curve, timings)."""
     from agents.vec import make_vec_env
     from reward_wrappers.sb3 import VecLearnedReward, VecPBRS, VecProgressReward
@@ -186,7 +186,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None) -> dict[str, Any]:
     policy = "MultiInputPolicy" if "+" in cfg.policy_obs else ("CnnPolicy" if cfg.policy_obs == "rgb" else "MlpPolicy")
     agent = ALGOS[cfg.algo](policy, venv, seed=cfg.seed, verbose=cfg.verbose, device="cpu",
                             tensorboard_log=str(run_dir / "tb"), **hyper)
-    evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000)
+    evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000, report=report)
     start = time.perf_counter()
     agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), evaluator], tb_log_name="run", progress_bar=False)
     wall = time.perf_counter() - start
@@ -275,7 +275,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"rewardswap train-agent: error: {exc}", file=sys.stderr)
         return 2
     command = "rewardswap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    summary = train_agent(cfg, command=command)
+    print(f"training {cfg.algo.upper()} on {cfg.env} with reward {cfg.reward}"
+          f"{' + PBRS(' + cfg.pbrs + ')' if cfg.pbrs else ''} for {cfg.steps} steps; deterministic evaluation on true success:")
+    summary = train_agent(cfg, command=command, report=True)
     print(f"final true success {summary['final_true_success']:.2f}  steps to 80%: {summary['steps_to_80']}  "
           f"wall {summary['wall_seconds']:.0f}s  reward inference {100 * summary['reward_inference_share']:.1f}%  "
           f"-> {cfg.logdir}")

@@ -65,3 +65,21 @@ def test_train_agent_env_reward_learns_point_reach(tmp_path):
     summary = train_agent(TrainConfig(steps=16_384, n_envs=8, eval_freq=8_192, eval_episodes=20, logdir=str(tmp_path / "run")))
     assert summary["final_true_success"] >= 0.8
     assert summary["curve"][0]["success_rate"] <= 0.2
+
+
+def test_condition_parsing():
+    from agents.compare import Condition
+
+    c = Condition.parse("classifier:c.pt+pbrs:p.pt")
+    assert (c.name, c.reward, c.pbrs) == ("classifier+pbrs", "classifier:c.pt", "p.pt")
+    assert Condition.parse("sparse") == Condition("sparse", "sparse", None)
+    with pytest.raises(ValueError, match="expected pbrs:PATH"):
+        Condition.parse("classifier:c.pt+shaping:p.pt")
+
+
+def test_bench_errors_before_any_run(tmp_path, capsys):
+    assert main(["bench", "--conditions", "sparse", "classifier:/nonexistent.pt", "--out", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", "--conditions", "sparse", "sparse", "--out", str(tmp_path)]) == 2
+    assert "share a name" in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()
