@@ -103,3 +103,25 @@ def test_wrappers_refuse_an_env_whose_observations_differ_from_the_checkpoint(tm
     with pytest.raises(ValueError, match="missing observation key 'rgb'"):
         VecLearnedReward(DummyVecEnv([lambda: envs.make("PointReach-v0", obs="state")]), model)
     LearnedReward(envs.make("PointReach-v0", obs="rgb", render_size=16), model)  # matching env is accepted
+
+
+def test_resnet10_pretrained_encoder_is_loaded_and_frozen(tmp_path):
+    import torch
+
+    from reward_wrappers.base import InputSpec, ModelSpec
+    from reward_wrappers.networks import TorchRewardModel
+
+    donor = TorchRewardModel.build(ModelSpec(inputs={"rgb": InputSpec((16, 16, 3), "uint8")}), encoder="resnet10", hidden=16)
+    weights = {k: v.clone() for k, v in donor.net.encoders["rgb"].state_dict().items()}
+    torch.save(weights, tmp_path / "encoder.pt")
+    fast = {**FAST, "epochs": 1, "steps_per_epoch": 2}
+    out = fit_classifier(separable_trajectories(n=8, image=16), tmp_path / "clf.pt", inputs=("rgb",), encoder="resnet10",
+                         pretrained=tmp_path / "encoder.pt", freeze_encoder=True, **fast)
+    trained = load_reward_model(out).net.encoders["rgb"].state_dict()
+    for key, value in weights.items():
+        torch.testing.assert_close(trained[key], value, msg=f"frozen encoder weight {key} changed")
+
+    torch.save({"unrelated.weight": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="match none of the encoder's parameters"):
+        fit_classifier(separable_trajectories(n=8, image=16), tmp_path / "clf2.pt", inputs=("rgb",), encoder="resnet10",
+                       pretrained=tmp_path / "bad.pt", **fast)
