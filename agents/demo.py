@@ -1,11 +1,12 @@
-"""The end-to-end demo on the built-in env: collect, fit, swap the reward, train, compare.
+"""The end-to-end demo: collect, fit, swap the reward, train, compare (default: PointReach-v0).
 
+Any env with a scripted expert works (``--env PushCube-v1 --classifier-inputs state``).
 Steps (each prints progress):
 
 1. roll out the scripted expert and write ``expert.gif``;
 2. collect trajectories (expert at mixed noise, plus random actions) into ``data/``;
-3. fit a success classifier on the camera image and a progress model on the state;
-4. train PPO under five rewards on the same budget: (a) sparse env reward, (b) dense env reward,
+3. fit a success classifier (default: on the camera image) and a progress model on the state;
+4. train PPO under up to five rewards on the same budget: (a) sparse env reward, (b) dense env reward,
    (c) learned classifier, (d) learned classifier + PBRS on learned progress, (e) learned
    progress; the policy sees the state, learned rewards see what their model was fitted on;
 5. write ``report.md``, ``curves.png`` (true success vs env steps) and ``results.json``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import pathlib
 import time
 from typing import Any
@@ -24,6 +26,9 @@ from typing import Any
 import envs
 from agents.compare import Condition, format_table, run_conditions
 from agents.train import TrainConfig
+
+#: The compared rewards, by letter (see the module docstring).
+CONDITION_LETTERS = ("a", "b", "c", "d", "e")
 
 #: Noise levels the expert cycles through while collecting; None means uniformly random actions.
 #: Per env, so that both successes and near-miss failures are common (see ARCHITECTURE.md).
@@ -100,9 +105,11 @@ def run_demo(
     seeds: tuple[int, ...] = (0,),
     n_envs: int = 8,
     eval_freq: int = 4_000,
+    conditions: tuple[str, ...] = tuple(CONDITION_LETTERS),
     jobs: int = 1,
     progress: bool = True,
 ) -> dict[str, Any]:
+    """Run the demo (see the module docstring); ``conditions`` picks among a-e."""
     from trainers import fit_classifier, fit_progress
 
     out = pathlib.Path(out)
@@ -112,7 +119,9 @@ def run_demo(
 
     say(f"[1/5] expert rollout -> {write_expert_gif(env_id, out / 'expert.gif', seed=seeds[0])}")
     say(f"[2/5] collecting {episodes} episodes on {env_id} (expert at mixed noise + random)")
-    counts = collect_mixed(env_id, out / "data", episodes, seed=seeds[0], progress=progress)
+    # Render only when a model needs pixels: ManiSkill renders ~15x slower than it simulates.
+    collect_obs = "state+rgb" if "rgb" in classifier_inputs else "state"
+    counts = collect_mixed(env_id, out / "data", episodes, seed=seeds[0], obs=collect_obs, progress=progress)
     say(f"      {counts['positive']} successful, {counts['negative']} failed, {counts['frames']} frames")
 
     say(f"[3/5] fitting a success classifier on {'+'.join(classifier_inputs)} and a progress model on state")
@@ -124,14 +133,15 @@ def run_demo(
     prog_report = json.loads(progress_model.with_name(progress_model.stem + ".report.json").read_text())
     say(f"      classifier val AUC {clf_report['val_auc']:.3f}; progress report {progress_model.with_name(progress_model.stem + '.report.json')}")
 
-    conditions = [
-        Condition("a_sparse_env", "sparse"),
-        Condition("b_dense_env", "env"),
-        Condition("c_classifier", f"classifier:{classifier}"),
-        Condition("d_classifier+pbrs_progress", f"classifier:{classifier}", str(progress_model)),
-        Condition("e_progress", f"progress:{progress_model}"),
-    ]
-    say(f"[4/5] training PPO for {steps} steps under {len(conditions)} rewards x {len(seeds)} seed(s)")
+    every = {
+        "a": Condition("a_sparse_env", "sparse"),
+        "b": Condition("b_dense_env", "env"),
+        "c": Condition("c_classifier", f"classifier:{classifier}"),
+        "d": Condition("d_classifier+pbrs_progress", f"classifier:{classifier}", str(progress_model)),
+        "e": Condition("e_progress", f"progress:{progress_model}"),
+    }
+    chosen = [every[letter] for letter in conditions]
+    say(f"[4/5] training PPO for {steps} steps under {len(chosen)} rewards x {len(seeds)} seed(s)")
     # Same dynamics for every condition: episodes run their full length, so no condition
     # learns from termination on true success.
     base = TrainConfig(env=env_id, algo="ppo", steps=steps, n_envs=n_envs, eval_freq=eval_freq,
@@ -146,7 +156,7 @@ def run_demo(
         f"Classifier ({'+'.join(classifier_inputs)}): held-out AUC {clf_report['val_auc']:.3f}. "
         f"Setup before training took {time.perf_counter() - started:.0f} s.\n\n"
     )
-    summary = run_conditions(conditions, base, seeds, out, jobs=jobs, progress=progress, extra=extra, preamble=preamble)
+    summary = run_conditions(chosen, base, seeds, out, jobs=jobs, progress=progress, extra=extra, preamble=preamble)
     say(f"[5/5] results (total {time.perf_counter() - started:.0f} s)")
     say(format_table(summary))
     say(f"report: {out / 'report.md'}  curves: {out / 'curves.png'}  results: {out / 'results.json'}")
@@ -155,10 +165,15 @@ def run_demo(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="directory for data, checkpoints, runs and the report")
-    parser.add_argument("--env", default="PointReach-v0", choices=list(envs.BUILTIN_ENV_IDS), help="built-in env")
+    parser.add_argument("--env", default="PointReach-v0",
+                        help="env with a scripted expert: a built-in id, PickCube-v1 or PushCube-v1")
     parser.add_argument("--episodes", type=int, default=200, help="episodes to collect")
     parser.add_argument("--classifier-inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads")
+    parser.add_argument("--conditions", nargs="+", choices=CONDITION_LETTERS, default=list(CONDITION_LETTERS),
+                        help="a sparse env, b dense env, c classifier, d classifier + PBRS(progress), e progress")
     parser.add_argument("--steps", type=int, default=40_000, help="PPO env steps per condition")
+    parser.add_argument("--n-envs", type=int, default=8, help="parallel envs per training run")
+    parser.add_argument("--eval-freq", type=int, default=4_000, help="env steps between true-success evaluations")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run, about a minute)")
@@ -166,9 +181,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(env_id=args.env, episodes=args.episodes, classifier_inputs=tuple(args.classifier_inputs),
-                                  steps=args.steps, seeds=tuple(args.seeds), jobs=args.jobs)
+                                  steps=args.steps, seeds=tuple(args.seeds), jobs=args.jobs, n_envs=args.n_envs,
+                                  eval_freq=args.eval_freq, conditions=tuple(args.conditions))
     if args.quick:
         kwargs.update(episodes=min(args.episodes, 21), steps=min(args.steps, 2_048), classifier_epochs=1,
                       progress_epochs=1, eval_freq=1_024, n_envs=4)
+    if args.env not in envs.SUPPORTED_EXPERT_ENV_IDS:  # the demo collects with the scripted expert
+        print(f"rewardswap demo: error: --env {args.env!r} has no scripted expert; choose one of "
+              f"{list(envs.SUPPORTED_EXPERT_ENV_IDS)}", file=sys.stderr)
+        return 2
     run_demo(args.out, **kwargs)
     return 0
