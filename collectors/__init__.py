@@ -20,6 +20,7 @@ from collectors.format import FORMAT_VERSION, TrajectoryFormatError
 from collectors.reader import Trajectory, load_trajectories
 from collectors.recorder import TrajectoryRecorder
 from collectors.rlinf import PickleRefusedError, import_rlinf
+from collectors.rollout import record_episodes
 from collectors.writer import TrajectoryWriteError, count_trajectories
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "count_trajectories",
     "import_rlinf",
     "load_trajectories",
+    "record_episodes",
 ]
