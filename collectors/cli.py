@@ -171,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
         problems.append("--n-envs must be >= 1")
     if not 0.0 <= args.noise <= 1.0:
         problems.append("--noise must be in [0, 1]")
+    if args.policy not in ("expert", "random") and not (args.policy.endswith(".zip") and Path(args.policy).is_file()):
+        problems.append(f"--policy must be 'expert', 'random' or an existing SB3 .zip file, got {args.policy!r}")
     if problems:
         print("rewardswap collect: " + "; ".join(problems), file=sys.stderr)
         return 2

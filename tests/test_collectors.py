@@ -538,3 +538,25 @@ def test_cli_import_rlinf_refuses_pickle_without_flag(tmp_path: Path, capsys: py
     assert run(parser.parse_args(["--import-rlinf", str(tmp_path / "000001.npy"), "--out", str(tmp_path / "o"),
                                   "--allow-pickle"])) == 0
     assert len(load_trajectories(tmp_path / "o")) == 1
+
+
+def test_cli_collect_with_a_saved_sb3_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import envs
+    from stable_baselines3 import PPO
+
+    from agents.cli import main
+
+    agent = PPO("MlpPolicy", envs.make("PointReach-v0", seed=0), n_steps=64, batch_size=64, seed=0, device="cpu")
+    agent.save(tmp_path / "policy.zip")
+    out = tmp_path / "buf"
+    code = main(["collect", "--env", "PointReach-v0", "--policy", str(tmp_path / "policy.zip"), "--episodes", "2",
+                 "--out", str(out), "--seed", "0"])
+    assert code == 0, capsys.readouterr().err
+    trajs = load_trajectories(out)
+    assert len(trajs) == 2 and trajs[0].meta["policy"] == str(tmp_path / "policy.zip")
+    # The recorded actions are the saved policy's deterministic actions for the recorded observations.
+    expected, _ = agent.predict(np.asarray(trajs[0].obs["state"][:-1]), deterministic=True)
+    np.testing.assert_allclose(np.asarray(trajs[0].actions), expected, atol=1e-5)
+    assert main(["collect", "--env", "PointReach-v0", "--policy", str(tmp_path / "missing.zip"), "--episodes", "1",
+                 "--out", str(out)]) == 2
+    assert "missing.zip" in capsys.readouterr().err
