@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, sigmoid
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
-from trainers.common import EarlyStopping, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.common import EarlyStopping, Optimizer, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
 from trainers.data import (
     DataLike,
     FrameTable,
@@ -107,8 +107,7 @@ def fit_classifier(
             p.requires_grad_(False)
 
     steps = steps_per_epoch or max(1, math.ceil(len(train_table) / batch_size))
-    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=lr * 0.05)
+    optimizer = Optimizer(net, lr, weight_decay, epochs * steps)
     writer = make_writer(logdir)
     stopper = EarlyStopping(patience)
     image_keys = [k for k, v in specs.items() if len(v.shape) == 3]
@@ -128,11 +127,7 @@ def fit_classifier(
             labels = torch.as_tensor(train_table.label[rows], device=torch_device)
             logits = net(batch_to_tensors(batch, torch_device))[:, 0]
             loss = F.binary_cross_entropy_with_logits(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimizer.step(loss))
             frames_seen += len(rows)
             bar.update(1)
         train_seconds += time.perf_counter() - epoch_start
@@ -147,7 +142,7 @@ def fit_classifier(
         if writer is not None:
             step = (epoch + 1) * steps
             writer.add_scalar("train/loss", record["train_loss"], step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/lr", optimizer.lr, step)
             writer.add_scalar("train/frames_per_second", steps * batch_size / max(time.perf_counter() - epoch_start, 1e-9), step)
             for k in ("val_loss", "val_auc", "val_accuracy", "val_precision", "val_recall"):
                 writer.add_scalar(k.replace("val_", "val/"), record[k], step)

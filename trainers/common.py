@@ -37,6 +37,26 @@ def make_writer(logdir: str | os.PathLike | None):
     return SummaryWriter(log_dir=os.fspath(logdir))
 
 
+class Optimizer:
+    """AdamW over the trainable parameters with a cosine learning-rate decay, one ``step`` per batch."""
+
+    def __init__(self, module: torch.nn.Module, lr: float, weight_decay: float, total_steps: int) -> None:
+        self.optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=max(total_steps, 1), eta_min=lr * 0.05)
+
+    def step(self, loss: torch.Tensor) -> float:
+        """Backpropagate ``loss``, update, advance the schedule; return the loss value."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.item()
+
+    @property
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
 class EarlyStopping:
     """Keep the best weights by validation loss; stop after ``patience`` epochs without gain."""
 

@@ -47,7 +47,7 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, window_indices
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
-from trainers.common import EarlyStopping, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.common import EarlyStopping, Optimizer, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
 from trainers.data import DataLike, gather_windows, input_specs, load_buffers, random_shift, split_by_trajectory, state_statistics
 from trainers.evaluate import pair_metrics
 from trainers.metrics import spearman
@@ -296,8 +296,7 @@ def fit_preference(
             net.set_state_normalization(key, *state_statistics(train, key))
 
     steps = max(1, math.ceil(len(train_pairs) / batch_size))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=lr * 0.05)
+    optimizer = Optimizer(net, lr, weight_decay, epochs * steps)
     writer = make_writer(logdir)
     stopper = EarlyStopping(patience)
     history: list[dict[str, float]] = []
@@ -315,11 +314,7 @@ def fit_preference(
             return_b = segment_returns(net, train, [train_pairs.b[i] for i in rows], inputs, window, torch_device, aug)
             label = torch.as_tensor(train_pairs.label[rows], dtype=return_a.dtype, device=torch_device)
             loss = bradley_terry_loss(return_a, return_b, label, beta)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimizer.step(loss))
             pairs_seen += len(rows)
             bar.update(1)
         train_seconds += time.perf_counter() - epoch_start
@@ -332,7 +327,7 @@ def fit_preference(
         if writer is not None:
             step_id = (epoch + 1) * steps
             writer.add_scalar("train/loss", record["train_loss"], step_id)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step_id)
+            writer.add_scalar("train/lr", optimizer.lr, step_id)
             writer.add_scalar("train/pairs_per_second", steps * batch_size / max(time.perf_counter() - epoch_start, 1e-9), step_id)
             for k in ("val_loss", "val_pair_accuracy", "val_pair_auc"):
                 if np.isfinite(record[k]):

@@ -62,7 +62,7 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, window_indices
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
-from trainers.common import EarlyStopping, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.common import EarlyStopping, Optimizer, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
 from trainers.data import DataLike, gather_windows, input_specs, load_buffers, random_shift, split_by_trajectory, state_statistics
 from trainers.evaluate import first_success_frame, network_outputs, progress_quality, stage_accuracy
 
@@ -420,8 +420,7 @@ def fit_progress(
     val_sample = sample_windows(val_demos, min(4096, max(512, 4 * n_val_frames)), window=window, rewind=rewind, max_start=max_start, priors=priors, rng=val_rng)
 
     steps = steps_per_epoch or max(1, math.ceil(sum(d.length for d in demos) / batch_size))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps, eta_min=lr * 0.05)
+    optimizer = Optimizer(net, lr, weight_decay, epochs * steps)
     writer = make_writer(logdir)
     stopper = EarlyStopping(patience)
     image_keys = [k for k, v in specs.items() if len(v.shape) == 3]
@@ -441,11 +440,7 @@ def fit_progress(
             # Poisson(1) bootstrap weights make the ensemble heads disagree where data is thin.
             weights = rng.poisson(1.0, (ensemble, batch_size)) if ensemble > 1 else np.ones((1, batch_size))
             loss = progress_loss(net, batch_to_tensors(batch, torch_device), target, torch.as_tensor(weights, dtype=torch.float32, device=torch_device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimizer.step(loss))
             frames_seen += batch_size
             bar.update(1)
         train_seconds += time.perf_counter() - epoch_start
@@ -459,7 +454,7 @@ def fit_progress(
         if writer is not None:
             step = (epoch + 1) * steps
             writer.add_scalar("train/loss", record["train_loss"], step)
-            writer.add_scalar("train/lr", scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/lr", optimizer.lr, step)
             writer.add_scalar("train/frames_per_second", steps * batch_size / max(time.perf_counter() - epoch_start, 1e-9), step)
             for k, v in record.items():
                 if k.startswith("val_") and np.isfinite(v):
