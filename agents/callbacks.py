@@ -8,12 +8,14 @@ deterministic evaluation episodes on a separate env and logs the true success ra
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 from stable_baselines3.common.vec_env import VecEnv
 
 
@@ -89,6 +91,28 @@ def evaluate_true_success(model: Any, env: VecEnv, episodes: int, seed: int | No
     }
 
 
+def find_vec_normalize(env: VecEnv) -> VecNormalize | None:
+    """The outermost VecNormalize in a wrapper stack, if any."""
+    while isinstance(env, VecEnvWrapper):
+        if isinstance(env, VecNormalize):
+            return env
+        env = env.venv
+    return None
+
+
+def copy_obs_normalization(source: VecEnv, target: VecEnv) -> None:
+    """Give ``target`` the observation statistics of ``source``.
+
+    Unlike SB3's ``sync_envs_normalization`` this does not require identical stacks: the
+    evaluation env has no reward wrappers, the training env may have several.
+    """
+    src, dst = find_vec_normalize(source), find_vec_normalize(target)
+    if (src is None) != (dst is None):
+        raise ValueError("observation normalisation must wrap both the training and the evaluation env, or neither")
+    if src is not None:
+        dst.obs_rms = copy.deepcopy(src.obs_rms)
+
+
 class TrueSuccessEval(BaseCallback):
     """Every ``eval_freq`` env steps, evaluate deterministically on true success and log it."""
 
@@ -105,6 +129,8 @@ class TrueSuccessEval(BaseCallback):
 
     def _evaluate(self) -> None:
         start = time.perf_counter()
+        # Evaluate with the training env's current observation statistics (VecNormalize).
+        copy_obs_normalization(self.training_env, self.eval_env)
         result = evaluate_true_success(self.model, self.eval_env, self.episodes, self.seed)
         self.eval_seconds += time.perf_counter() - start
         result["steps"] = int(self.num_timesteps)

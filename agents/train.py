@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
-from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs
+from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNormalize
 
 import envs
 from agents.callbacks import RewardLogger, TrueSuccessEval
@@ -61,6 +61,7 @@ class TrainConfig:
     eval_freq: int = 5_000
     eval_episodes: int = 20
     render_size: int = 64
+    normalize_obs: bool | None = None
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     verbose: int = 0
 
@@ -178,10 +179,17 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     if potential is not None:
         venv = VecPBRS(venv, potential, gamma=gamma)
     venv = _select_policy_keys(venv, env_obs, cfg.policy_obs)
+    # Running mean/std of the policy's observations: ManiSkill states mix joint angles, velocities
+    # and positions of very different scales. Above the reward wrappers, so models see raw obs.
+    normalize = cfg.env not in envs.BUILTIN_ENV_IDS if cfg.normalize_obs is None else cfg.normalize_obs
+    if normalize:
+        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=gamma)
 
     eval_env = make_vec_env(cfg.env, n_envs=min(cfg.n_envs, 4) if cfg.env in envs.BUILTIN_ENV_IDS else 1,
                             seed=cfg.seed + 10_000, make_kwargs=make_kwargs)
     eval_env = _select_policy_keys(eval_env, env_obs, cfg.policy_obs)
+    if normalize:
+        eval_env = VecNormalize(eval_env, training=False, norm_obs=True, norm_reward=False, gamma=gamma)
 
     policy = "MultiInputPolicy" if "+" in cfg.policy_obs else ("CnnPolicy" if cfg.policy_obs == "rgb" else "MlpPolicy")
     agent = ALGOS[cfg.algo](policy, venv, seed=cfg.seed, verbose=cfg.verbose, device="cpu",
@@ -193,6 +201,8 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     inference = sum(m.seconds for m in models)
 
     agent.save(run_dir / "model.zip")
+    if normalize:
+        venv.save(str(run_dir / "vecnormalize.pkl"))
     curve = evaluator.curve
     summary = {
         "env": cfg.env,
@@ -215,6 +225,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "hyperparameters": hyper,
         "env_obs": env_obs,
         "ignore_terminations": ignore_terminations,
+        "normalize_obs": normalize,
         "command": command,
         "versions": package_versions(),
         "platform": platform.platform(),
@@ -253,6 +264,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep episodes running after true success; auto: yes for learned rewards")
     parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
                         help="how the learned model's output becomes a reward (default per kind)")
+    parser.add_argument("--normalize-obs", choices=["auto", "yes", "no"], default="auto",
+                        help="running mean/std normalisation of the policy's observations; auto: yes for ManiSkill")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("-v", "--verbose", type=int, default=0)
@@ -264,6 +277,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations={"auto": None, "yes": True, "no": False}[args.ignore_terminations],
         reward_output=args.reward_output,
+        normalize_obs={"auto": None, "yes": True, "no": False}[args.normalize_obs],
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
     )
 

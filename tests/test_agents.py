@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 
 from agents.cli import main
@@ -83,3 +85,26 @@ def test_bench_errors_before_any_run(tmp_path, capsys):
     assert main(["bench", "--conditions", "sparse", "sparse", "--out", str(tmp_path)]) == 2
     assert "share a name" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def test_learned_reward_with_observation_normalisation_evaluates_with_training_statistics(tmp_path):
+    """Reward wrappers below VecNormalize; evaluation copies the training env's statistics."""
+    import pickle
+
+    from agents.train import TrainConfig, train_agent
+    from tests.fake_trajectories import separable_trajectories
+    from trainers import fit_classifier
+
+    # A state classifier whose input shape matches PointReach's 6-d state.
+    data = separable_trajectories(n=8)
+    for t in data:
+        t.obs["state"] = np.concatenate([t.obs["state"], t.obs["state"][:, :2]], axis=1)
+    ckpt = fit_classifier(data, tmp_path / "clf.pt", inputs=("state",), epochs=1, steps_per_epoch=2, batch_size=16,
+                          progress=False, hidden=16)
+    run = tmp_path / "run"
+    summary = train_agent(TrainConfig(reward=f"classifier:{ckpt}", normalize_obs=True, steps=1_024, n_envs=4,
+                                      eval_freq=512, eval_episodes=4, logdir=str(run)))
+    assert len(summary["curve"]) == 3 and summary["reward_inference_share"] > 0
+    with open(run / "vecnormalize.pkl", "rb") as f:  # our own file, written by SB3
+        stats = pickle.load(f)
+    assert stats.obs_rms.count > 1_024
