@@ -101,10 +101,10 @@ def run_demo(
     classifier_inputs: tuple[str, ...] = ("rgb",),
     classifier_epochs: int = 4,
     progress_epochs: int = 20,
-    steps: int = 40_000,
+    steps: int = 64_000,
     seeds: tuple[int, ...] = (0,),
     n_envs: int = 8,
-    eval_freq: int = 4_000,
+    eval_freq: int = 8_000,
     conditions: tuple[str, ...] = tuple(CONDITION_LETTERS),
     jobs: int = 1,
     progress: bool = True,
@@ -171,9 +171,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier-inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads")
     parser.add_argument("--conditions", nargs="+", choices=CONDITION_LETTERS, default=list(CONDITION_LETTERS),
                         help="a sparse env, b dense env, c classifier, d classifier + PBRS(progress), e progress")
-    parser.add_argument("--steps", type=int, default=40_000, help="PPO env steps per condition")
+    parser.add_argument("--steps", type=int, default=64_000, help="PPO env steps per condition")
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs per training run")
-    parser.add_argument("--eval-freq", type=int, default=4_000, help="env steps between true-success evaluations")
+    parser.add_argument("--eval-freq", type=int, default=8_000, help="env steps between true-success evaluations")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run, about a minute)")
