@@ -263,3 +263,16 @@ def test_checkpoint_runs_online_in_progress_reward_and_pbrs_matching_offline(tmp
     assert phi0 == pytest.approx(offline[0], abs=1e-6)
     phi_last = 0.0 if terminated else offline[-1]
     assert shaping == pytest.approx(gamma**t * phi_last - offline[0], abs=1e-6)
+
+
+def test_frames_where_success_holds_after_the_first_success_are_targets_of_one():
+    from trainers.progress import Demo, sample_windows
+
+    # labels 0 0 1 1 1 0 1: first success at 2 (T = 3); success holds again at 3, 4 and 6, not 5.
+    demo = Demo(index=0, length=3, held=np.array([3, 4, 6]))
+    batch = sample_windows([demo], 3000, window=1, rewind=0.0, max_start=0.0, priors=None, rng=np.random.default_rng(0))
+    targets = dict(zip(batch.frames.tolist(), batch.progress.tolist()))
+    assert set(targets) == {0, 1, 2, 3, 4, 6}
+    assert {f: round(p, 4) for f, p in targets.items()} == {0: 0.3333, 1: 0.6667, 2: 1.0, 3: 1.0, 4: 1.0, 6: 1.0}
+    held_share = np.isin(batch.frames, [3, 4, 6]).mean()
+    assert abs(held_share - 0.5) < 0.05  # 3 held frames against a demo of 3 frames

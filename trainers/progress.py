@@ -4,7 +4,9 @@
 (the reset frame first) and ``labels[t]`` is the success flag of observation ``t``. The *demo*
 is the observations ``0..s`` where ``s`` is the first success frame, so the ReWiND demo length
 is ``T = s + 1`` observations. Frames after the first success (an env that does not terminate
-on success) are not trained on. For a clip starting at frame ``a`` the label of frame ``i`` is
+on success) are trained on only where success still holds, with progress 1.0 (in proportion to
+their number), so the model also knows the inside of the success region: without them a raw
+progress reward pays most at its edge. For a clip starting at frame ``a`` the label of frame ``i`` is
 
     progress(i) = (i - a + 1) / (T - a),        a <= i <= T - 1 = s
 
@@ -248,6 +250,7 @@ class Demo:
     length: int  # T = first success frame + 1
     stage: np.ndarray | None = None  # (T,) stage index, stage mode only
     tau: np.ndarray | None = None  # (T,) within-stage progress, stage mode only
+    held: np.ndarray | None = None  # frames after T - 1 that are still successful (target 1.0)
 
 
 @dataclass
@@ -278,6 +281,15 @@ def sample_windows(
     progress, stage, tau = np.empty(n), np.zeros(n, np.int64), np.empty(n)
     for b in range(n):
         demo = demos[int(rng.integers(len(demos)))]
+        if demo.held is not None and len(demo.held) and rng.random() < len(demo.held) / (len(demo.held) + demo.length):
+            # A frame where success still holds after the first success: progress stays 1.0.
+            frame = int(demo.held[int(rng.integers(len(demo.held)))])
+            traj[b], frames[b] = demo.index, window_indices(frame, window)
+            progress[b] = tau[b] = 1.0
+            if demo.stage is not None:
+                stage[b] = demo.stage[-1]
+                progress[b] = stage_progress(stage[b : b + 1], tau[b : b + 1], priors)[0]
+            continue
         length = demo.length
         start = 0 if demo.stage is not None else int(rng.integers(int(max_start * (length - 1)) + 1))
         if length - start >= 2 and rng.random() < rewind:
@@ -382,7 +394,9 @@ def fit_progress(
         if end is None:
             continue
         starts = stage_source.starts(traj, end + 1, required=True) if stage_source else []
-        demos.append(Demo(index, end + 1))
+        labels = np.asarray(traj.labels)
+        held = np.flatnonzero(labels[end + 1 :] > 0.5) + end + 1
+        demos.append(Demo(index, end + 1, held=held if len(held) else None))
         demo_starts.append((end + 1, starts))
     if not demos:
         raise ValueError("the training split holds no successful trajectory; record more successful trajectories")
