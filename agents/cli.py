@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train-reward": ("trainers.cli", "fit a reward model (classifier, progress, preference) from buffers"),
     "train-agent": ("agents.train", "train an SB3 agent on the env reward or a learned reward"),
     "bench": ("agents.bench", "compare env reward against learned rewards on one budget"),
-    "demo": ("agents.demo", "run the end-to-end demo on the built-in env"),
+    "demo": ("agents.demo", "collect, fit reward models, train under 5 rewards, report (default env PointReach-v0)"),
     "inspect": ("agents.inspect_cmd", "write an HTML review page for a reward checkpoint"),
 }
 
