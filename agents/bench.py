@@ -16,6 +16,7 @@ import platform
 import shlex
 import sys
 
+import envs
 from agents.compare import Condition, format_table, run_conditions
 from agents.train import ALGOS, OBS_CHOICES, TrainConfig
 
@@ -30,8 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-envs", type=int, default=8)
     parser.add_argument("--policy-obs", choices=OBS_CHOICES, default="state")
     parser.add_argument("--gamma", type=float, default=None)
-    parser.add_argument("--ignore-terminations", choices=["yes", "no"], default="yes",
-                        help="same dynamics for every condition: episodes run their full length (default)")
+    parser.add_argument("--ignore-terminations", choices=["auto", "yes", "no"], default="auto",
+                        help="same dynamics for every condition; auto: episodes run their full length where the env "
+                             "supports it (built-in and ManiSkill), else they end as the env says")
     parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--algo-kwargs", default="{}", help="JSON dict of SB3 hyperparameters overriding the defaults")
@@ -41,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         names = args.names or [None] * len(args.conditions)
         if len(names) != len(args.conditions):
             raise ValueError(f"--names has {len(names)} entries for {len(args.conditions)} conditions")
@@ -48,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         if len({c.name for c in conditions}) != len(conditions):
             raise ValueError("two conditions share a name; give --names")
         base = TrainConfig(env=args.env, algo=args.algo, steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
-                           gamma=args.gamma, ignore_terminations=args.ignore_terminations == "yes",
+                           gamma=args.gamma, ignore_terminations={"yes": True, "no": False}.get(args.ignore_terminations,
+                                                               envs.supports_ignore_terminations(args.env)),
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=json.loads(args.algo_kwargs))
         for c in conditions:  # validate every checkpoint path before any run starts

@@ -59,29 +59,33 @@ class RewardLogger(BaseCallback):
 def evaluate_true_success(model: Any, env: VecEnv, episodes: int, seed: int | None = None) -> dict[str, float]:
     """Deterministic episodes on ``env``: fraction that reached true success, and at the end.
 
-    With ``seed``, every evaluation starts from the same initial states, so runs and conditions
-    are compared on the same episodes.
+    Each env contributes a fixed share of the episodes (as in SB3's ``evaluate_policy``), so
+    short episodes (an env that ends on success) cannot crowd out long failures. With ``seed``
+    the initial states repeat between evaluations of one run.
     """
     n = env.num_envs
+    targets = np.array([(episodes + i) // n for i in range(n)])
+    counts = np.zeros(n, dtype=int)
     if seed is not None:
         env.seed(seed)
     once = np.zeros(n, dtype=bool)
+    ret = np.zeros(n)
     obs = env.reset()
     results_once: list[float] = []
     results_end: list[float] = []
     returns: list[float] = []
-    ret = np.zeros(n)
-    while len(results_once) < episodes:
+    while (counts < targets).any():
         actions, _ = model.predict(obs, deterministic=True)
         obs, rewards, dones, infos = env.step(actions)
         ret += rewards
         for i, info in enumerate(infos):
             once[i] |= bool(info.get("success", False))
             if dones[i]:
-                if len(results_once) < episodes:
+                if counts[i] < targets[i]:
                     results_once.append(float(once[i]))
                     results_end.append(float(bool(info.get("success", False))))
                     returns.append(float(ret[i]))
+                    counts[i] += 1
                 once[i] = False
                 ret[i] = 0.0
     return {

@@ -13,6 +13,7 @@ import json
 import multiprocessing
 import os
 import pathlib
+import re
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
@@ -30,13 +31,10 @@ class Condition:
     @classmethod
     def parse(cls, text: str, name: str | None = None) -> "Condition":
         """``"classifier:c.pt+pbrs:p.pt"`` -> Condition(reward="classifier:c.pt", pbrs="p.pt")."""
-        reward, _, shaping = text.partition("+")
-        pbrs = None
-        if shaping:
-            kind, _, path = shaping.partition(":")
-            if kind != "pbrs" or not path:
-                raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH, got {shaping!r}")
-            pbrs = path
+        reward, _, pbrs = text.partition("+pbrs:")
+        if not pbrs and re.search(r"\+\w+:", text):  # a '+' inside a path is fine; '+other:' is not
+            raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH")
+        pbrs = pbrs or None
         return cls(name or _short_name(reward, pbrs), reward, pbrs)
 
 
@@ -106,7 +104,7 @@ def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: di
             "reward": c.reward,
             "pbrs": c.pbrs,
             "final_true_success_mean": float(finals.mean()),
-            "final_true_success_std": float(finals.std()),
+            "final_true_success_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,  # sample std
             "final_true_success_per_seed": finals.tolist(),
             "steps_to_80_median": float(np.median(reached)) if reached else None,
             "seeds_reaching_80": len(reached),

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or str(pathlib.Path(args.checkpoint).with_suffix(".review.html"))
     try:
         path = write_review(args.checkpoint, args.data, out, top=args.top)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, KeyError, ValueError) as exc:
         print(f"rewardswap inspect: error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {path}")

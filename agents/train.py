@@ -81,6 +81,10 @@ class TrainConfig:
             raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
         if self.gamma is not None and not 0.0 < self.gamma <= 1.0:
             raise ValueError(f"--gamma must be in (0, 1], got {self.gamma}")
+        if self.eval_freq <= 0 or self.eval_episodes <= 0:
+            raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
+        if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
+            raise ValueError(f"--ignore-terminations is available for built-in and ManiSkill envs only, not {self.env!r}")
 
 
 def parse_reward(reward: str) -> tuple[str, str | None]:
@@ -104,8 +108,9 @@ def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
                         ent_coef=0.0, clip_range=0.2, target_kl=0.1, policy_kwargs=dict(net_arch=[256, 256, 256]))
         return dict(n_steps=64, batch_size=256, n_epochs=5, gamma=0.95, gae_lambda=0.95, learning_rate=1e-3,
                     ent_coef=0.0, policy_kwargs=dict(net_arch=[64, 64]))
-    return dict(learning_starts=1_000, batch_size=256, gamma=0.8 if maniskill else 0.95, train_freq=1,
-                gradient_steps=1, policy_kwargs=dict(net_arch=[256, 256]))
+    # A bounded replay buffer: SB3's default (1M) would need ~12 GB for 64x64 images.
+    return dict(learning_starts=1_000, batch_size=256, buffer_size=100_000, gamma=0.8 if maniskill else 0.95,
+                train_freq=1, gradient_steps=1, policy_kwargs=dict(net_arch=[256, 256]))
 
 
 class TimedModel:
@@ -159,7 +164,10 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
     # A learned reward must not receive the true success through termination (platform notes).
-    ignore_terminations = learned if cfg.ignore_terminations is None else cfg.ignore_terminations
+    if cfg.ignore_terminations is None:
+        ignore_terminations = learned and envs.supports_ignore_terminations(cfg.env)
+    else:
+        ignore_terminations = cfg.ignore_terminations
     make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense",
                        render_size=cfg.render_size, ignore_terminations=ignore_terminations)
 
@@ -179,17 +187,22 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     if potential is not None:
         venv = VecPBRS(venv, potential, gamma=gamma)
     venv = _select_policy_keys(venv, env_obs, cfg.policy_obs)
-    # Running mean/std of the policy's observations: ManiSkill states mix joint angles, velocities
-    # and positions of very different scales. Above the reward wrappers, so models see raw obs.
+    # Running mean/std of the policy's state observations: ManiSkill states mix joint angles,
+    # velocities and positions of very different scales. Above the reward wrappers, so models see
+    # raw observations; images are left as uint8 so SB3 still gives them a CNN.
     normalize = cfg.env not in envs.BUILTIN_ENV_IDS if cfg.normalize_obs is None else cfg.normalize_obs
+    normalize = normalize and "state" in cfg.policy_obs.split("+")
+    norm_kwargs = dict(norm_obs=True, norm_reward=False, gamma=gamma,
+                       norm_obs_keys=["state"] if "+" in cfg.policy_obs else None)
     if normalize:
-        venv = VecNormalize(venv, norm_obs=True, norm_reward=False, gamma=gamma)
+        venv = VecNormalize(venv, **norm_kwargs)
 
+    # Evaluation needs only what the policy sees: no reward model, so no extra rendering.
+    eval_kwargs = {**make_kwargs, "obs": cfg.policy_obs}
     eval_env = make_vec_env(cfg.env, n_envs=min(cfg.n_envs, 4) if cfg.env in envs.BUILTIN_ENV_IDS else 1,
-                            seed=cfg.seed + 10_000, make_kwargs=make_kwargs)
-    eval_env = _select_policy_keys(eval_env, env_obs, cfg.policy_obs)
+                            seed=cfg.seed + 10_000, make_kwargs=eval_kwargs)
     if normalize:
-        eval_env = VecNormalize(eval_env, training=False, norm_obs=True, norm_reward=False, gamma=gamma)
+        eval_env = VecNormalize(eval_env, training=False, **norm_kwargs)
 
     policy = "MultiInputPolicy" if "+" in cfg.policy_obs else ("CnnPolicy" if cfg.policy_obs == "rgb" else "MlpPolicy")
     agent = ALGOS[cfg.algo](policy, venv, seed=cfg.seed, verbose=cfg.verbose, device="cpu",
@@ -261,11 +274,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logdir", default="runs/agent", help="run directory (TensorBoard, model, config)")
     parser.add_argument("--collect", default=None, metavar="DIR", help="record training trajectories into DIR")
     parser.add_argument("--ignore-terminations", choices=["auto", "yes", "no"], default="auto",
-                        help="keep episodes running after true success; auto: yes for learned rewards")
+                        help="keep episodes running after true success (built-in and ManiSkill envs); "
+                             "auto: yes for learned rewards where available")
     parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
                         help="how the learned model's output becomes a reward (default per kind)")
     parser.add_argument("--normalize-obs", choices=["auto", "yes", "no"], default="auto",
-                        help="running mean/std normalisation of the policy's observations; auto: yes for ManiSkill")
+                        help="running mean/std normalisation of the policy's state observations; auto: yes for ManiSkill")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("-v", "--verbose", type=int, default=0)

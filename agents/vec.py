@@ -11,6 +11,7 @@ Stacking order, innermost first:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from typing import Any, Callable
 
@@ -24,8 +25,10 @@ import envs
 
 def _env_builder(env_id: str, rank: int, seed: int, make_kwargs: dict[str, Any], collect_dir: str | None, info_keys: tuple[str, ...]) -> Callable[[], gym.Env]:
     def build() -> gym.Env:
-        # Software rendering and torch threads contend for the same cores.
-        torch.set_num_threads(1)
+        # In a worker process, software rendering and torch threads contend for the same cores.
+        # In the main process (DummyVecEnv) torch's threads belong to the learner: leave them.
+        if multiprocessing.current_process().name != "MainProcess":
+            torch.set_num_threads(1)
         env = envs.make(env_id, seed=seed + rank, **make_kwargs)
         if collect_dir is not None:
             from collectors import TrajectoryRecorder

@@ -66,6 +66,30 @@ def _maniskill_ids() -> frozenset[str] | None:
     return frozenset(REGISTERED_ENVS)
 
 
+def is_maniskill_id(env_id: str) -> bool:
+    """True when ``env_id`` names a ManiSkill task (imports ManiSkill only if it must).
+
+    >>> is_maniskill_id("PointReach-v0")
+    False
+    """
+    if env_id in _BUILTIN_SPECS:
+        return False
+    spec = gym.registry.get(env_id)
+    if spec is not None:
+        return _is_maniskill_spec(spec)
+    ms_ids = _maniskill_ids()
+    return ms_ids is not None and env_id in ms_ids
+
+
+def supports_ignore_terminations(env_id: str) -> bool:
+    """Whether ``make(env_id, ignore_terminations=True)`` is available (built-in and ManiSkill ids).
+
+    >>> supports_ignore_terminations("PointReach-v0"), supports_ignore_terminations("CartPole-v1")
+    (True, False)
+    """
+    return env_id in _BUILTIN_SPECS or is_maniskill_id(env_id)
+
+
 def _unknown_id_error(env_id: str, maniskill_installed: bool) -> ValueError:
     hint = (
         "ManiSkill is installed but has no such task (e.g. 'PickCube-v1', 'PushCube-v1')."

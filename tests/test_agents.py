@@ -108,3 +108,35 @@ def test_learned_reward_with_observation_normalisation_evaluates_with_training_s
     with open(run / "vecnormalize.pkl", "rb") as f:  # our own file, written by SB3
         stats = pickle.load(f)
     assert stats.obs_rms.count > 1_024
+
+
+def test_evaluation_counts_the_same_number_of_episodes_from_every_env():
+    """Short successful episodes must not crowd long failures out of the evaluation."""
+    import envs
+    from agents.callbacks import evaluate_true_success
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    venv = DummyVecEnv([lambda i=i: envs.make("PointReach-v0", seed=i) for i in range(4)])
+    expert = envs.expert_policy(venv.envs[0], seed=0)
+
+    class ExpertInFirstEnvOnly:  # env 0 succeeds in a few steps; envs 1-3 stand still and time out
+        def predict(self, obs, deterministic=True):
+            actions = np.zeros((4, 2), np.float32)
+            actions[0] = expert(obs[0])
+            return actions, None
+
+    result = evaluate_true_success(ExpertInFirstEnvOnly(), venv, episodes=20, seed=0)
+    assert result["success_rate"] == pytest.approx(5 / 20)
+
+
+def test_observation_normalisation_leaves_images_to_a_cnn(tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.torch_layers import NatureCNN
+
+    from agents.train import TrainConfig, train_agent
+
+    train_agent(TrainConfig(policy_obs="state+rgb", normalize_obs=True, steps=128, n_envs=2, eval_freq=128,
+                            eval_episodes=2, logdir=str(tmp_path / "run"), algo_kwargs={"n_steps": 64, "batch_size": 64}))
+    agent = PPO.load(tmp_path / "run" / "model.zip", device="cpu")
+    assert isinstance(agent.policy.features_extractor.extractors["rgb"], NatureCNN)
+    assert agent.observation_space["rgb"].dtype == np.uint8

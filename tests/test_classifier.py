@@ -125,3 +125,35 @@ def test_resnet10_pretrained_encoder_is_loaded_and_frozen(tmp_path):
     with pytest.raises(ValueError, match="match none of the encoder's parameters"):
         fit_classifier(separable_trajectories(n=8, image=16), tmp_path / "clf2.pt", inputs=("rgb",), encoder="resnet10",
                        pretrained=tmp_path / "bad.pt", **fast)
+
+
+def test_freeze_encoder_freezes_only_image_encoders(tmp_path):
+    data = separable_trajectories(n=8)
+    with pytest.raises(ValueError, match="no image key"):
+        fit_classifier(data, tmp_path / "a.pt", inputs=("state",), freeze_encoder=True, **FAST)
+    import torch
+
+    from reward_wrappers.base import InputSpec, ModelSpec
+    from reward_wrappers.networks import TorchRewardModel
+
+    torch.manual_seed(0)
+    out = fit_classifier(data, tmp_path / "b.pt", inputs=("rgb", "state"), freeze_encoder=True, seed=0, **FAST)
+    trained = load_reward_model(out).net
+    torch.manual_seed(0)
+    initial = TorchRewardModel.build(ModelSpec(inputs={"rgb": InputSpec((16, 16, 3), "uint8"), "state": InputSpec((4,), "float32")}),
+                                     hidden=FAST["hidden"]).net
+    for (name, p_initial), p_trained in zip(initial.encoders["rgb"].named_parameters(), trained.encoders["rgb"].parameters()):
+        torch.testing.assert_close(p_trained, p_initial, msg=f"image encoder {name} changed")
+    changed = [not torch.equal(a, b) for a, b in zip(initial.encoders["state"].net.parameters(), trained.encoders["state"].net.parameters())]
+    assert all(changed), "the state encoder must keep training"
+
+
+def test_split_keeps_a_lone_or_scarce_class_on_both_sides_when_it_can():
+    data = separable_trajectories(n=20)
+    one_positive = [t for t in data if not t.success][:9] + [t for t in data if t.success][:1]
+    for fraction in (0.2, 0.5, 0.6):
+        train, val = split_by_trajectory(one_positive, fraction, seed=0)
+        assert any(t.success for t in train), fraction  # a stratum of one goes to train
+    two_positive = [t for t in data if not t.success][:8] + [t for t in data if t.success][:2]
+    train, val = split_by_trajectory(two_positive, 0.8, seed=0)
+    assert sum(t.success for t in train) == 1 and sum(t.success for t in val) == 1

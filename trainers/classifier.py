@@ -103,8 +103,11 @@ def fit_classifier(
     if pretrained is not None:
         _load_pretrained_encoder(net, pretrained)
     if freeze_encoder:
-        for p in net.encoders.parameters():
-            p.requires_grad_(False)
+        if not net.image_keys:
+            raise ValueError("freeze_encoder freezes the image encoder, but inputs name no image key")
+        for key in net.image_keys:
+            for p in net.encoders[key].parameters():
+                p.requires_grad_(False)
 
     steps = steps_per_epoch or max(1, math.ceil(len(train_table) / batch_size))
     optimizer = Optimizer(net, lr, weight_decay, epochs * steps)

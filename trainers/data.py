@@ -70,8 +70,9 @@ def split_by_trajectory(
 ) -> tuple[list[Any], list[Any]]:
     """Shuffle and split trajectories into train and val, stratified by ``stratify``.
 
-    Each stratum sends ``round(val_fraction * n)`` trajectories to val (at least one when it has
-    two or more), so both splits see both kinds. Raises ``ValueError`` when a split is empty.
+    A stratum of ``n >= 2`` trajectories sends ``round(val_fraction * n)`` of them to val, clamped
+    to ``1 .. n - 1`` so both splits see both kinds; a stratum of one goes to train. Raises
+    ``ValueError`` when a split ends up empty.
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
@@ -81,9 +82,7 @@ def split_by_trajectory(
     for stratum in (True, False):
         members = [t for t in trajectories if stratify(t) == stratum]
         order = rng.permutation(len(members))
-        n_val = int(round(val_fraction * len(members)))
-        if n_val == 0 and len(members) >= 2:
-            n_val = 1
+        n_val = min(max(int(round(val_fraction * len(members))), 1), len(members) - 1) if len(members) >= 2 else 0
         val += [members[i] for i in order[:n_val]]
         train += [members[i] for i in order[n_val:]]
     if not train or not val:
