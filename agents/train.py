@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import pathlib
 import platform
 import shlex
@@ -26,7 +25,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNormalize

@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         counts = {"reused": str(data)}
     collect_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    ckpt = fit_classifier(data, work / "classifier.pt", inputs=tuple(args.inputs), epochs=args.epochs,
-                          encoder=args.encoder, seed=args.seed)
+    fit_classifier(data, work / "classifier.pt", inputs=tuple(args.inputs), epochs=args.epochs,
+                   encoder=args.encoder, seed=args.seed)
     fit_seconds = time.perf_counter() - start
     report = json.loads((work / "classifier.report.json").read_text())
     result = {

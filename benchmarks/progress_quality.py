@@ -32,7 +32,6 @@ import sys
 import time
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from envs.spaces import obs_keys, obs_to_dict
+from envs.spaces import obs_keys
 from reward_wrappers.base import (
     ModelLike,
     RewardModel,
