@@ -170,8 +170,17 @@ def check_space_matches(spec: ModelSpec | None, observation_space: spaces.Space,
         raise ValueError("reward model does not match the observations: " + "; ".join(problems))
 
 
-def check_batch(spec: ModelSpec | None, batch: Batch) -> None:
-    """Raise ``ValueError`` if ``batch`` does not have the keys, shapes and dtypes of ``spec``."""
+def _dtype_name(arr: Any) -> str:
+    """``"float32"`` for a numpy array or a torch tensor alike (torch is not imported here)."""
+    dtype = arr.dtype
+    if isinstance(dtype, np.dtype):
+        return dtype.name
+    return str(dtype).rpartition(".")[2]  # torch.float32 -> float32
+
+
+def check_batch(spec: ModelSpec | None, batch: Batch, *, check_dtype: bool = False) -> None:
+    """Raise ``ValueError`` if ``batch`` does not have the keys and shapes (and, with
+    ``check_dtype``, the dtypes) of ``spec``; the message names expected and actual."""
     if spec is None:
         return
     for key, inp in spec.inputs.items():
@@ -184,6 +193,44 @@ def check_batch(spec: ModelSpec | None, batch: Batch) -> None:
                 f"reward model input {key!r}: expected per-frame shape {tuple(inp.shape)}"
                 f"{' with a window of ' + str(spec.window) if spec.window > 1 else ''}, got array of shape {tuple(arr.shape)}"
             )
+        if check_dtype and _dtype_name(arr) != np.dtype(inp.dtype).name:
+            raise ValueError(f"reward model input {key!r}: expected dtype {inp.dtype}, got {_dtype_name(arr)}")
+
+
+class BatchCheck:
+    """:func:`check_batch` for one spec, cheap enough to run on every step.
+
+    The full check runs once per observation layout: a batch whose per-key per-frame shape and
+    dtype were already accepted costs one shape comparison and one set lookup per key. Any other
+    layout (a changed shape or dtype) goes through :func:`check_batch`, so it raises the same
+    error naming expected and actual. Numpy arrays and torch tensors are both accepted.
+    """
+
+    def __init__(self, spec: ModelSpec | None, *, check_dtype: bool = True) -> None:
+        self.spec = spec
+        self.check_dtype = check_dtype
+        offset = 1 if spec is None or spec.window == 1 else 2
+        # key -> (offset of the per-frame shape, per-frame shape, dtypes already accepted)
+        self._items: list[tuple[str, int, tuple[int, ...], set[Any]]] = (
+            [] if spec is None else [(k, offset, tuple(v.shape), set()) for k, v in spec.inputs.items()]
+        )
+
+    def __call__(self, batch: Batch) -> None:
+        try:
+            for key, offset, shape, dtypes in self._items:
+                arr = batch[key]
+                if arr.shape[offset:] != shape or arr.dtype not in dtypes:
+                    self._slow(batch)
+                    return
+        except (KeyError, AttributeError, TypeError):
+            self._slow(batch)
+
+    def _slow(self, batch: Batch) -> None:
+        check_batch(self.spec, batch, check_dtype=self.check_dtype)  # raises on a mismatch
+        for key, _, _, dtypes in self._items:
+            arr = batch[key]
+            if hasattr(arr, "dtype"):
+                dtypes.add(arr.dtype)
 
 
 def check_finite(values: np.ndarray, *, what: str = "reward model") -> np.ndarray:

@@ -47,7 +47,7 @@ from reward_wrappers.base import (
     ModelLike,
     RewardModel,
     as_reward_model,
-    check_batch,
+    BatchCheck,
     check_finite,
     check_space_matches,
     model_window,
@@ -99,10 +99,18 @@ class NumpyOps:
         return np.concatenate(parts, axis=0)
 
     def sigmoid(self, x: np.ndarray) -> np.ndarray:
-        return sigmoid(x)
+        if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.ndim == 1):
+            return sigmoid(x)
+        # base.sigmoid's exact arithmetic, in place: one temporary instead of three.
+        out = np.multiply(x, 0.5)
+        np.tanh(out, out=out)
+        out += 1.0
+        out *= 0.5
+        return out
 
     def any(self, mask: Optional[Array]) -> bool:
-        return mask is not None and bool(mask.any())
+        # count_nonzero is a plain C call; ndarray.any() goes through Python-level dispatch.
+        return mask is not None and np.count_nonzero(mask) != 0
 
     def to_float(self, mask: np.ndarray) -> np.ndarray:
         return mask.astype(np.float64)
@@ -110,12 +118,11 @@ class NumpyOps:
     def predict(self, model: RewardModel, batch: Frames) -> np.ndarray:
         return np.asarray(model.predict(batch), dtype=np.float64).reshape(-1)
 
-
     def confidence(self, model: Any, batch: Frames) -> np.ndarray:
         return np.asarray(model.predict_confidence(batch), dtype=np.float64).reshape(-1)
 
     def check_finite(self, values: np.ndarray, what: str) -> np.ndarray:
-        if np.isfinite(values).all():  # fast path; the full check builds the error message
+        if np.count_nonzero(np.isfinite(values)) == values.size:  # fast path; the full check builds the message
             return values
         return check_finite(values, what=what)
 
@@ -312,9 +319,13 @@ class HoldCounter:
         self.counts = ops.zeros(num_envs)
 
     def reset(self, mask: Optional[Mask] = None) -> None:
+        if self.hold_steps == 1:
+            return
         self.counts = self.ops.zeros(len(self.counts)) if mask is None else self.ops.where(mask, 0.0, self.counts)
 
     def update(self, positive: Mask) -> Mask:
+        if self.hold_steps == 1:  # success is the frame's own decision; counts would stay unused
+            return positive
         self.counts = self.ops.where(positive, self.counts + 1.0, 0.0)
         return self.counts >= self.hold_steps
 
@@ -346,7 +357,8 @@ class ModelFeed:
         self.min_confidence = min_confidence
         self.what = what
         self._history: Optional[dict[str, Array]] = None
-        self._checked = False
+        # Keys, per-frame shapes and dtypes against the spec, checked fully once per layout.
+        self._check = BatchCheck(getattr(model, "spec", None))
         # A spec, when there is one, is the authority: every TorchRewardModel has the methods,
         # but only networks with a confidence head can answer them.
         has_confidence = (
@@ -409,9 +421,7 @@ class ModelFeed:
 
     # -- forward ------------------------------------------------------------------------------
     def _forward(self, batch: Frames) -> Array:
-        if not self._checked:
-            check_batch(self.model.spec, {k: v for k, v in batch.items()})
-            self._checked = True
+        self._check(batch)
         n = next(iter(batch.values())).shape[0]
         if self.min_confidence is not None and hasattr(self.model, "predict_with_confidence") and self.ops.name == "numpy":
             values, confidence = self.model.predict_with_confidence(batch)  # type: ignore[attr-defined]

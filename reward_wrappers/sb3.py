@@ -78,8 +78,6 @@ class VecCoreWrapper(VecEnvWrapper):
 
     def _next_frames(self, frames: dict[str, np.ndarray], dones: np.ndarray, infos: VecInfos) -> dict[str, np.ndarray]:
         """``s'`` per env: the returned obs, or ``terminal_observation`` where the env is done."""
-        if not dones.any():
-            return frames
         next_frames = {k: np.array(v, copy=True) for k, v in frames.items()}
         for i in np.flatnonzero(dones):
             terminal = obs_to_dict(infos[i]["terminal_observation"], self.observation_space)
@@ -89,30 +87,36 @@ class VecCoreWrapper(VecEnvWrapper):
 
     def step_wait(self) -> VecEnvStepReturn:
         obs, env_rewards, dones, infos = self.venv.step_wait()
-        infos = list(infos)
+        if not isinstance(infos, list):  # SubprocVecEnv returns a tuple
+            infos = list(infos)
         dones = np.asarray(dones, dtype=bool)
-        frames = self._frames(obs)
-        terminated = dones
-        if dones.any():
-            truncated = np.array([bool(info.get("TimeLimit.truncated", False)) for info in infos])
-            terminated = dones & ~truncated
-        out = self.core.step(
-            self._next_frames(frames, dones, infos),
-            np.asarray(env_rewards, dtype=np.float64),
-            terminated,
-            ended=dones,
-            restart_frames=frames,
-        )
-        # One pass over the envs (this loop is most of the wrapper's own per-step cost).
-        env_rewards_listed = out.info[ENV_REWARD].tolist()
-        per_env = [(key, values.tolist()) for key, values in out.info.items() if key != ENV_REWARD and not key.startswith(RESET_PREFIX)]
-        for i, info in enumerate(infos):
-            info.setdefault(ENV_REWARD, env_rewards_listed[i])  # an inner reward wrapper's value wins
-            for key, listed in per_env:
-                info[key] = listed[i]
-            if "is_success" not in info and "success" in info:
+        any_done = np.count_nonzero(dones) != 0
+        frames = self._reader.batched(obs)
+        env_rewards = np.asarray(env_rewards, dtype=np.float64)
+        if any_done:
+            truncated = np.fromiter((bool(info.get("TimeLimit.truncated", False)) for info in infos), bool, len(infos))
+            out = self.core.step(
+                self._next_frames(frames, dones, infos), env_rewards, dones & ~truncated, ended=dones, restart_frames=frames
+            )
+        else:  # nothing terminated, nothing restarts: the returned obs are every env's s'
+            out = self.core.step(frames, env_rewards, dones)
+        # Per-env values as Python scalars, one key at a time (a tight loop per key is the
+        # cheapest way to fill B dicts); the env's own reward only where no inner reward
+        # wrapper recorded it.
+        for key, values in out.info.items():
+            if key.startswith(RESET_PREFIX):
+                continue
+            if key == ENV_REWARD:
+                for info, value in zip(infos, values.tolist()):
+                    if ENV_REWARD not in info:
+                        info[ENV_REWARD] = value
+            else:
+                for info, value in zip(infos, values.tolist()):
+                    info[key] = value
+        for info in infos:
+            if "success" in info and "is_success" not in info:
                 info["is_success"] = bool(info["success"])
-        if dones.any():
+        if any_done:
             inner = getattr(self.venv, "reset_infos", None)
             for i in np.flatnonzero(dones):
                 self.reset_infos[i] = dict(inner[i]) if inner else {}

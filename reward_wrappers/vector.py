@@ -87,7 +87,7 @@ class VectorCoreWrapper(VectorWrapper):
     def _final_frames(self, frames: dict[str, Array], info: VectorInfo) -> tuple[Optional[Mask], dict[str, Array]]:
         """Which envs ended this step (SAME_STEP) and ``s'`` for every env."""
         mask = info.get("_final_obs")
-        if mask is None or not np.any(mask):
+        if mask is None or np.count_nonzero(mask) == 0:
             return None, frames
         mask = np.asarray(mask, dtype=bool)
         next_frames = {k: np.array(v, copy=True) for k, v in frames.items()}

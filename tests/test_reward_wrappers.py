@@ -281,6 +281,50 @@ def test_spec_mismatch_errors_name_expected_and_actual() -> None:
         ProgressReward(env, SpecModel(ModelSpec(inputs={"rgb": InputSpec((32, 32, 3), "uint8")}, output="progress"), logit_fn))
 
 
+class LayoutChangingEnv(CountingEnv):
+    """A counting env whose observations leave the declared space from step ``at`` on."""
+
+    def __init__(self, change: str, at: int = 3) -> None:
+        super().__init__(max_len=7, terminate=False)
+        self.change, self.at = change, at
+
+    def _obs(self) -> Any:
+        state = super()._obs()
+        if self.t < self.at:
+            return state
+        return state.astype(np.float64) if self.change == "dtype" else np.append(state, 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [("dtype", r"input 'state': expected dtype float32, got float64"), ("shape", r"expected per-frame shape \(3,\), got array of shape \(1, 4\)")],
+)
+def test_observation_layout_changing_mid_episode_raises(change: str, message: str) -> None:
+    # The spec check runs in full once per observation layout: a layout seen (and accepted)
+    # before costs almost nothing, a new one is checked again and must still raise.
+    env = LearnedReward(TimeLimit(LayoutChangingEnv(change), 7), SpecModel(state_spec(), logit_fn))
+    env.reset(seed=0)
+    for _ in range(2):
+        env.step(np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match=message):
+        env.step(np.zeros(1, np.float32))
+
+
+def test_batch_check_accepts_numpy_and_torch_and_names_expected_and_actual() -> None:
+    from reward_wrappers.base import BatchCheck
+
+    check = BatchCheck(state_spec(window=2))
+    check({"state": np.zeros((4, 2, 3), np.float32)})
+    check({"state": torch.zeros(4, 2, 3)})
+    check({"state": np.zeros((1, 2, 3), np.float32)})  # the batch size is free
+    with pytest.raises(ValueError, match=r"expected dtype float32, got float64"):
+        check({"state": torch.zeros(4, 2, 3, dtype=torch.float64)})
+    with pytest.raises(ValueError, match=r"with a window of 2, got array of shape \(4, 3\)"):
+        check({"state": np.zeros((4, 3), np.float32)})
+    with pytest.raises(ValueError, match=r"'state' missing from batch"):
+        check({"rgb": np.zeros((4, 2, 3), np.float32)})
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("make", [
     lambda env, f: LearnedReward(env, f),
