@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import errno
 import os
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -52,27 +52,60 @@ def npy_header(dtype: np.dtype, shape: tuple[int, ...], total: int | None = None
     return NPY_MAGIC + len(body).to_bytes(2, "little") + body
 
 
+#: ``alloc(nbytes) -> (raw, segment)``: page-aligned ``uint8`` memory of ``nbytes`` (e.g. shared
+#: memory) and a handle the owner uses to find it again; see :class:`FrameBuffer`.
+Allocator = Callable[[int], "tuple[np.ndarray, Any]"]
+
+
 class FrameBuffer:
     """A growable ``(capacity, *shape)`` array in page-aligned memory with a header slot.
 
     ``append`` copies one frame in (the only per-step copy the recorder makes);
     :func:`write_frames` stores ``view()`` as a ``.npy`` with a single ``write()``.
+
+    With ``alloc`` the memory comes from the caller (the process writer passes shared memory, so
+    another process can write the frames without a copy); ``segment`` is the allocator's handle
+    of the current memory, replaced when the buffer grows.
     """
 
-    __slots__ = ("shape", "dtype", "frame_bytes", "raw", "start", "array", "n")
+    __slots__ = ("shape", "dtype", "frame_bytes", "raw", "start", "array", "n", "segment", "_alloc")
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, capacity: int) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, capacity: int,
+                 alloc: Allocator | None = None) -> None:
         self.shape = tuple(shape)
         self.dtype = np.dtype(dtype)
         self.frame_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
         self.n = 0
+        self.segment: Any = None
+        self._alloc = alloc
         self._allocate(max(1, int(capacity)))
+
+    @classmethod
+    def over(cls, raw: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, n: int) -> "FrameBuffer":
+        """A buffer of ``n`` frames laid out in ``raw`` as an allocator's memory (header slot first).
+
+        The writer process uses this to see the recorder's shared memory without copying it.
+        """
+        self = cls.__new__(cls)
+        self.shape, self.dtype, self.n = tuple(shape), np.dtype(dtype), int(n)
+        self.frame_bytes = int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        capacity = (len(raw) - HEADER_BYTES - ALIGN) // self.frame_bytes if self.frame_bytes else self.n
+        if capacity < self.n or raw.ctypes.data % ALIGN:
+            raise ValueError(f"{len(raw)} bytes at {raw.ctypes.data:#x} cannot hold {n} aligned frames of {shape}")
+        self.segment, self._alloc, self.raw, self.start = None, None, raw, 0
+        data = raw[HEADER_BYTES : HEADER_BYTES + capacity * self.frame_bytes]
+        self.array = data.view(self.dtype).reshape(capacity, *self.shape)
+        return self
 
     def _allocate(self, capacity: int) -> None:
         data_bytes = capacity * self.frame_bytes
-        # ALIGN in front to find an aligned start, ALIGN behind so a padded write stays inside.
-        raw = np.empty(ALIGN + HEADER_BYTES + data_bytes + ALIGN, dtype=np.uint8)
-        self.start = -(raw.ctypes.data + HEADER_BYTES) % ALIGN
+        if self._alloc is None:
+            # ALIGN in front to find an aligned start, ALIGN behind so a padded write stays inside.
+            raw = np.empty(ALIGN + HEADER_BYTES + data_bytes + ALIGN, dtype=np.uint8)
+            self.start = -(raw.ctypes.data + HEADER_BYTES) % ALIGN
+        else:  # page-aligned already: only the slack behind
+            raw, self.segment = self._alloc(HEADER_BYTES + data_bytes + ALIGN)
+            self.start = 0
         self.raw = raw
         data = raw[self.start + HEADER_BYTES : self.start + HEADER_BYTES + data_bytes]
         self.array = data.view(self.dtype).reshape(capacity, *self.shape)
@@ -83,11 +116,15 @@ class FrameBuffer:
 
     def append(self, value: Any) -> None:
         if self.n == len(self.array):
-            old = self.array
-            self._allocate(2 * len(old))
-            self.array[: self.n] = old[: self.n]
+            self.grow()
         self.array[self.n] = value
         self.n += 1
+
+    def grow(self) -> None:
+        """Double the capacity, keeping the frames appended so far."""
+        old = self.array
+        self._allocate(2 * len(old))
+        self.array[: self.n] = old[: self.n]
 
     def view(self) -> np.ndarray:
         """The frames appended so far (a view, not a copy)."""

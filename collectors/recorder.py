@@ -27,6 +27,7 @@ from gymnasium import spaces
 
 from collectors.format import SPLITS
 from collectors.frames import FrameBuffer
+from collectors.process_writer import ProcessWriter, open_writer
 from collectors.writer import (
     TrajectoryWriter,
     WriteJob,
@@ -77,8 +78,15 @@ class TrajectoryRecorder(gym.Wrapper):
         max_positive, max_negative: caps on the trajectories in each split, counted on disk,
             so they hold across restarts and across processes sharing ``out_dir``. Episodes
             for a full split are not written; when both are full nothing is buffered.
-        async_write: write on a background thread; ``close()`` (or ``flush()``) waits for it
-            and raises any error it hit (errors also surface at the next ``step``/``reset``).
+        async_write: write off the stepping thread; ``close()`` (or ``flush()``) waits for the
+            writes and raises any error they hit (errors also surface at the next ``reset``).
+            ``True`` (or ``"process"``): a writer process fed through shared memory
+            (:mod:`collectors.process_writer`); episodes cost the env loop only their buffering
+            and one small message, and survive this process being killed once handed over.
+            ``True`` falls back to a thread, with a warning, where a process cannot be started
+            (non-Linux); ``"process"`` raises instead. ``"thread"``: a writer thread in this
+            process (about 3x the overhead of the process: it contends for the GIL).
+            ``False`` (or ``"sync"``): write on the stepping thread when the episode ends.
         metadata: extra JSON-serialisable entries for every ``meta.json`` (e.g. the policy).
         fsync: fsync each trajectory before renaming it into place (survives power loss).
         require_success_key: set False for envs without a success flag: every label is then 0.
@@ -98,7 +106,7 @@ class TrajectoryRecorder(gym.Wrapper):
         info_keys: Sequence[str] = (),
         max_positive: int | None = None,
         max_negative: int | None = None,
-        async_write: bool = False,
+        async_write: bool | str = False,
         metadata: Mapping[str, Any] | None = None,
         fsync: bool = False,
         require_success_key: bool = True,
@@ -123,7 +131,7 @@ class TrajectoryRecorder(gym.Wrapper):
                 raise ValueError(f"{name} must be None or an int >= 0, got {cap!r}")
         self.caps: dict[str, int | None] = {"positive": max_positive, "negative": max_negative}
         self.metadata = dict(metadata or {})
-        self._writer = TrajectoryWriter(self.out_dir, async_write=async_write, fsync=fsync)
+        self._writer: TrajectoryWriter | ProcessWriter = open_writer(self.out_dir, async_write, fsync=fsync)
         spec = getattr(env, "spec", None)
         self.env_id: str | None = spec.id if spec is not None else None
         self._host = socket.gethostname()
@@ -135,6 +143,7 @@ class TrajectoryRecorder(gym.Wrapper):
         self.episodes_finished = 0
         self.episodes_discarded = 0
         self._recording = False  # an episode is being buffered
+        self._closed = False
         self._seed: int | None = None
         self._last_seed: int | None = None
         self._episodes_since_seed = 0
@@ -142,8 +151,9 @@ class TrajectoryRecorder(gym.Wrapper):
         self._single_obs_col: FrameBuffer | None = None
         self._action_col: FrameBuffer
         self._info_cols: dict[str, FrameBuffer] = {}
-        self._use_buffers({k: FrameBuffer(*self._obs_specs[k], self._capacity) for k in self.keys},
-                          FrameBuffer(*self._action_spec, self._capacity), {})
+        new = self._writer.new_buffer
+        self._use_buffers({k: new(*self._obs_specs[k], self._capacity) for k in self.keys},
+                          new(*self._action_spec, self._capacity), {})
         # Buffers the writer thread has finished with (deque: thread-safe append/popleft).
         self._spare: collections.deque[list[dict[str, FrameBuffer]]] = collections.deque()
         self._reset_info_missing: list[str] = []
@@ -209,12 +219,22 @@ class TrajectoryRecorder(gym.Wrapper):
         try:
             self._writer.close()
         finally:
+            # Drop the buffers now: with the process writer they are shared memory, freed here.
+            self._closed = True
+            self._spare.clear()
+            self._obs_cols, self._info_cols, self._single_obs_col = {}, {}, None
+            self._action_col = FrameBuffer((), np.dtype(np.uint8), 1)
             super().close()
 
     # ------------------------------------------------------------------ public extras
     def flush(self) -> None:
         """Block until every finished episode is on disk; raise a write error if one happened."""
         self._writer.flush()
+
+    @property
+    def write_mode(self) -> str:
+        """How episodes are written: ``"sync"``, ``"thread"`` or ``"process"`` (see ``async_write``)."""
+        return self._writer.kind
 
     @property
     def stats(self) -> WriteStats:
@@ -244,10 +264,11 @@ class TrajectoryRecorder(gym.Wrapper):
             obs_cols, action, info_cols = self._spare.popleft()
             return obs_cols, action[""], info_cols
         except IndexError:
+            new = self._writer.new_buffer
             return (
-                {k: FrameBuffer(c.shape, c.dtype, c.capacity) for k, c in self._obs_cols.items()},
-                FrameBuffer(self._action_col.shape, self._action_col.dtype, self._action_col.capacity),
-                {k: FrameBuffer(c.shape, c.dtype, c.capacity) for k, c in self._info_cols.items()},
+                {k: new(c.shape, c.dtype, c.capacity) for k, c in self._obs_cols.items()},
+                new(self._action_col.shape, self._action_col.dtype, self._action_col.capacity),
+                {k: new(c.shape, c.dtype, c.capacity) for k, c in self._info_cols.items()},
             )
 
     @staticmethod
@@ -270,6 +291,8 @@ class TrajectoryRecorder(gym.Wrapper):
         )
 
     def _start_episode(self, obs: Any, info: Mapping[str, Any]) -> None:
+        if self._closed:
+            raise RuntimeError("TrajectoryRecorder is closed; make a new one to record more episodes")
         self._recording = not self.full
         if not self._recording:
             return
@@ -295,7 +318,7 @@ class TrajectoryRecorder(gym.Wrapper):
             arr = np.asarray(value)
             if arr.dtype.hasobject:
                 raise TypeError(f"info[{key!r}] = {value!r} is not numeric; only array-like info values can be stored")
-            col = self._info_cols[key] = FrameBuffer(arr.shape, arr.dtype, self._capacity)
+            col = self._info_cols[key] = self._writer.new_buffer(arr.shape, arr.dtype, self._capacity)
         if key in self._reset_info_missing and col.n == 0:
             col.append(np.zeros(col.array.shape[1:], col.array.dtype))  # reset frame placeholder
         col.append(value)
@@ -344,15 +367,18 @@ class TrajectoryRecorder(gym.Wrapper):
             **self.metadata,
         }
         job = WriteJob(split, new_trajectory_id(), fields, meta, cap=self.caps[split])
-        if self._writer.async_write:
-            # The writer thread owns these buffers until it has written them; the next episode
-            # takes recycled ones (reusing warm memory: fresh pages cost a fault each).
-            handed = [self._obs_cols, {"": self._action_col}, self._info_cols]
-            job.release = lambda handed=handed: self._spare.append(handed)
+        writer = self._writer
+        if writer.async_write:
+            # The writer owns these buffers until it has written them; the next episode takes
+            # recycled ones (reusing warm memory: fresh pages cost a fault each). The closure
+            # holds the deque, not the recorder, so a dropped recorder is freed by refcounting.
+            handed, spare = [self._obs_cols, {"": self._action_col}, self._info_cols], self._spare
+            job.release = lambda: spare.append(handed)
+        before = writer.stats.dropped_full[split]
+        writer.submit(job)  # if this raises, the job was not taken and the buffers stay ours
+        if writer.async_write:
             self._use_buffers(*self._take_spare_buffers())
-        before = self.stats.dropped_full[split]
-        self._writer.submit(job)
-        if self.stats.dropped_full[split] != before:
+        if writer.stats.dropped_full[split] != before:
             self._full[split] = True
 
 

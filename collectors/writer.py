@@ -1,5 +1,8 @@
 """Write finished trajectories to disk atomically, on the caller's thread or a background one.
 
+(:mod:`collectors.process_writer` writes them in a separate process instead; the fastest
+option, and what ``TrajectoryRecorder(async_write=True)`` uses where it can.)
+
 A trajectory is built in ``out_dir/.tmp/<pid>-<id>/`` and becomes visible with one
 ``os.rename`` into ``out_dir/<split>/<id>/``: a reader never sees half a trajectory, even when
 the writing process is killed. Ids carry a nanosecond clock, the pid and random bits, so
@@ -101,7 +104,11 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:  # a zombie (dead, not yet reaped: e.g. an orphaned writer process) writes nothing more
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return True
 
 
 def remove_stale_tmp(root: str | os.PathLike[str]) -> int:
@@ -317,6 +324,15 @@ class TrajectoryWriter:
             # Daemon so a forgotten close() cannot hang interpreter exit; callers flush via close().
             self._thread = threading.Thread(target=self._run, name=f"TrajectoryWriter({self.root})", daemon=True)
             self._thread.start()
+
+    @property
+    def kind(self) -> str:
+        """``"sync"`` or ``"thread"`` (:class:`~collectors.process_writer.ProcessWriter` says ``"process"``)."""
+        return "thread" if self.async_write else "sync"
+
+    def new_buffer(self, shape: tuple[int, ...], dtype: np.dtype, capacity: int) -> FrameBuffer:
+        """A frame buffer this writer can write (private memory; the process writer shares it)."""
+        return FrameBuffer(shape, dtype, capacity)
 
     def submit(self, job: WriteJob) -> None:
         """Write ``job`` now, or queue it for the background thread."""

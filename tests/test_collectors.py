@@ -144,8 +144,10 @@ RECORDER_KW = {"info_keys": ("stage",)}
 
 
 # ----------------------------------------------------------------------------- single env
-def test_single_env_exact_content_and_routing(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, **RECORDER_KW)
+@pytest.mark.parametrize("async_write", [False, "thread", "process"])
+def test_single_env_exact_content_and_routing(tmp_path: Path, async_write: bool | str) -> None:
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write=async_write, **RECORDER_KW)
+    assert env.write_mode == {False: "sync"}.get(async_write, async_write)
     obs, info = env.reset(seed=SEED_BASE + 2)
     assert isinstance(obs, dict) and info["stage"] == 1
     finished, a = 0, 0.0
@@ -226,12 +228,18 @@ def test_long_episode_grows_buffers(tmp_path: Path) -> None:
             return obs, r, False, self.t >= 600, info
 
     env = TrajectoryRecorder(Long(), tmp_path, async_write=True)
+    assert env.write_mode == "process"  # growing replaces shared-memory segments mid-episode
     env.reset(seed=SEED_BASE)
-    for i in range(600):
-        env.step(np.array([i], np.float32))
+    for _episode in range(2):  # the second episode reuses the grown buffers
+        for i in range(600):
+            env.step(np.array([i], np.float32))
+        env.reset()
     env.close()
-    (t,) = load_trajectories(tmp_path)
-    assert len(t) == 600 and t.obs["state"][600, 2] == 600 and t.actions[599, 0] == 599
+    trajs = load_trajectories(tmp_path)
+    assert len(trajs) == 2
+    for t in trajs:
+        assert len(t) == 600 and t.obs["state"][600, 2] == 600 and t.actions[599, 0] == 599
+        np.testing.assert_array_equal(t.obs["state"][:, 2], np.arange(601))
 
 
 # ----------------------------------------------------------------------------- vector envs
@@ -255,8 +263,10 @@ def test_sb3_make_vec_env(tmp_path: Path, vec_cls: str) -> None:
 
     cls, kw = (DummyVecEnv, {}) if vec_cls == "dummy" else (SubprocVecEnv, {"start_method": "fork"})
     vec = make_vec_env(CountingEnv, n_envs=2, wrapper_class=TrajectoryRecorder,
-                       wrapper_kwargs={"out_dir": tmp_path, "async_write": vec_cls == "subproc", **RECORDER_KW},
+                       wrapper_kwargs={"out_dir": tmp_path, "async_write": True, **RECORDER_KW},
                        vec_env_cls=cls, vec_env_kwargs=kw)
+    # SubprocVecEnv workers are daemonic (no multiprocessing children): the writer is still a process
+    assert vec.get_attr("write_mode") == ["process", "process"]
     finished = _drive_sb3(vec, 60)
     assert finished > 20
     check_buffer(tmp_path, 2, finished)
@@ -265,6 +275,7 @@ def test_sb3_make_vec_env(tmp_path: Path, vec_cls: str) -> None:
 def _gym_vec(tmp_path: Path, kind: str, mode: str, n: int = 2, **kw):  # type: ignore[no-untyped-def]
     from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
+    kw.setdefault("async_write", kind == "async")  # AsyncVectorEnv workers with writer processes
     fns = [lambda: TrajectoryRecorder(CountingEnv(), tmp_path, **RECORDER_KW, **kw) for _ in range(n)]
     cls = SyncVectorEnv if kind == "sync" else AsyncVectorEnv
     extra = {"context": "fork"} if kind == "async" else {}
@@ -312,7 +323,7 @@ def _run_episodes(env, n: int, seed: int = SEED_BASE) -> None:  # type: ignore[n
             env.reset()
 
 
-@pytest.mark.parametrize("async_write", [False, True])
+@pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_caps_hold_and_survive_restart(tmp_path: Path, async_write: bool) -> None:
     env = TrajectoryRecorder(CountingEnv(), tmp_path, max_positive=2, max_negative=3, async_write=async_write)
     _run_episodes(env, 20)
@@ -332,6 +343,8 @@ def test_caps_hold_and_survive_restart(tmp_path: Path, async_write: bool) -> Non
 def test_bad_caps_and_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_positive"):
         TrajectoryRecorder(CountingEnv(), tmp_path, max_positive=-1)
+    with pytest.raises(ValueError, match="async_write must be False, True, 'sync', 'thread' or 'process'"):
+        TrajectoryRecorder(CountingEnv(), tmp_path, async_write="yes")
     with pytest.raises(ValueError, match="observation keys"):
         TrajectoryRecorder(CountingEnv(), tmp_path, keys=["depth"])
 
@@ -356,7 +369,7 @@ def test_missing_success_key_raises_listing_keys(tmp_path: Path) -> None:
         env.step(np.zeros(1, np.float32))
 
 
-@pytest.mark.parametrize("async_write", [False, True])
+@pytest.mark.parametrize("async_write", [False, "thread"])  # the process path: test_process_writer_*
 def test_failed_write_raises_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                 async_write: bool) -> None:
     import collectors.writer as writer
@@ -462,6 +475,181 @@ def test_killed_writer_leaves_no_partial_trajectory(tmp_path: Path) -> None:
     # removes temp dirs whose writer process is gone.
     TrajectoryRecorder(CountingEnv(), tmp_path).close()
     assert not any((tmp_path / ".tmp").iterdir())
+
+
+# ----------------------------------------------------------------------------- writer process
+def _memfd_use() -> tuple[int, int]:
+    """(mappings, open descriptors) of the process writer's shared memory in this process."""
+    with open("/proc/self/maps") as f:
+        maps = sum("memfd:rewardswap-frames" in line for line in f)
+    fds = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds += "memfd:rewardswap-frames" in os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:  # closed meanwhile (the listing's own descriptor)
+            pass
+    return maps, fds
+
+
+def _exited(pid: int, timeout: float = 30.0) -> bool:
+    """True once ``pid`` is gone or a zombie (an orphan may wait for init to reap it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[-1].split()[0] == b"Z":
+                    return True
+        except FileNotFoundError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.mark.parametrize("blocker", [".tmp", "negative"])
+def test_process_writer_failed_write_raises_and_leaves_nothing(tmp_path: Path, blocker: str) -> None:
+    """A write that fails in the writer process (at the first mkdir, or at the final rename) is
+    raised here as TrajectoryWriteError; nothing partial is left; the recorder keeps working."""
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process", **RECORDER_KW)
+    path = tmp_path / blocker
+    path.rmdir()
+    path.write_text("a file where a directory should be")
+    env.reset(seed=SEED_BASE)  # idx 0, episode 1: 4 steps, negative
+    for _ in range(4):
+        env.step(np.zeros(1, np.float32))
+    with pytest.raises(TrajectoryWriteError, match=r"could not write trajectory \S+ to .*NotADirectoryError"
+                                                   r".*no partial trajectory was left"):
+        env.flush()
+    path.unlink()
+    assert load_trajectories(tmp_path) == []
+    assert blocker == ".tmp" or not any((tmp_path / ".tmp").iterdir())
+    path.mkdir()
+    _run_episodes(env, 1, seed=SEED_BASE + 1)  # the writer process is still there and writes again
+    env.close()
+    assert env.write_mode == "process"
+    (t,) = load_trajectories(tmp_path)
+    check_exact(t, 1, 1)
+
+
+def test_process_writer_frees_shared_memory_on_close_and_gc(tmp_path: Path) -> None:
+    base = _memfd_use()
+    shm_before = set(os.listdir("/dev/shm"))
+    env = TrajectoryRecorder(CountingEnv(), tmp_path / "a", async_write="process")
+    pid = env._writer.pid
+    _run_episodes(env, 3)
+    env.flush()
+    maps, fds = _memfd_use()
+    assert maps > base[0] and fds >= base[1]  # the buffers really are the shared segments we count
+    with open(f"/proc/{pid}/maps") as f:
+        assert "memfd:rewardswap-frames" in f.read()  # ... and the writer maps them too
+    env.close()
+    assert _memfd_use() == base and _exited(pid)
+    assert len(load_trajectories(tmp_path / "a")) == 3
+
+    # Never closed, only dropped: the memory goes, and the writer still writes what it was handed.
+    env = TrajectoryRecorder(CountingEnv(), tmp_path / "b", async_write="process")
+    pid = env._writer.pid
+    _run_episodes(env, 3)
+    del env
+    import gc
+
+    gc.collect()
+    assert _memfd_use() == base and _exited(pid)
+    assert len(load_trajectories(tmp_path / "b")) == 3
+    assert not any((tmp_path / "b" / ".tmp").iterdir())
+    # memfd memory never has a name: nothing new under /dev/shm with our name on it
+    assert not [n for n in set(os.listdir("/dev/shm")) - shm_before if "rewardswap" in n]
+
+
+_BIG_EPISODES = textwrap.dedent("""
+    import sys, numpy as np, gymnasium as gym
+    from gymnasium import spaces
+    sys.path.insert(0, {repo!r})
+    from collectors import TrajectoryRecorder
+
+    class Big(gym.Env):
+        observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+        action_space = spaces.Box(-1, 1, (2,), np.float32)
+        def reset(self, *, seed=None, options=None):
+            self.t = 0
+            return self._obs(), {{"success": False}}
+        def _obs(self):
+            return np.full((64, 64, 3), self.t % 251, np.uint8)
+        def step(self, action):
+            self.t += 1
+            return self._obs(), float(self.t), False, self.t >= 300, {{"success": False}}
+
+    env = TrajectoryRecorder(Big(), {root!r}, async_write="process")
+    print(env._writer.pid, flush=True)
+    env.reset()
+    while True:
+        if env.step(np.zeros(2, np.float32))[3]:
+            env.reset()
+""")
+
+
+def test_process_writer_parent_killed_mid_write(tmp_path: Path) -> None:
+    """SIGKILL the recording process while episodes are being written: its writer process writes
+    every episode it was handed, then exits (no temp dir left); with the writer killed too, only
+    complete trajectories are visible and a new recorder clears the dead writer's temp dir."""
+    script = _BIG_EPISODES.format(repo=str(REPO), root=str(tmp_path))
+    written = 0
+    for kill_writer in (False, True):
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
+        assert proc.stdout is not None
+        writer_pid = int(proc.stdout.readline())
+        time.sleep(0.8)
+        os.kill(proc.pid, signal.SIGKILL)
+        if kill_writer:
+            os.kill(writer_pid, signal.SIGKILL)
+        proc.wait()
+        assert _exited(writer_pid)
+        trajs = load_trajectories(tmp_path)  # raises if any visible trajectory were partial
+        assert len(trajs) > written
+        written = len(trajs)
+        if not kill_writer:
+            assert not any((tmp_path / ".tmp").iterdir())
+    for t in trajs:
+        assert len(t) == 300 and t.rewards[-1] == 300
+        np.testing.assert_array_equal(t.obs["rgb"][:, 0, 0, 0], np.arange(301) % 251)
+    TrajectoryRecorder(CountingEnv(), tmp_path).close()
+    assert not any((tmp_path / ".tmp").iterdir())
+
+
+def test_process_writer_killed_falls_back_and_loses_nothing(tmp_path: Path) -> None:
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process", **RECORDER_KW)
+    env.reset(seed=SEED_BASE)
+    finished, a = 0, 0.0
+    with pytest.warns(RuntimeWarning, match=r"writer process \(pid \d+\) exited .* on a thread"):
+        for i in range(80):
+            if i == 30:
+                os.kill(env._writer.pid, signal.SIGKILL)
+            a += 1
+            _obs, _r, term, trunc, _info = env.step(np.array([a], np.float32))
+            if term or trunc:
+                finished += 1
+                env.reset()
+        env.close()
+    assert env.write_mode == "thread"
+    check_buffer(tmp_path, 1, finished)
+
+
+def test_process_writer_refuses_a_forked_copy(tmp_path: Path) -> None:
+    """A recorder used in a fork of the process that made it says what to do instead; the
+    original keeps working (the child only closed its copy of the socket)."""
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process")
+    _run_episodes(env, 1)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through its exit code
+        try:
+            env.flush()
+        except RuntimeError as exc:
+            os._exit(0 if "forked copy" in str(exc) else 2)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    _run_episodes(env, 1, seed=SEED_BASE + 1)
+    env.close()
+    assert len(load_trajectories(tmp_path)) == 2
 
 
 # ----------------------------------------------------------------------------- RLinf import

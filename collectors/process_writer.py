@@ -1,0 +1,542 @@
+"""Write trajectories in a separate writer process fed through shared memory.
+
+Why a process: on the project's 2-core VM a writer *thread* cost the env loop 25-31 % of its
+steps/s even when writing to tmpfs, while a separate process doing the same work on the other
+core cost 0-13 %. The thread's cost is contention inside one interpreter (GIL hand-offs and the
+Python work of writing: headers, JSON, mkdir/rename, cap counting), not the disk. So the writing
+leaves the process, and the frames do not travel: they are already in shared memory.
+
+How it works:
+
+* **Buffers in shared memory.** The recorder's per-episode :class:`~collectors.frames.FrameBuffer`
+  s are allocated by :meth:`ProcessWriter.new_buffer` in ``memfd_create`` memory: anonymous (it
+  never has a name under ``/dev/shm``), handed to the writer process as a file descriptor over a
+  Unix socket (``SCM_RIGHTS``) once per buffer, and freed by the kernel when the last process
+  mapping it unmaps it or dies. Nothing can leak, whichever process dies first.
+* **One small message per episode.** At episode end the recorder sends the segment ids and
+  lengths, ``meta`` and the small per-step arrays (rewards, labels, flags; inline bytes) as one
+  framed JSON message; nothing is pickled. The writer process writes the trajectory with
+  :func:`~collectors.writer.write_trajectory` (temp dir, atomic rename, caps under the lock,
+  errors cleaned up) and acknowledges it; only then does the recorder reuse those buffers.
+* **Started with** ``subprocess.Popen([sys.executable, "-c", "...process_writer import main..."])``,
+  not ``multiprocessing``: SB3's SubprocVecEnv workers are daemonic and may not have
+  multiprocessing children. It ignores SIGINT (a Ctrl-C must not kill it mid-write; the parent's
+  ``close()`` or exit ends it). On end of file (parent closed or died) it writes every episode it
+  had already received (their memory is still mapped in the writer), then exits.
+* **Errors.** A failed write comes back as an error acknowledgement and is raised as
+  :class:`~collectors.writer.TrajectoryWriteError` at the next ``reset``/``flush``/``close``. If the
+  writer process itself dies, the episodes it had not acknowledged are written in this process
+  (their memory is still mapped here) with a ``RuntimeWarning``, and later ones go to a writer
+  thread: nothing is lost.
+
+>>> import tempfile, numpy as np
+>>> root = tempfile.mkdtemp()
+>>> w = ProcessWriter(root)
+>>> frames = w.new_buffer((2,), np.dtype(np.float32), capacity=4)
+>>> for t in range(3):
+...     frames.append(np.full(2, t, np.float32))
+>>> w.submit(WriteJob("negative", new_trajectory_id(), {"obs.state": frames, "actions": np.zeros((2, 1)),
+...     "rewards": np.zeros(2), "labels": np.zeros(3, np.float32), "terminated": np.zeros(2, bool),
+...     "truncated": np.array([False, True])}, {"success": False}))
+>>> w.close(); w.stats.written["negative"], np.load(w.stats.paths[0] / "obs.state.npy")[:, 0].tolist()
+(1, [0.0, 1.0, 2.0])
+"""
+
+from __future__ import annotations
+
+import array
+import itertools
+import json
+import mmap
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import warnings
+import weakref
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from collectors.frames import FrameBuffer
+from collectors.writer import (
+    TrajectoryWriteError,
+    TrajectoryWriter,
+    WriteJob,
+    WriteStats,
+    _json_default,
+    new_trajectory_id,
+    remove_stale_tmp,
+    write_trajectory,
+)
+
+#: Frame header: JSON length, blob length (little-endian uint32 each).
+_HEADER = struct.Struct("<II")
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+#: Live writers, so a fork can detach the child's copies (see _after_fork_in_child).
+_LIVE: "weakref.WeakSet[ProcessWriter]" = weakref.WeakSet()
+
+
+def process_writer_available() -> str | None:
+    """None if a :class:`ProcessWriter` can run here, else why not (used to fall back to a thread)."""
+    if not hasattr(os, "memfd_create"):
+        return "os.memfd_create is missing (Linux only)"
+    if not hasattr(socket, "AF_UNIX") or not hasattr(socket.socket, "sendmsg"):
+        return "Unix sockets with sendmsg are missing"
+    if not sys.executable:
+        return "sys.executable is empty (embedded interpreter): no Python to start"
+    return None
+
+
+# ----------------------------------------------------------------------------- framing
+def _send(sock: socket.socket, msg: dict[str, Any], blobs: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:
+    payload = json.dumps(msg, default=_json_default).encode()
+    blob_len = sum(len(b) for b in blobs)
+    data = b"".join((_HEADER.pack(len(payload), blob_len), payload, *blobs))
+    if fds:  # the descriptors ride on the frame's first bytes
+        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+        if sent < len(data):
+            sock.sendall(memoryview(data)[sent:])
+    else:
+        sock.sendall(data)
+
+
+def _recv_exact(sock: socket.socket, n: int, fds: list[int]) -> bytes | None:
+    """``n`` bytes (None at end of file), collecting any descriptors that arrive with them."""
+    buf = bytearray()
+    while len(buf) < n:
+        data, ancdata, _flags, _addr = sock.recvmsg(n - len(buf), socket.CMSG_SPACE(16 * 4))
+        for level, kind, cdata in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.extend(array.array("i", cdata[: len(cdata) - len(cdata) % 4]))
+        if not data:
+            return None
+        buf += data
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
+    fds: list[int] = []
+    head = _recv_exact(sock, _HEADER.size, fds)
+    if head is None:
+        return None
+    json_len, blob_len = _HEADER.unpack(head)
+    body = _recv_exact(sock, json_len + blob_len, fds) if json_len + blob_len else b""
+    if body is None:
+        return None
+    return json.loads(body[:json_len]), body[json_len:], fds
+
+
+# ----------------------------------------------------------------------------- parent side
+class _Segment:
+    """One shared-memory mapping of the parent; ``id`` names it in messages to the writer."""
+
+    __slots__ = ("id", "mm", "__weakref__")
+
+    def __init__(self, seg_id: int, mm: mmap.mmap) -> None:
+        self.id, self.mm = seg_id, mm
+
+
+def _shutdown(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
+    """Finalizer: closing our end is the writer's signal to finish what it has and exit."""
+    try:
+        sock.close()
+    except OSError:
+        pass
+    proc.poll()  # reap it if it is already gone; never block here (GC, interpreter exit)
+
+
+class ProcessWriter:
+    """Writes :class:`~collectors.writer.WriteJob` s in a child process; see the module docstring.
+
+    The same interface as :class:`~collectors.writer.TrajectoryWriter` with ``async_write=True``:
+    ``submit`` returns at once (blocking only when ``max_pending`` episodes are unacknowledged, so
+    a slow disk slows the env instead of exhausting memory), ``flush``/``close`` wait, and an error
+    is raised by the next ``submit``, ``flush``, ``close`` or ``raise_pending_error``. Buffers from
+    :meth:`new_buffer` are written without a copy; other fields travel inline in the message.
+
+    Raises ``OSError`` if the process cannot be started (the recorder then uses a thread).
+    """
+
+    async_write = True
+
+    def __init__(self, root: str | os.PathLike[str], *, max_pending: int = 16, fsync: bool = False) -> None:
+        why = process_writer_available()
+        if why is not None:
+            raise OSError(f"cannot write in a separate process: {why}")
+        self.root = Path(root)
+        self.fsync = fsync
+        self.max_pending = max(1, int(max_pending))
+        self._stats = WriteStats()
+        self._errors: list[BaseException] = []
+        self._inflight: dict[int, WriteJob] = {}
+        self._seq = itertools.count()
+        self._seg_ids = itertools.count()
+        self._retired: list[int] = []  # segments freed here, to unmap in the writer too
+        self._rbuf = bytearray()
+        self._fallback: TrajectoryWriter | None = None
+        self._closed = False
+        self._eof = False  # the writer closed its end: it has exited or is about to
+        self._forked = False
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
+        # -c, not -m: the package __init__ imports this module, and -m would run it a second time.
+        cmd = [sys.executable, "-c", "import sys; from collectors.process_writer import main; sys.exit(main())",
+               str(theirs.fileno()), os.fspath(self.root)]
+        try:
+            self._proc = subprocess.Popen(cmd + (["--fsync"] if fsync else []), pass_fds=(theirs.fileno(),),
+                                          stdin=subprocess.DEVNULL, env=env)
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._sock = ours
+        self._finalizer = weakref.finalize(self, _shutdown, ours, self._proc)
+        _LIVE.add(self)
+
+    # ------------------------------------------------------------------ interface
+    @property
+    def kind(self) -> str:
+        """``"process"``, or ``"thread"`` once the writer process was lost and a thread took over."""
+        return "process" if self._fallback is None else "thread"
+
+    @property
+    def stats(self) -> WriteStats:
+        """What was written so far (acknowledgements already sent are read first, without waiting)."""
+        self._poll(block=False)
+        return self._stats
+
+    @property
+    def pid(self) -> int:
+        """The writer process's pid."""
+        return self._proc.pid
+
+    def new_buffer(self, shape: tuple[int, ...], dtype: np.dtype, capacity: int) -> FrameBuffer:
+        """A frame buffer in memory shared with the writer process (private once it is gone)."""
+        return FrameBuffer(shape, dtype, capacity, alloc=None if self._fallback is not None else self._allocate)
+
+    def submit(self, job: WriteJob) -> None:
+        """Hand ``job`` to the writer process; its buffers are released once it is on disk."""
+        self._check_usable()
+        self.raise_pending_error()
+        if self._closed:
+            raise RuntimeError("ProcessWriter is closed")
+        if self._fallback is not None:
+            self._fallback.submit(job)
+            return
+        fields: list[list[Any]] = []
+        blobs: list[bytes] = []
+        offset = 0
+        for name, value in job.fields.items():
+            if isinstance(value, FrameBuffer) and value.segment is not None and np.dtype(value.dtype.str) == value.dtype:
+                fields.append([name, value.segment.id, value.n, list(value.shape), value.dtype.str])
+                continue
+            arr = np.ascontiguousarray(value.view() if isinstance(value, FrameBuffer) else value)
+            if arr.dtype.hasobject or np.dtype(arr.dtype.str) != arr.dtype:
+                raise TypeError(f"field {name!r} has dtype {arr.dtype}; the format stores plain arrays only")
+            data = arr.tobytes()
+            fields.append([name, None, list(arr.shape), arr.dtype.str, offset, len(data)])
+            blobs.append(data)
+            offset += len(data)
+        seq = next(self._seq)
+        self._inflight[seq] = job
+        msg = {"job": seq, "split": job.split, "id": job.traj_id, "cap": job.cap, "meta": job.meta, "fields": fields}
+        self._send(msg, blobs)
+        self._poll(block=False)
+        while len(self._inflight) >= self.max_pending and self._fallback is None:
+            self._poll(block=True)
+
+    def flush(self) -> None:
+        """Wait until every submitted job is on disk; raise the first error."""
+        self._check_usable()
+        while self._inflight and self._fallback is None:
+            self._poll(block=True)
+        if self._fallback is not None:
+            self._fallback.flush()
+        self.raise_pending_error()
+
+    def close(self) -> None:
+        """Flush, let the writer process exit, free the shared memory. Safe to call twice."""
+        if self._forked:
+            self._closed = True
+            return
+        if self._closed:
+            self.raise_pending_error()
+            return
+        self._closed = True
+        try:
+            if self._fallback is None:
+                try:
+                    self._sock.shutdown(socket.SHUT_WR)  # end of file: write what you have, then exit
+                except OSError:
+                    pass
+                while self._fallback is None and not self._eof:
+                    self._poll(block=True)
+                if self._fallback is None:
+                    try:
+                        self._proc.wait(timeout=60)
+                    except subprocess.TimeoutExpired:  # acknowledged everything, then hung: not ours to wait for
+                        self._proc.kill()
+                        self._proc.wait()
+            if self._fallback is not None:
+                self._fallback.close()
+        finally:
+            self._finalizer()
+        self.raise_pending_error()
+
+    @property
+    def pending(self) -> int:
+        """Jobs submitted and not yet acknowledged as written."""
+        self._poll(block=False)
+        return len(self._inflight) + (self._fallback.pending if self._fallback is not None else 0)
+
+    def note_dropped(self, split: str) -> None:
+        """Count an episode the caller did not submit because ``split`` is full."""
+        self._stats.dropped_full[split] += 1
+
+    def raise_pending_error(self) -> None:
+        """Raise the first error the writer reported (read without waiting), if any."""
+        if not self._closed and not self._forked:
+            self._poll(block=False)
+        if self._errors:
+            first, n = self._errors[0], len(self._errors)
+            self._errors.clear()
+            if n > 1 and isinstance(first, TrajectoryWriteError):
+                raise TrajectoryWriteError(f"{first} (and {n - 1} more failed writes)")
+            raise first
+        if self._fallback is not None:
+            self._fallback.raise_pending_error()
+
+    # ------------------------------------------------------------------ internals
+    def _check_usable(self) -> None:
+        if self._forked:
+            raise RuntimeError(
+                "this TrajectoryRecorder's writer belongs to the process that created it, and this is a forked "
+                "copy; create the recorder in the process that steps the env (e.g. SB3 make_vec_env(..., "
+                "wrapper_class=TrajectoryRecorder) or an env factory for gymnasium's AsyncVectorEnv)")
+
+    def _allocate(self, nbytes: int) -> tuple[np.ndarray, _Segment]:
+        fd = os.memfd_create("rewardswap-frames", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, nbytes)
+            seg = _Segment(next(self._seg_ids), mmap.mmap(fd, nbytes))
+            self._send({"segment": seg.id, "size": nbytes}, fds=[fd])
+        finally:
+            os.close(fd)  # the mapping (and the writer's copy) keep the memory alive
+        weakref.finalize(seg, self._retired.append, seg.id).atexit = False
+        return np.frombuffer(seg.mm, np.uint8), seg
+
+    def _send(self, msg: dict[str, Any], blobs: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:
+        if self._fallback is not None:
+            return
+        if self._retired:
+            n = len(self._retired)
+            msg["forget"], self._retired[:n] = self._retired[:n], []
+        try:
+            _send(self._sock, msg, blobs, fds)
+        except OSError:  # EPIPE, ECONNRESET: the writer process is gone
+            self._lost()
+
+    def _poll(self, *, block: bool) -> None:
+        """Read acknowledgements: all that are waiting, or (``block``) at least one read's worth."""
+        if self._fallback is not None or self._eof or self._forked:
+            return
+        while True:
+            try:
+                data = self._sock.recv(1 << 16, 0 if block else socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._eof = True
+                if self._inflight or not self._closed:
+                    self._lost()
+                return
+            self._rbuf += data
+            self._handle_acks()
+            if block:
+                return
+
+    def _handle_acks(self) -> None:
+        buf = self._rbuf
+        pos = 0
+        while len(buf) - pos >= _HEADER.size:
+            json_len, blob_len = _HEADER.unpack_from(buf, pos)
+            end = pos + _HEADER.size + json_len + blob_len
+            if len(buf) < end:
+                break
+            ack = json.loads(bytes(buf[pos + _HEADER.size : pos + _HEADER.size + json_len]))
+            pos = end
+            job = self._inflight.pop(ack["job"])
+            if job.release is not None:
+                job.release()
+            status = ack["status"]
+            if status == "ok":
+                self._stats.written[job.split] += 1
+                self._stats.frames += len(job.fields["labels"])
+                self._stats.bytes += sum((v.view() if isinstance(v, FrameBuffer) else np.asarray(v)).nbytes
+                                        for v in job.fields.values())
+                self._stats.paths.append(Path(ack["path"]))
+            elif status == "dropped":
+                self._stats.dropped_full[job.split] += 1
+            else:
+                exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(ack.get("type", ""), TrajectoryWriteError)
+                self._errors.append(exc_type(ack["error"]))
+        del buf[:pos]
+
+    def _lost(self) -> None:
+        """The writer process is gone: write what it had not acknowledged here, then use a thread."""
+        if self._fallback is not None:
+            return
+        try:
+            code = self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # its socket broke but it lives on: stop it
+            self._proc.kill()
+            code = self._proc.wait()
+        remove_stale_tmp(self.root)  # the temp dir of the write it died in, if any
+        self._fallback = TrajectoryWriter(self.root, async_write=not self._closed, fsync=self.fsync)
+        self._fallback.stats = self._stats
+        jobs = list(self._inflight.values())
+        self._inflight.clear()
+        if jobs or not self._closed:
+            warnings.warn(
+                f"the trajectory writer process (pid {self._proc.pid}) exited with code {code}; writing the "
+                f"{len(jobs)} episode(s) it had not confirmed in this process, and later ones on a thread. "
+                f"Its error output above says why it stopped.", RuntimeWarning, stacklevel=3)
+        for job in jobs:
+            if (self.root / job.split / job.traj_id).is_dir():  # written, the acknowledgement lost
+                self._stats.written[job.split] += 1
+                self._stats.paths.append(self.root / job.split / job.traj_id)
+                if job.release is not None:
+                    job.release()
+            else:
+                self._fallback.submit(job)
+
+    def _after_fork_in_child(self) -> None:
+        # The socket and process belong to the parent. Closing our copy of the socket matters: a
+        # forked child holding it would keep the writer from seeing end of file when the parent dies.
+        self._forked = True
+        self._finalizer.detach()
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_LIVE):
+        writer._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def open_writer(root: str | os.PathLike[str], async_write: bool | str, *, fsync: bool = False
+                ) -> TrajectoryWriter | ProcessWriter:
+    """The writer for ``TrajectoryRecorder(async_write=...)``.
+
+    ``False``/``"sync"``: write on the caller's thread. ``"thread"``: a background thread.
+    ``"process"``: a writer process (raises ``OSError`` if one cannot be started). ``True``: a
+    process where possible, else a thread (with a ``RuntimeWarning`` saying why).
+    """
+    mode = "auto" if async_write is True else "sync" if async_write is False else async_write
+    if mode not in ("sync", "thread", "process", "auto"):
+        raise ValueError(f"async_write must be False, True, 'sync', 'thread' or 'process', got {async_write!r}")
+    if mode == "sync":
+        return TrajectoryWriter(root, async_write=False, fsync=fsync)
+    if mode == "thread":
+        return TrajectoryWriter(root, async_write=True, fsync=fsync)
+    try:
+        return ProcessWriter(root, fsync=fsync)
+    except OSError as exc:
+        if mode == "process":
+            raise
+        warnings.warn(f"TrajectoryRecorder: {exc}; writing on a background thread instead (slower)",
+                      RuntimeWarning, stacklevel=3)
+        return TrajectoryWriter(root, async_write=True, fsync=fsync)
+
+
+# ----------------------------------------------------------------------------- writer process
+def _fields(msg: dict[str, Any], blob: bytes, segments: dict[int, np.ndarray]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for desc in msg["fields"]:
+        name, seg = desc[0], desc[1]
+        if seg is not None:
+            _name, _seg, n, shape, dtype = desc
+            fields[name] = FrameBuffer.over(segments[seg], tuple(shape), np.dtype(dtype), n)
+        else:
+            _name, _seg, shape, dtype, offset, nbytes = desc
+            dt = np.dtype(dtype)
+            fields[name] = (np.frombuffer(blob, dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
+                            if nbytes else np.zeros(shape, dt))
+    return fields
+
+
+def _write_job(root: str, msg: dict[str, Any], blob: bytes, segments: dict[int, np.ndarray], fsync: bool
+               ) -> dict[str, Any]:
+    ack: dict[str, Any] = {"job": msg["job"]}
+    try:
+        path = write_trajectory(root, msg["split"], msg["id"], _fields(msg, blob, segments), msg["meta"],
+                                cap=msg["cap"], fsync=fsync)
+    except Exception as exc:  # reported to the parent, which raises it on its own thread
+        ack.update(status="error", type=type(exc).__name__,
+                   error=str(exc) if isinstance(exc, TrajectoryWriteError) else f"{type(exc).__name__}: {exc}")
+        return ack
+    ack.update(status="dropped") if path is None else ack.update(status="ok", path=os.fspath(path))
+    return ack
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Writer process: ``main([FD, ROOT, "--fsync"?])`` (FD: a Unix socket), started by ProcessWriter.
+
+    Reads segment and job messages until end of file, writes each job, acknowledges it (while the
+    parent listens), exits 0.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) < 2 or not args[0].isdigit():
+        print("usage: collectors.process_writer.main([FD, ROOT, '--fsync']); ProcessWriter starts it",
+              file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent; EOF ends us
+    try:
+        # SCHED_BATCH: a wake-up (a new episode to write) does not preempt the env loop when they
+        # share a core; measured under load, each send otherwise ran a whole write on our core.
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # not Linux, or not allowed: only slower under load
+        pass
+    sock = socket.socket(fileno=int(args[0]))
+    root, fsync = args[1], "--fsync" in args[2:]
+    segments: dict[int, np.ndarray] = {}
+    parent_listens = True
+    while True:
+        received = _recv(sock)
+        if received is None:
+            break
+        msg, blob, fds = received
+        for seg_id in msg.get("forget", ()):
+            segments.pop(seg_id, None)
+        if "segment" in msg:
+            try:
+                segments[msg["segment"]] = np.frombuffer(mmap.mmap(fds[0], msg["size"]), np.uint8)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        if "job" in msg:
+            ack = _write_job(root, msg, blob, segments, fsync)
+            if parent_listens:
+                try:
+                    _send(sock, ack)
+                except OSError:  # the parent died: keep writing what it sent, nobody to tell
+                    parent_listens = False
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
