@@ -276,3 +276,43 @@ def test_frames_where_success_holds_after_the_first_success_are_targets_of_one()
     assert {f: round(p, 4) for f, p in targets.items()} == {0: 0.3333, 1: 0.6667, 2: 1.0, 3: 1.0, 4: 1.0, 6: 1.0}
     held_share = np.isin(batch.frames, [3, 4, 6]).mean()
     assert abs(held_share - 0.5) < 0.05  # 3 held frames against a demo of 3 frames
+
+
+def test_failure_windows_are_causal_targets_of_zero_in_their_share():
+    demo = Demo(index=0, length=4)
+    failures = [(1, 6), (2, 3)]  # (trajectory index, frames)
+    batch = sample_windows([demo], 4000, window=3, rewind=0.0, max_start=0.0, priors=None,
+                           rng=np.random.default_rng(0), failures=failures, failure_fraction=0.3)
+    from_failures = batch.traj != 0
+    assert abs(from_failures.mean() - 0.3) < 0.03
+    assert np.all(batch.progress[from_failures] == 0.0) and np.all(batch.progress[~from_failures] > 0.0)
+    for traj, frames in zip(batch.traj[from_failures], batch.frames[from_failures]):
+        n_frames = dict(failures)[int(traj)]
+        assert 0 <= frames[-1] < n_frames  # a frame of that trajectory, window ending on it
+        assert frames.tolist() == np.maximum(np.arange(frames[-1] - 2, frames[-1] + 1), 0).tolist()
+    assert set(batch.traj[from_failures].tolist()) == {1, 2}
+
+
+def test_failure_fraction_teaches_low_progress_off_the_demos(tmp_path) -> None:
+    # Failed episodes sit where demos are half-way (distance 0.5) but carry a "wandering"
+    # feature the demos never show: only training on failures tells the model they are no progress.
+    trajs = reach_trajectories(24, seed=5)
+    for t in trajs:
+        if not t.success:
+            t.obs["state"][:, 0] = 0.5
+            t.obs["state"][:, 2] = 1.0
+    kwargs = dict(inputs=("state",), window=1, epochs=8, batch_size=64, steps_per_epoch=30, lr=3e-3, hidden=32,
+                  seed=0, device="cpu", progress=False)
+    path = fit_progress(trajs, tmp_path / "with.pt", failure_fraction=0.3, **kwargs)
+    report = json.loads(path.with_name("with.report.json").read_text())
+    assert report["failure_fraction"] == 0.3 and load_reward_model(path).spec.extra["failure_fraction"] == 0.3
+    assert report["val_mean_final_progress_failed"] < 0.15
+    assert report["val_mean_final_progress_success"] > 0.8 and report["val_median_spearman"] > 0.9
+
+
+def test_failure_fraction_errors(tmp_path) -> None:
+    with pytest.raises(ValueError, match=r"failure_fraction must be in \[0, 1\)"):
+        fit_progress(reach_trajectories(8), tmp_path / "m.pt", inputs=("state",), failure_fraction=1.0, progress=False)
+    successes = [t for t in reach_trajectories(12) if t.success]
+    with pytest.raises(ValueError, match="no failed trajectory"):
+        fit_progress(successes, tmp_path / "m.pt", inputs=("state",), failure_fraction=0.3, progress=False)

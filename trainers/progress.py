@@ -271,15 +271,24 @@ def sample_windows(
     max_start: float,
     priors: np.ndarray | None,
     rng: np.random.Generator,
+    failures: Sequence[tuple[int, int]] = (),
+    failure_fraction: float = 0.0,
 ) -> WindowBatch:
     """Draw ``n`` training windows: a demo, a clip (maybe rewound), a position in the clip.
 
     The window is causal *over the clip*: it holds the clip's frames up to the chosen position,
     the clip's first frame repeated when needed, exactly as the online model sees an episode.
+    With ``failure_fraction > 0`` that share of the windows comes instead from ``failures``
+    (``(trajectory index, frames)`` of failed trajectories), at a uniform frame, with target 0.
     """
     traj, frames = np.empty(n, np.int64), np.empty((n, window), np.int64)
     progress, stage, tau = np.empty(n), np.zeros(n, np.int64), np.empty(n)
     for b in range(n):
+        if failures and rng.random() < failure_fraction:
+            index, n_frames = failures[int(rng.integers(len(failures)))]
+            traj[b], frames[b] = index, window_indices(int(rng.integers(n_frames)), window)
+            progress[b] = tau[b] = 0.0
+            continue
         demo = demos[int(rng.integers(len(demos)))]
         if demo.held is not None and len(demo.held) and rng.random() < len(demo.held) / (len(demo.held) + demo.length):
             # A frame where success still holds after the first success: progress stays 1.0.
@@ -340,6 +349,7 @@ def fit_progress(
     rewind: float = 0.8,
     stages: str | os.PathLike | None = None,
     max_start: float = 0.0,
+    failure_fraction: float = 0.0,
     ensemble: int = 1,
     encoder: str = "cnn",
     epochs: int = 20,
@@ -364,6 +374,11 @@ def fit_progress(
     progress (successful vs failed held-out episodes), stage accuracy in stage mode, confidence
     on held-out frames, counts and timing. Returns the checkpoint path.
 
+    ``failure_fraction`` (default 0: ReWiND trains on successful demos only) is the share of
+    training windows taken from *failed* trajectories with target 0. Use it when the model is a
+    PBRS potential for an agent that explores: a demos-only model has never seen aimless motion
+    and often scores it by elapsed time (high), which pays the agent for wandering.
+
     >>> fit_progress("buffers/", "progress.pt", inputs=("state",), stages="info:has_key")  # doctest: +SKIP
     PosixPath('progress.pt')
     """
@@ -374,6 +389,8 @@ def fit_progress(
         raise ValueError(f"window must be >= 1, got {window}")
     if not 0.0 <= rewind <= 1.0 or not 0.0 <= max_start < 1.0:
         raise ValueError(f"rewind must be in [0, 1] and max_start in [0, 1); got rewind={rewind}, max_start={max_start}")
+    if not 0.0 <= failure_fraction < 1.0:
+        raise ValueError(f"failure_fraction must be in [0, 1), got {failure_fraction}")
     trajectories = load_buffers(data)
     specs = input_specs(trajectories, inputs)
     n_success = sum(first_success_frame(t.labels) is not None for t in trajectories)
@@ -400,6 +417,10 @@ def fit_progress(
         demo_starts.append((end + 1, starts))
     if not demos:
         raise ValueError("the training split holds no successful trajectory; record more successful trajectories")
+    failures = _failed(train) if failure_fraction > 0 else []
+    if failure_fraction > 0 and not failures:
+        raise ValueError(f"failure_fraction={failure_fraction} but the training split holds no failed trajectory; "
+                         "record some (e.g. random or noisy policies) or set failure_fraction=0")
     priors = fit_stage_priors(demo_starts) if stage_source else None
     if stage_source is not None:
         for demo, (length, starts) in zip(demos, demo_starts):
@@ -410,6 +431,7 @@ def fit_progress(
         "label": "ReWiND (i - a + 1) / (T - a), T = first success frame + 1",
         "rewind": rewind,
         "max_start": max_start,
+        "failure_fraction": failure_fraction,
         "stages": n_stages,
     }
     if stage_source is not None:
@@ -431,7 +453,8 @@ def fit_progress(
         raise ValueError("the validation split holds no successful trajectory; record more successful trajectories")
     val_rng = np.random.default_rng(seed + 1)
     n_val_frames = sum(d.length for d in val_demos)
-    val_sample = sample_windows(val_demos, min(4096, max(512, 4 * n_val_frames)), window=window, rewind=rewind, max_start=max_start, priors=priors, rng=val_rng)
+    val_sample = sample_windows(val_demos, min(4096, max(512, 4 * n_val_frames)), window=window, rewind=rewind, max_start=max_start,
+                                priors=priors, rng=val_rng, failures=_failed(val), failure_fraction=failure_fraction)
 
     steps = steps_per_epoch or max(1, math.ceil(sum(d.length for d in demos) / batch_size))
     optimizer = Optimizer(net, lr, weight_decay, epochs * steps)
@@ -446,7 +469,8 @@ def fit_progress(
         net.train()
         epoch_start, losses = time.perf_counter(), []
         for _ in range(steps):
-            target = sample_windows(demos, batch_size, window=window, rewind=rewind, max_start=max_start, priors=priors, rng=rng)
+            target = sample_windows(demos, batch_size, window=window, rewind=rewind, max_start=max_start, priors=priors, rng=rng,
+                                    failures=failures, failure_fraction=failure_fraction)
             batch = gather_windows(train, target.traj, target.frames, inputs)
             if augment:
                 for key in image_keys:
@@ -487,6 +511,7 @@ def fit_progress(
         "window": window,
         "rewind": rewind,
         "max_start": max_start,
+        "failure_fraction": failure_fraction,
         "stages": stage_source.description if stage_source else None,
         "n_stages": n_stages,
         "stage_priors": [float(p) for p in priors] if priors is not None else None,
@@ -517,6 +542,11 @@ def fit_progress(
     if writer is not None:
         writer.close()
     return out
+
+
+def _failed(trajectories: Sequence[Any]) -> list[tuple[int, int]]:
+    """``(index, frames)`` of every trajectory that never reaches success."""
+    return [(i, len(t.labels)) for i, t in enumerate(trajectories) if first_success_frame(t.labels) is None]
 
 
 def _held_out_demos(
@@ -596,6 +626,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rewind", type=float, default=0.8, help="probability of rewind augmentation per training sample")
     parser.add_argument("--max-start", type=float, default=0.0, help="ReWiND random clip start, as a fraction of the demo (0: clips start at the reset frame)")
     parser.add_argument("--stages", default=None, help="stage mode (SARM): 'info:KEY[,KEY2]' (recorded info flags) or an annotation JSON {trajectory id: [stage start frames]}")
+    parser.add_argument("--failure-fraction", type=float, default=0.0,
+                        help="share of training windows taken from failed trajectories with target 0 (for PBRS potentials; 0: demos only, as ReWiND)")
     parser.add_argument("--ensemble", type=int, default=1, help="number of heads; >1 adds a confidence output (1 - 2 * spread) for PBRS gating")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--hidden", type=int, default=256)
@@ -614,7 +646,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = fit_progress(
         args.data, args.out, inputs=tuple(args.inputs), window=args.window, rewind=args.rewind, stages=args.stages,
-        max_start=args.max_start, ensemble=args.ensemble, encoder=args.encoder, hidden=args.hidden, epochs=args.epochs,
+        max_start=args.max_start, failure_fraction=args.failure_fraction, ensemble=args.ensemble, encoder=args.encoder, hidden=args.hidden, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, augment=not args.no_augment,
         patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, logdir=args.logdir,
     )
