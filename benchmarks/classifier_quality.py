@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--encoder", default="cnn", choices=["cnn", "resnet10"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--camera-view", default=None,
+                        help="ManiSkill camera placement for rgb (envs.maniskill.CAMERA_VIEWS, e.g. 'workspace'); default: the task's")
     parser.add_argument("--data", default=None, help="reuse (or keep) the collected buffers here")
     parser.add_argument("--results", default="benchmarks/results")
     args = parser.parse_args(argv)
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         # Collection steps the simulator and renders on the CPU: keep torch off the second core.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        counts = collect_mixed(args.env, data, args.episodes, seed=args.seed, obs="state+rgb")
+        make_kwargs = {"camera_view": args.camera_view} if args.camera_view else None
+        counts = collect_mixed(args.env, data, args.episodes, seed=args.seed, obs="state+rgb", make_kwargs=make_kwargs)
         torch.set_num_threads(threads)
     else:
         counts = {"reused": str(data)}
@@ -62,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": args.env,
         "inputs": args.inputs,
         "encoder": args.encoder,
+        "camera_view": args.camera_view,
         "episodes": args.episodes,
         "collected": counts,
         "val_auc": report["val_auc"],
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "versions": package_versions(),
         "hardware": {"machine": platform.machine(), "cpus": os.cpu_count()},
     }
-    out = pathlib.Path(args.results) / f"classifier_{args.env}_{'+'.join(args.inputs)}.json"
+    view = f"_{args.camera_view}" if args.camera_view else ""
+    out = pathlib.Path(args.results) / f"classifier_{args.env}_{'+'.join(args.inputs)}{view}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     m = report["at_suggested_threshold"]

@@ -80,6 +80,16 @@ class ManiSkillObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
         return {"state": np.asarray(observation["state"], dtype=np.float32), "rgb": rgb}
 
 
+#: Named camera placements for image observations: view -> (eye, target, vertical fov in radians).
+#: ManiSkill's default cameras are framed for 128x128 and wide (fov 90 deg): at 64x64 a 4 cm cube
+#: and the goal marker are ~3 pixels. ``"workspace"`` looks diagonally down at the table area where
+#: the tabletop tasks place objects and goals (x, y in [-0.1, 0.1] m, goals up to 0.3 m high), so
+#: both are ~8 pixels and their 3-D offset shows along two image axes.
+CAMERA_VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
+    "workspace": ((0.35, 0.35, 0.4), (0.0, 0.0, 0.12), 1.0),
+}
+
+
 def make_maniskill(
     env_id: str,
     *,
@@ -90,6 +100,7 @@ def make_maniskill(
     limit: dict[str, int],
     camera: str | None = None,
     show_goal: bool | None = None,
+    camera_view: str | None = None,
     **kwargs: Any,
 ) -> gym.Env:
     """Build a CPU ManiSkill env with RewardSwap's conventions (see the module docstring).
@@ -98,8 +109,10 @@ def make_maniskill(
     ``sensor_configs``...). ``camera`` picks the sensor for image observations. ``show_goal``
     (default: on for image observations) makes goal markers that ManiSkill hides from its
     cameras (e.g. PickCube's goal sphere) visible, so success can be judged from pixels: a reward
-    model on ``rgb`` cannot tell "cube at the goal" from "cube in the air" otherwise. Prefer
-    :func:`envs.make`, which calls this for ManiSkill ids.
+    model on ``rgb`` cannot tell "cube at the goal" from "cube in the air" otherwise.
+    ``camera_view`` (a key of :data:`CAMERA_VIEWS`, default: the task's own placement) moves every
+    sensor camera; it is a name rather than a pose so recorded metadata and run configs stay JSON.
+    Prefer :func:`envs.make`, which calls this for ManiSkill ids.
 
     >>> env = make_maniskill("PushCube-v1", obs="state", reward="sparse", render_size=64,
     ...                      ignore_terminations=True, limit={"max_episode_steps": 10})
@@ -118,7 +131,14 @@ def make_maniskill(
     for key in ("obs_mode", "reward_mode", "sim_backend", "num_envs"):
         if key in kwargs:
             raise ValueError(f"{key!r} is set by envs.make (use obs=/reward=); do not pass it")
-    sensor_configs = {"width": int(render_size), "height": int(render_size)}
+    sensor_configs: dict[str, Any] = {"width": int(render_size), "height": int(render_size)}
+    if camera_view is not None:
+        if camera_view not in CAMERA_VIEWS:
+            raise ValueError(f"camera_view={camera_view!r} is not known; choose one of {sorted(CAMERA_VIEWS)}")
+        from mani_skill.utils import sapien_utils
+
+        eye, target, fov = CAMERA_VIEWS[camera_view]
+        sensor_configs.update(pose=sapien_utils.look_at(eye, target), fov=fov)
     sensor_configs.update(kwargs.pop("sensor_configs", {}) or {})
     make_kwargs: dict[str, Any] = {
         "control_mode": DEFAULT_CONTROL_MODE,

@@ -142,3 +142,17 @@ def test_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module))
     assert result.failed == 0 and result.attempted > 0
+
+
+def test_workspace_camera_view_magnifies_the_cube() -> None:
+    def red_pixels(view: str | None) -> int:
+        env = envs.make("PickCube-v1", obs="rgb", render_size=64, seed=0, **({"camera_view": view} if view else {}))
+        rgb, _ = env.reset(seed=3)
+        env.close()
+        r, g, b = (rgb[..., i].astype(int) for i in range(3))
+        return int(((r > 120) & (g < 60) & (b < 60)).sum())  # the red cube
+
+    default, workspace = red_pixels(None), red_pixels("workspace")
+    assert workspace >= 4 * max(default, 1), (default, workspace)
+    with pytest.raises(ValueError, match=r"camera_view='top' is not known; choose one of \['workspace'\]"):
+        envs.make("PickCube-v1", obs="rgb", camera_view="top")
