@@ -61,12 +61,12 @@ def write_expert_gif(env_id: str, path: pathlib.Path, seed: int, episodes: int =
 def collect_mixed(
     env_id: str, out: pathlib.Path, episodes: int, seed: int, *, obs: str = "state+rgb", render_size: int = 64,
     info_keys: tuple[str, ...] | None = None, noise_levels: tuple[float | None, ...] | None = None,
-    ignore_terminations: bool = True, progress: bool = True,
+    ignore_terminations: bool = True, progress: bool = True, make_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, int]:
     """Record ``episodes`` episodes, cycling the expert's noise (default: COLLECT_NOISE for the env).
 
     With ``ignore_terminations`` (the default) episodes run their full length, so successful ones
-    hold many success frames (what a classifier needs).
+    hold many success frames (what a classifier needs). ``make_kwargs`` go to ``envs.make``.
     """
     from tqdm.auto import tqdm
 
@@ -77,7 +77,8 @@ def collect_mixed(
         info_keys = {"PointKeyDoor-v0": ("has_key",), "PickCube-v1": ("is_grasped",)}.get(env_id, ())
     if noise_levels is None:
         noise_levels = COLLECT_NOISE.get(env_id, DEFAULT_COLLECT_NOISE)
-    made = envs.make(env_id, obs=obs, render_size=render_size, seed=seed, ignore_terminations=ignore_terminations)
+    made = envs.make(env_id, obs=obs, render_size=render_size, seed=seed, ignore_terminations=ignore_terminations,
+                     **(make_kwargs or {}))
     recorder = TrajectoryRecorder(made, out, info_keys=info_keys)
 
     def policy_for(episode: int):
@@ -101,6 +102,7 @@ def run_demo(
     classifier_inputs: tuple[str, ...] = ("rgb",),
     classifier_epochs: int = 4,
     progress_epochs: int = 20,
+    progress_failure_fraction: float = 0.3,
     steps: int = 64_000,
     seeds: tuple[int, ...] = (0,),
     n_envs: int = 8,
@@ -128,8 +130,10 @@ def run_demo(
     classifier = fit_classifier(out / "data", out / "classifier.pt", inputs=classifier_inputs, epochs=classifier_epochs,
                                 seed=seeds[0], logdir=out / "tb" / "classifier", progress=progress)
     clf_report = json.loads((out / "classifier.report.json").read_text())
+    # Failed episodes teach the progress model that aimless motion is no progress: it is also
+    # the PBRS potential of (d), and a demos-only model scores wandering by elapsed time.
     progress_model = fit_progress(out / "data", out / "progress.pt", inputs=("state",), epochs=progress_epochs,
-                                  seed=seeds[0], logdir=out / "tb" / "progress", progress=progress)
+                                  failure_fraction=progress_failure_fraction if counts["negative"] >= 2 else 0.0, seed=seeds[0], logdir=out / "tb" / "progress", progress=progress)
     prog_report = json.loads(progress_model.with_name(progress_model.stem + ".report.json").read_text())
     say(f"      classifier val AUC {clf_report['val_auc']:.3f}; progress report {progress_model.with_name(progress_model.stem + '.report.json')}")
 
@@ -171,6 +175,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classifier-inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads")
     parser.add_argument("--conditions", nargs="+", choices=CONDITION_LETTERS, default=list(CONDITION_LETTERS),
                         help="a sparse env, b dense env, c classifier, d classifier + PBRS(progress), e progress")
+    parser.add_argument("--progress-failure-fraction", type=float, default=0.3,
+                        help="share of the progress model's training windows taken from failed episodes (target 0)")
     parser.add_argument("--steps", type=int, default=64_000, help="PPO env steps per condition")
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs per training run")
     parser.add_argument("--eval-freq", type=int, default=8_000, help="env steps between true-success evaluations")
@@ -182,7 +188,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(env_id=args.env, episodes=args.episodes, classifier_inputs=tuple(args.classifier_inputs),
                                   steps=args.steps, seeds=tuple(args.seeds), jobs=args.jobs, n_envs=args.n_envs,
-                                  eval_freq=args.eval_freq, conditions=tuple(args.conditions))
+                                  eval_freq=args.eval_freq, conditions=tuple(args.conditions),
+                                  progress_failure_fraction=args.progress_failure_fraction)
     if args.quick:
         kwargs.update(episodes=min(args.episodes, 21), steps=min(args.steps, 2_048), classifier_epochs=1,
                       progress_epochs=1, eval_freq=1_024, n_envs=4)

@@ -102,13 +102,35 @@ def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
     maniskill = env_id not in envs.BUILTIN_ENV_IDS
     if algo == "ppo":
         if maniskill:
+            # Annealed learning rate: at a constant rate PushCube's success peaked and then fell back.
             return dict(n_steps=64, batch_size=512, n_epochs=8, gamma=0.8, gae_lambda=0.9, learning_rate=3e-4,
-                        ent_coef=0.0, clip_range=0.2, target_kl=0.1, policy_kwargs=dict(net_arch=[256, 256, 256]))
+                        lr_schedule="linear", ent_coef=0.0, clip_range=0.2, target_kl=0.1,
+                        policy_kwargs=dict(net_arch=[256, 256, 256]))
         return dict(n_steps=64, batch_size=256, n_epochs=5, gamma=0.95, gae_lambda=0.95, learning_rate=1e-3,
                     ent_coef=0.0, policy_kwargs=dict(net_arch=[64, 64]))
     # A bounded replay buffer: SB3's default (1M) would need ~12 GB for 64x64 images.
     return dict(learning_starts=1_000, batch_size=256, buffer_size=100_000, gamma=0.8 if maniskill else 0.95,
                 train_freq=1, gradient_steps=1, policy_kwargs=dict(net_arch=[256, 256]))
+
+
+def sb3_hyperparameters(hyper: dict[str, Any]) -> dict[str, Any]:
+    """SB3 keyword arguments from our JSON-able hyperparameters.
+
+    ``lr_schedule="linear"`` anneals ``learning_rate`` to 0 over the run (SB3 takes a function of
+    the remaining progress; the run config keeps the readable form).
+
+    >>> kwargs = sb3_hyperparameters({"learning_rate": 3e-4, "lr_schedule": "linear"})
+    >>> kwargs["learning_rate"](0.5)
+    0.00015
+    """
+    kwargs = dict(hyper)
+    schedule = kwargs.pop("lr_schedule", "constant")
+    if schedule == "linear":
+        initial = float(kwargs.get("learning_rate", 3e-4))
+        kwargs["learning_rate"] = lambda progress_remaining: progress_remaining * initial
+    elif schedule != "constant":
+        raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {schedule!r}")
+    return kwargs
 
 
 class TimedModel:
@@ -173,6 +195,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     if cfg.gamma is not None:
         hyper["gamma"] = cfg.gamma
     gamma = float(hyper.get("gamma", 0.99))
+    sb3_kwargs = sb3_hyperparameters(hyper)
 
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
                         collect_dir=cfg.collect, info_keys=())
@@ -204,7 +227,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
 
     policy = "MultiInputPolicy" if "+" in cfg.policy_obs else ("CnnPolicy" if cfg.policy_obs == "rgb" else "MlpPolicy")
     agent = ALGOS[cfg.algo](policy, venv, seed=cfg.seed, verbose=cfg.verbose, device="cpu",
-                            tensorboard_log=str(run_dir / "tb"), **hyper)
+                            tensorboard_log=str(run_dir / "tb"), **sb3_kwargs)
     evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000, report=report)
     start = time.perf_counter()
     agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), evaluator], tb_log_name="run", progress_bar=False)

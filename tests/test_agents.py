@@ -140,3 +140,16 @@ def test_observation_normalisation_leaves_images_to_a_cnn(tmp_path):
     agent = PPO.load(tmp_path / "run" / "model.zip", device="cpu")
     assert isinstance(agent.policy.features_extractor.extractors["rgb"], NatureCNN)
     assert agent.observation_space["rgb"].dtype == np.uint8
+
+
+def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejected():
+    from agents.train import default_hyperparameters, sb3_hyperparameters
+
+    hyper = default_hyperparameters("ppo", "PushCube-v1")
+    assert hyper["lr_schedule"] == "linear"
+    lr = sb3_hyperparameters(hyper)["learning_rate"]
+    assert lr(1.0) == pytest.approx(hyper["learning_rate"]) and lr(0.5) == pytest.approx(hyper["learning_rate"] / 2)
+    assert lr(0.0) == 0.0
+    assert sb3_hyperparameters({"learning_rate": 1e-3})["learning_rate"] == 1e-3  # constant by default
+    with pytest.raises(ValueError, match="lr_schedule must be 'constant' or 'linear', got 'cosine'"):
+        sb3_hyperparameters({"lr_schedule": "cosine"})
