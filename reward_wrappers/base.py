@@ -236,7 +236,10 @@ class BatchCheck:
 def check_finite(values: np.ndarray, *, what: str = "reward model") -> np.ndarray:
     """Return ``values`` as float64 (B,), raising ``FloatingPointError`` on NaN or inf."""
     values = np.asarray(values, dtype=np.float64).reshape(-1)
-    bad = ~np.isfinite(values)
+    finite = np.isfinite(values)
+    if np.count_nonzero(finite) == values.size:  # the common case, without building the message
+        return values
+    bad = ~finite
     if bad.any():
         raise FloatingPointError(
             f"{what} returned non-finite values at batch indices {np.flatnonzero(bad)[:10].tolist()}: "

@@ -19,17 +19,66 @@ State keys always use an MLP. Several keys are fused by concatenating their feat
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import operator
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reward_wrappers.base import Batch, ModelSpec, check_batch, check_finite
+from reward_wrappers.base import Batch, BatchCheck, ModelSpec, check_finite
 
 TensorBatch = Mapping[str, torch.Tensor]
+#: A float32 numpy copy of a network's ``forward``: numpy batch -> ``(B, n_outputs)`` array.
+NumpyForward = Callable[[Batch], np.ndarray]
+#: ``(W^T, b)`` for a Linear layer, ``None`` for a ReLU.
+NumpyLayer = Optional[tuple[np.ndarray, np.ndarray]]
 
+
+# --------------------------------------------------------------------------------------------
+# numpy copies of small state networks
+# --------------------------------------------------------------------------------------------
+# A torch call costs ~5-10 us of dispatch per layer on a CPU, several times the arithmetic of a
+# state MLP at the batch sizes of a vector env (8 rows). The wrappers' per-step model call goes
+# through these float32 numpy copies instead; they exist only for networks made of Linear and
+# ReLU layers plus the stored input normalisation, and TorchRewardModel keeps them in sync.
+def _array(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+def numpy_layers(module: nn.Module) -> Optional[list[NumpyLayer]]:
+    """``module`` (a Linear, a ReLU or a Sequential of them) as numpy layers; ``None`` otherwise."""
+    children = list(module) if isinstance(module, nn.Sequential) else [module]
+    layers: list[NumpyLayer] = []
+    for child in children:
+        if type(child) is nn.Linear:
+            bias = child.bias if child.bias is not None else torch.zeros(child.out_features)
+            layers.append((np.ascontiguousarray(_array(child.weight).T), _array(bias)))
+        elif type(child) is nn.ReLU:
+            layers.append(None)
+        elif type(child) is not nn.Identity:
+            return None
+    return layers
+
+
+def run_numpy_layers(layers: list[NumpyLayer], h: np.ndarray) -> np.ndarray:
+    """Apply ``layers`` to ``h`` (never modified: the first layer always writes a new array)."""
+    owned = False
+    for layer in layers:
+        if layer is None:
+            h = np.maximum(h, 0.0, out=h if owned else None)
+        else:
+            h = h @ layer[0]
+            h += layer[1]
+        owned = True
+    return h
+
+
+def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    """float32 logistic function without overflow warnings (``exp`` of non-positive values only)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
 
 def _is_image(shape: tuple[int, ...], dtype: str) -> bool:
     return len(shape) == 3 and dtype == "uint8"
@@ -120,6 +169,22 @@ class StateMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net((x.float() - self.mean) / self.std)
 
+    def numpy_forward(self) -> Optional[Callable[[np.ndarray], np.ndarray]]:
+        """A float32 numpy copy of :meth:`forward` (``None`` if ``net`` is not Linear/ReLU only)."""
+        layers = numpy_layers(self.net)
+        if layers is None or layers[0] is None:
+            return None
+        mean, std = _array(self.mean), _array(self.std)
+        # 1/std folded into the first layer's weights (one array op fewer per call). The mean is
+        # not folded: x - mean stays exact where a feature is near-constant (std clamped at 1e-6).
+        weight, bias = layers[0]
+        layers[0] = (np.ascontiguousarray(weight / std[:, None]), bias)
+
+        def forward(x: np.ndarray) -> np.ndarray:
+            return run_numpy_layers(layers, np.asarray(x, dtype=np.float32) - mean)
+
+        return forward
+
 
 class RewardNet(nn.Module):
     """Per-key encoders, fused by concatenation over keys and window frames, and an MLP head.
@@ -178,6 +243,35 @@ class RewardNet(nn.Module):
     def forward(self, batch: TensorBatch) -> torch.Tensor:
         return self.head(self.encode(batch))
 
+    def numpy_encode(self) -> Optional[NumpyForward]:
+        """A float32 numpy copy of :meth:`encode`; ``None`` unless every input is a state vector."""
+        encoders = []
+        for key in self.keys:
+            encoder = self.encoders[key]
+            forward = encoder.numpy_forward() if type(encoder) is StateMLP else None
+            if forward is None:
+                return None
+            encoders.append((key, forward))
+        window = self.window
+
+        def encode(batch: Batch) -> np.ndarray:
+            features = []
+            for key, forward in encoders:
+                x = batch[key]
+                frames = x.reshape(x.shape[0] * window, x.shape[-1]) if window > 1 else x
+                features.append(forward(frames).reshape(x.shape[0], -1))
+            return features[0] if len(features) == 1 else np.concatenate(features, axis=1)
+
+        return encode
+
+    def numpy_forward(self) -> Optional[NumpyForward]:
+        """A float32 numpy copy of :meth:`forward` (every output column); ``None`` if the network
+        has an image encoder or anything but Linear/ReLU layers."""
+        encode, head = self.numpy_encode(), numpy_layers(self.head)
+        if encode is None or head is None:
+            return None
+        return lambda batch: run_numpy_layers(head, encode(batch))
+
     def set_state_normalization(self, key: str, mean: np.ndarray, std: np.ndarray) -> None:
         enc = self.encoders[key]
         if not isinstance(enc, StateMLP):
@@ -211,11 +305,21 @@ class TorchRewardModel:
     ``spec.output`` (a logit for classifiers).
     """
 
+    #: ``predict`` runs a batch through the float32 numpy copy of the network (when it has one:
+    #: state inputs, Linear/ReLU layers only) while every layer's product stays within this
+    #: many multiply-adds (rows x in x out; 24 frames for the default 256/128 widths): numpy's
+    #: OpenBLAS computes products that small on the calling thread, larger ones on its thread
+    #: pool, measured 2-7x slower than torch on a busy 2-core machine. Larger batches
+    #: (trainers' evaluation) and other networks use torch. 0 disables the numpy copy.
+    numpy_max_layer_macs: int = 786_432
+
     def __init__(self, net: nn.Module, spec: ModelSpec, arch: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
         self.net = net.eval()
         self.spec = spec
         self.arch = arch
         self.metadata = dict(metadata or {})
+        self._check = BatchCheck(spec, check_dtype=False)  # shapes, as predict always checked
+        self._numpy: Optional[_NumpyCopy] = None
 
     @classmethod
     def build(cls, spec: ModelSpec, arch_name: str = "reward_net", **arch_kwargs: Any) -> "TorchRewardModel":
@@ -228,14 +332,52 @@ class TorchRewardModel:
 
     def to(self, device: torch.device | str) -> "TorchRewardModel":
         self.net.to(device)
+        self._numpy = None
         return self
+
+    def numpy_forward(self, batch: Optional[Batch] = None) -> Optional[NumpyForward]:
+        """The numpy copy of ``net.forward``, current with the network's weights; ``None`` if the
+        network has none (or ``batch`` is too large for it, see ``numpy_max_layer_macs``, or
+        holds tensors).
+
+        The copy is made on first use and remade whenever any parameter or buffer of ``net`` was
+        written in place (an optimiser step, ``load_state_dict``, new normalisation: their
+        ``_version`` counters move), re-allocated (``.to()``, ``.data =``) or replaced by another
+        tensor or module, so a model being trained never answers from stale weights.
+        """
+        if self.numpy_max_layer_macs <= 0:
+            return None
+        copy = self._numpy_copy()
+        if copy.forward is None or batch is None:
+            return copy.forward
+        first = next(iter(batch.values()))
+        if not isinstance(first, np.ndarray) or first.shape[0] * self.spec.window * copy.widest_layer > self.numpy_max_layer_macs:
+            return None
+        if len(batch) > 1 and not all(isinstance(v, np.ndarray) for v in batch.values()):
+            return None
+        return copy.forward
+
+    def _numpy_copy(self) -> "_NumpyCopy":
+        copy = self._numpy
+        if copy is None or not copy.current():
+            copy = self._numpy = _NumpyCopy(self.net)
+        return copy
+
+    @property
+    def numpy_max_rows(self) -> int:
+        """Largest batch (rows x window) ``predict`` runs through the numpy copy (0: none)."""
+        copy = self._numpy_copy()
+        return 0 if copy.forward is None else self.numpy_max_layer_macs // copy.widest_layer
 
     def predict_torch(self, batch: TensorBatch) -> torch.Tensor:
         with torch.inference_mode():
             return self.net(batch)[:, 0].float()
 
     def predict(self, batch: Batch) -> np.ndarray:
-        check_batch(self.spec, batch)
+        self._check(batch)
+        forward = self.numpy_forward(batch)
+        if forward is not None:
+            return check_finite(forward(batch)[:, 0])
         out = self.predict_torch(batch_to_tensors(batch, self.device)).cpu().numpy()
         return check_finite(out)
 
@@ -264,9 +406,16 @@ class TorchRewardModel:
 
     def predict_with_confidence(self, batch: Batch) -> tuple[np.ndarray, np.ndarray]:
         """``(value, confidence)`` as float64 numpy ``(B,)``; confidence in ``[0, 1]``."""
-        check_batch(self.spec, batch)
-        value, confidence = self.predict_with_confidence_torch(batch_to_tensors(batch, self.device))
-        return check_finite(value.cpu().numpy()), check_finite(confidence.cpu().numpy(), what="reward-model confidence")
+        self._check(batch)
+        column = self._confidence_column()
+        forward = self.numpy_forward(batch)
+        if forward is not None:
+            out = forward(batch)
+            value_np, confidence_np = out[:, 0], out[:, column]
+        else:
+            value, confidence = self.predict_with_confidence_torch(batch_to_tensors(batch, self.device))
+            value_np, confidence_np = value.cpu().numpy(), confidence.cpu().numpy()
+        return check_finite(value_np), check_finite(confidence_np, what="reward-model confidence")
 
     def predict_confidence(self, batch: Batch) -> np.ndarray:
         """Confidence ``(B,)`` in ``[0, 1]``; ``ValueError`` unless ``spec.has_confidence``."""
@@ -275,6 +424,49 @@ class TorchRewardModel:
     def __repr__(self) -> str:
         keys = ", ".join(f"{k}{tuple(v.shape)}" for k, v in self.spec.inputs.items())
         return f"TorchRewardModel({self.arch['name']}, inputs=[{keys}], window={self.spec.window}, output={self.spec.output})"
+
+
+_version = operator.attrgetter("_version")
+_data_ptr = torch.Tensor.data_ptr
+
+
+class _NumpyCopy:
+    """A network's numpy forward (or ``None``) plus the fingerprint of the weights it copied.
+
+    The fingerprint lists every slot of the module tree (each submodule, parameter and buffer,
+    by its owner dict and name) with the object found there, and each tensor's version counter
+    and data pointer. :meth:`current` compares them with C-level ``map`` calls (about a
+    microsecond for a state MLP); any difference means the copy must be remade.
+    """
+
+    def __init__(self, net: nn.Module) -> None:
+        dicts, names, objects = [], [], []
+        for module in net.modules():
+            for owner in (module._modules, module._parameters, module._buffers):
+                for name, obj in owner.items():
+                    dicts.append(owner)
+                    names.append(name)
+                    objects.append(obj)
+        self._dicts, self._names, self._objects = dicts, names, objects
+        self._ids = list(map(id, objects))  # the objects are kept alive here: no id is reused
+        self._tensors = [o for o in objects if isinstance(o, torch.Tensor)]
+        self._versions = list(map(_version, self._tensors))
+        self._pointers = list(map(_data_ptr, self._tensors))
+        usable = all(t.device.type == "cpu" and t.dtype == torch.float32 for t in self._tensors)
+        builder = getattr(net, "numpy_forward", None)
+        self.forward: Optional[NumpyForward] = builder() if usable and callable(builder) else None
+        #: in x out of the largest Linear layer (sets how many rows stay on the calling thread)
+        self.widest_layer = max((m.in_features * m.out_features for m in net.modules() if isinstance(m, nn.Linear)), default=1)
+
+    def current(self) -> bool:
+        try:
+            return (
+                list(map(id, map(operator.getitem, self._dicts, self._names))) == self._ids
+                and list(map(_version, self._tensors)) == self._versions
+                and list(map(_data_ptr, self._tensors)) == self._pointers
+            )
+        except KeyError:  # a submodule, parameter or buffer was deleted
+            return False
 
 
 # Extra architectures register themselves in ARCHITECTURES on import. Imported last, once every

@@ -30,15 +30,23 @@ standard deviation is at most ``0.5``: confidence 0 means the heads disagree max
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reward_wrappers.base import ModelSpec
-from reward_wrappers.networks import ARCHITECTURES, RewardNet, TensorBatch
+from reward_wrappers.base import Batch, ModelSpec
+from reward_wrappers.networks import (
+    ARCHITECTURES,
+    NumpyForward,
+    RewardNet,
+    TensorBatch,
+    numpy_layers,
+    numpy_sigmoid,
+    run_numpy_layers,
+)
 
 
 class ProgressNet(nn.Module):
@@ -111,6 +119,41 @@ class ProgressNet(nn.Module):
         if stage_logits is not None:
             columns.append(F.softmax(stage_logits, dim=-1).mean(dim=0))
         return torch.cat(columns, dim=1)
+
+    def numpy_forward(self) -> Optional[NumpyForward]:
+        """A float32 numpy copy of :meth:`forward` (every column); ``None`` unless the trunk has
+        one (state inputs only) and every head is Linear/ReLU only."""
+        trunk = self.trunk.numpy_forward()
+        heads = [numpy_layers(head) for head in self.heads]
+        if trunk is None or any(h is None for h in heads):
+            return None
+        n_stages, ensemble = self.n_stages, self.ensemble
+        priors = self.stage_priors.detach().cpu().numpy().astype(np.float32)
+        cumulative = self.cumulative_priors.detach().cpu().numpy().astype(np.float32)
+
+        def forward(batch: Batch) -> np.ndarray:
+            features = trunk(batch)
+            raw = np.stack([run_numpy_layers(h, features) for h in heads])  # type: ignore[arg-type]  # (E, B, per_head)
+            if n_stages == 1:
+                progress = numpy_sigmoid(raw[..., 0])
+                stage_logits = None
+            else:
+                stage_logits, tau = raw[..., :n_stages], numpy_sigmoid(raw[..., n_stages:])
+                stage = stage_logits.argmax(axis=-1)  # (E, B)
+                tau_of_stage = np.take_along_axis(tau, stage[..., None], axis=-1)[..., 0]
+                progress = cumulative[stage] + priors[stage] * tau_of_stage
+            mean = progress.mean(axis=0)
+            if ensemble > 1:
+                confidence = np.clip(1.0 - 2.0 * progress.std(axis=0), 0.0, 1.0)
+            else:
+                confidence = np.ones_like(mean)
+            columns = [mean[:, None], confidence[:, None]]
+            if stage_logits is not None:
+                shifted = np.exp(stage_logits - stage_logits.max(axis=-1, keepdims=True))
+                columns.append((shifted / shifted.sum(axis=-1, keepdims=True)).mean(axis=0))
+            return np.concatenate(columns, axis=1).astype(np.float32, copy=False)
+
+        return forward
 
     def stage_probabilities(self, batch: TensorBatch) -> torch.Tensor:
         """``(B, K)`` stage probabilities averaged over heads (stage models only)."""
