@@ -12,10 +12,16 @@ SB3's ``DummyVecEnv`` three ways and reports env steps per second:
 The three are measured back to back inside each repeat (so drift on a shared machine hits them
 alike), the overhead ``raw_steps_per_s / wrapped_steps_per_s - 1`` is computed within the
 repeat, and the medians over repeats are reported. Models are untrained (timing only).
-Writes ``--out`` (JSON) with the exact command and package versions.
+
+``breakdown`` splits a vectorised MLP step into microseconds: the raw vector step, the
+wrapper's own machinery (what the ``null`` model, a numpy callable, adds) and the model (what
+the MLP adds on top). ``--slow-env`` repeats the MLP measurement on a slower, realistic env
+(default: ManiSkill PushCube-v1, state, 2 envs; skipped if ManiSkill is missing) as extra
+information. Writes ``--out`` (JSON) with the exact command, package versions and the load
+average before and after.
 
     python benchmarks/reward_overhead.py               # defaults: PointReach-v0, 8 envs
-    python benchmarks/reward_overhead.py --repeats 3 --steps 200
+    python benchmarks/reward_overhead.py --repeats 3 --steps 200 --slow-env none
 """
 
 from __future__ import annotations
@@ -95,28 +101,42 @@ def steps_per_second(venv: VecEnv, actions: np.ndarray, warmup: int) -> float:
     return len(actions) * venv.num_envs / elapsed
 
 
-def predict_microseconds(model: ModelLike, venv: VecEnv, repeats: int = 200) -> float:
-    """Median time of one ``predict`` on a batch of every env's observation (the model alone)."""
-    obs = venv.reset()
-    batch = {k: v for k, v in (obs.items() if isinstance(obs, dict) else [("state" if np.asarray(obs).ndim == 2 else "rgb", obs)])}
-    predict = model.predict if hasattr(model, "predict") else model
+def median_microseconds(fn: Callable[[], Any], repeats: int = 200) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        predict(batch)
+        fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def predict_microseconds(model: ModelLike, venv: VecEnv, repeats: int = 200) -> dict[str, float]:
+    """Median time of one ``predict`` on a batch of every env's observation (the model alone);
+    for a ``TorchRewardModel`` also of its torch forward (``predict_torch``), for comparison."""
+    obs = venv.reset()
+    batch = {k: v for k, v in (obs.items() if isinstance(obs, dict) else [("state" if np.asarray(obs).ndim == 2 else "rgb", obs)])}
+    predict = model.predict if hasattr(model, "predict") else model
+    out = {"predict": median_microseconds(lambda: predict(batch), repeats)}
+    if isinstance(model, TorchRewardModel):
+        tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
+        out["predict_torch"] = median_microseconds(lambda: model.predict_torch(tensors), repeats)
+        out["numpy_copy_used"] = model.numpy_forward(batch) is not None
+    return out
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run(args: argparse.Namespace, env_id: str, n_envs: int, steps: int, models: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    for model_name in args.models:
+    for model_name in models:
         obs_mode, _ = MODELS[model_name]
-        model = build_model(args.env, model_name, args.seed)
-        venvs = {c: build_venv(c, args.env, obs_mode, args.n_envs, model, args.seed) for c in CONFIGS}
+        model = build_model(env_id, model_name, args.seed)
+        venvs = {c: build_venv(c, env_id, obs_mode, n_envs, model, args.seed) for c in CONFIGS}
         rng = np.random.default_rng(args.seed)
         space = venvs["raw"].action_space
-        actions = rng.uniform(space.low, space.high, (args.steps, args.n_envs, *space.shape)).astype(space.dtype)
+        actions = rng.uniform(space.low, space.high, (steps, n_envs, *space.shape)).astype(space.dtype)
         per_repeat: dict[str, list[float]] = {c: [] for c in CONFIGS}
         overhead: dict[str, list[float]] = {"per_env": [], "vectorised": []}
         for repeat in range(args.repeats):
@@ -128,7 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for c in overhead:
                 overhead[c].append(sps["raw"] / sps[c] - 1.0)
             print(
-                f"[{model_name}] repeat {repeat + 1}/{args.repeats}: "
+                f"[{env_id} {model_name}] repeat {repeat + 1}/{args.repeats}: "
                 + ", ".join(f"{c} {sps[c]:,.0f} steps/s" for c in CONFIGS)
                 + f" | overhead per-env {overhead['per_env'][-1]:+.1%}, vectorised {overhead['vectorised'][-1]:+.1%}",
                 flush=True,
@@ -143,11 +163,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "median_steps_per_s": {c: statistics.median(per_repeat[c]) for c in CONFIGS},
             "overhead": overhead,
             "median_overhead": {c: statistics.median(v) for c, v in overhead.items()},
-            "median_us_per_raw_vector_step": statistics.median(args.n_envs * 1e6 / r for r in per_repeat["raw"]),
-            "model_predict_us_at_batch_n_envs": model_us,
+            "median_us_per_raw_vector_step": statistics.median(n_envs * 1e6 / r for r in per_repeat["raw"]),
+            "model_predict_us_at_batch_n_envs": model_us["predict"],
+            **({"model_predict_torch_us_at_batch_n_envs": model_us["predict_torch"], "numpy_copy_used": model_us["numpy_copy_used"]}
+               if "predict_torch" in model_us else {}),
             "median_us_per_vector_step_added": {
                 c: statistics.median(
-                    (1.0 / w - 1.0 / r) * args.n_envs * 1e6 for r, w in zip(per_repeat["raw"], per_repeat[c])
+                    (1.0 / w - 1.0 / r) * n_envs * 1e6 for r, w in zip(per_repeat["raw"], per_repeat[c])
                 )
                 for c in ("per_env", "vectorised")
             },
@@ -178,32 +200,63 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="repeats; medians are reported (default: %(default)s)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp", "cnn", "null"], help="models (default: mlp cnn null)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--slow-env", default="PushCube-v1", help="extra MLP row on a slower env; 'none' skips it (default: %(default)s)")
+    parser.add_argument("--slow-n-envs", type=int, default=2, help="envs for --slow-env (default: %(default)s)")
+    parser.add_argument("--slow-steps", type=int, default=300, help="timed vector steps for --slow-env (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: benchmarks/results/reward_overhead.json)")
     args = parser.parse_args(argv)
 
-    results = run(args)
+    load_before = load_average()
+    results = run(args, args.env, args.n_envs, args.steps, args.models)
+    extra: dict[str, Any] = {}
+    if args.slow_env.lower() != "none" and "mlp" in args.models:
+        try:
+            extra[args.slow_env] = run(args, args.slow_env, args.slow_n_envs, args.slow_steps, ["mlp"])
+        except ImportError as exc:  # ManiSkill is an optional extra
+            print(f"skipping --slow-env {args.slow_env}: {exc}")
     report = {
         "command": " ".join(shlex.quote(a) for a in ["python", os.path.relpath(__file__, REPO_ROOT), *(sys.argv[1:] if argv is None else argv)]),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "versions": versions(),
+        "load_average_1_5_15_min": {"before": load_before, "after": load_average()},
         "target": {"vectorised_mlp_overhead_max": TARGET_VECTORISED_MLP_OVERHEAD},
         "results": results,
     }
     if "mlp" in results:
         report["target"]["vectorised_mlp_overhead_median"] = results["mlp"]["median_overhead"]["vectorised"]
         report["target"]["met"] = results["mlp"]["median_overhead"]["vectorised"] <= TARGET_VECTORISED_MLP_OVERHEAD
+    if "mlp" in results and "null" in results:
+        # Each part in microseconds per vector step (medians over repeats, so they need not add
+        # up exactly): what the target has to fit in is 15 % of the raw step.
+        raw_us = results["mlp"]["median_us_per_raw_vector_step"]
+        machinery_us = results["null"]["median_us_per_vector_step_added"]["vectorised"]
+        total_us = results["mlp"]["median_us_per_vector_step_added"]["vectorised"]
+        report["breakdown_us_per_vector_step"] = {
+            "raw_env_step": raw_us,
+            "target_budget": TARGET_VECTORISED_MLP_OVERHEAD * raw_us,
+            "vectorised_mlp_added": total_us,
+            "wrapper_machinery (null model)": machinery_us,
+            "model (mlp added - null added)": total_us - machinery_us,
+            "model_predict_alone": results["mlp"]["model_predict_us_at_batch_n_envs"],
+            "model_predict_torch_alone": results["mlp"].get("model_predict_torch_us_at_batch_n_envs"),
+        }
+    if extra:
+        report["extra_slow_env"] = extra
     print("\nmedians (env steps/s; overhead = raw/wrapped - 1):")
-    for name, r in results.items():
+    rows = [(args.env, n, r) for n, r in results.items()] + [(e, n, r) for e, rs in extra.items() for n, r in rs.items()]
+    for env_id, name, r in rows:
         m, o = r["median_steps_per_s"], r["median_overhead"]
         print(
-            f"  {name:>3} on {r['obs']:<5}: raw {m['raw']:>9,.0f}  per-env {m['per_env']:>9,.0f} ({o['per_env']:+.1%})"
+            f"  {env_id} {name:>4} on {r['obs']:<5}: raw {m['raw']:>9,.0f}  per-env {m['per_env']:>9,.0f} ({o['per_env']:+.1%})"
             f"  vectorised {m['vectorised']:>9,.0f} ({o['vectorised']:+.1%})"
         )
         added = r["median_us_per_vector_step_added"]["vectorised"]
         print(
             f"        raw vector step {r['median_us_per_raw_vector_step']:.0f} us; vectorised adds {added:.0f} us,"
-            f" of which model.predict at batch {args.n_envs}: {r['model_predict_us_at_batch_n_envs']:.0f} us"
+            f" of which model.predict alone: {r['model_predict_us_at_batch_n_envs']:.0f} us"
         )
+    if "breakdown_us_per_vector_step" in report:
+        print("breakdown (us per vector step):", json.dumps({k: round(v, 1) for k, v in report["breakdown_us_per_vector_step"].items() if v is not None}))
     if "met" in report["target"]:
         print(f"target vectorised MLP overhead <= {TARGET_VECTORISED_MLP_OVERHEAD:.0%}: {'met' if report['target']['met'] else 'NOT met'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
