@@ -15,7 +15,8 @@ How it works:
   mapping it unmaps it or dies. Nothing can leak, whichever process dies first.
 * **One small message per episode.** At episode end the recorder sends the segment ids and
   lengths, ``meta`` and the small per-step arrays (rewards, labels, flags; inline bytes) as one
-  framed JSON message; nothing is pickled. The writer process writes the trajectory with
+  framed :mod:`marshal` message: builtin types only (marshal cannot rebuild arbitrary objects,
+  unlike pickle), and ~2 us to encode where JSON took ~11 us of the env thread's time. The writer process writes the trajectory with
   :func:`~collectors.writer.write_trajectory` (temp dir, atomic rename, caps under the lock,
   errors cleaned up) and acknowledges it; only then does the recorder reuse those buffers.
 * **Started with** ``subprocess.Popen([sys.executable, "-c", "...process_writer import main..."])``,
@@ -47,6 +48,7 @@ from __future__ import annotations
 import array
 import itertools
 import json
+import marshal
 import mmap
 import os
 import signal
@@ -73,7 +75,7 @@ from collectors.writer import (
     write_trajectory,
 )
 
-#: Frame header: JSON length, blob length (little-endian uint32 each).
+#: Frame header: message length, blob length (little-endian uint32 each).
 _HEADER = struct.Struct("<II")
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 #: Live writers, so a fork can detach the child's copies (see _after_fork_in_child).
@@ -92,8 +94,15 @@ def process_writer_available() -> str | None:
 
 
 # ----------------------------------------------------------------------------- framing
+def _encode(msg: dict[str, Any]) -> bytes:
+    try:
+        return marshal.dumps(msg)
+    except ValueError:  # numpy scalars, Paths, ... in meta: as meta.json will store them
+        return marshal.dumps(json.loads(json.dumps(msg, default=_json_default)))
+
+
 def _send(sock: socket.socket, msg: dict[str, Any], blobs: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:
-    payload = json.dumps(msg, default=_json_default).encode()
+    payload = _encode(msg)
     blob_len = sum(len(b) for b in blobs)
     data = b"".join((_HEADER.pack(len(payload), blob_len), payload, *blobs))
     if fds:  # the descriptors ride on the frame's first bytes
@@ -123,11 +132,11 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None
     head = _recv_exact(sock, _HEADER.size, fds)
     if head is None:
         return None
-    json_len, blob_len = _HEADER.unpack(head)
-    body = _recv_exact(sock, json_len + blob_len, fds) if json_len + blob_len else b""
+    msg_len, blob_len = _HEADER.unpack(head)
+    body = _recv_exact(sock, msg_len + blob_len, fds) if msg_len + blob_len else b""
     if body is None:
         return None
-    return json.loads(body[:json_len]), body[json_len:], fds
+    return marshal.loads(body[:msg_len]), body[msg_len:], fds
 
 
 # ----------------------------------------------------------------------------- parent side
@@ -300,9 +309,11 @@ class ProcessWriter:
         self._stats.dropped_full[split] += 1
 
     def raise_pending_error(self) -> None:
-        """Raise the first error the writer reported (read without waiting), if any."""
-        if not self._closed and not self._forked:
-            self._poll(block=False)
+        """Raise the first error among the acknowledgements read so far, if any.
+
+        Reads nothing itself (the recorder calls this at every reset): acknowledgements are read
+        at each ``submit``, so an error surfaces at most one episode later, and at ``flush``/``close``.
+        """
         if self._errors:
             first, n = self._errors[0], len(self._errors)
             self._errors.clear()
@@ -367,11 +378,11 @@ class ProcessWriter:
         buf = self._rbuf
         pos = 0
         while len(buf) - pos >= _HEADER.size:
-            json_len, blob_len = _HEADER.unpack_from(buf, pos)
-            end = pos + _HEADER.size + json_len + blob_len
+            msg_len, blob_len = _HEADER.unpack_from(buf, pos)
+            end = pos + _HEADER.size + msg_len + blob_len
             if len(buf) < end:
                 break
-            ack = json.loads(bytes(buf[pos + _HEADER.size : pos + _HEADER.size + json_len]))
+            ack = marshal.loads(bytes(buf[pos + _HEADER.size : pos + _HEADER.size + msg_len]))
             pos = end
             job = self._inflight.pop(ack["job"])
             if job.release is not None:

@@ -37,7 +37,7 @@ from collectors.writer import (
     prepare_root,
     remove_stale_tmp,
 )
-from envs.spaces import key_spaces, obs_to_dict
+from envs.spaces import key_spaces
 
 #: Frames preallocated for an episode when the env declares no ``max_episode_steps``.
 DEFAULT_CAPACITY = 256
@@ -119,7 +119,7 @@ class TrajectoryRecorder(gym.Wrapper):
         unknown = [k for k in self.keys if k not in available]
         if unknown or not self.keys:
             raise ValueError(f"keys {list(self.keys)!r} must be a non-empty subset of the observation keys {list(available)}")
-        # Decided once from the space, as envs.spaces.obs_to_dict does per call.
+        # Decided once from the space (envs.spaces.obs_to_dict decides it per call).
         self._obs_is_dict = isinstance(env.observation_space, spaces.Dict)
         self._obs_specs = {k: self._fixed_spec(f"observation {k!r}", available[k]) for k in self.keys}
         self._action_spec = self._fixed_spec("action", env.action_space)
@@ -132,6 +132,7 @@ class TrajectoryRecorder(gym.Wrapper):
         self.caps: dict[str, int | None] = {"positive": max_positive, "negative": max_negative}
         self.metadata = dict(metadata or {})
         self._writer: TrajectoryWriter | ProcessWriter = open_writer(self.out_dir, async_write, fsync=fsync)
+        self._dropped = self._writer.stats.dropped_full  # one dict for the writer's life
         spec = getattr(env, "spec", None)
         self.env_id: str | None = spec.id if spec is not None else None
         self._host = socket.gethostname()
@@ -299,9 +300,11 @@ class TrajectoryRecorder(gym.Wrapper):
         for col in (*self._obs_cols.values(), self._action_col, *self._info_cols.values()):
             col.n = 0
         self._steps = []
-        obs_dict = obs_to_dict(obs, self.env.observation_space)
-        for key, col in self._obs_cols.items():
-            col.append(obs_dict[key])
+        if self._single_obs_col is not None:
+            self._single_obs_col.append(obs)
+        else:
+            for key, col in self._obs_cols.items():
+                col.append(obs[key])
         self._reset_label_missing = self.success_key not in info
         self._reset_label = 0.0 if self._reset_label_missing else as_flag(info[self.success_key])
         self._success_once = "success_once" in info and as_flag(info["success_once"]) >= 0.5
@@ -326,11 +329,12 @@ class TrajectoryRecorder(gym.Wrapper):
     def _finish_episode(self) -> None:
         self._recording = False
         self.episodes_finished += 1
-        steps = self._steps
-        length = len(steps)
+        length = len(self._steps)
+        # Explicit casts, not np.array(values): that would turn a None reward into NaN silently.
+        rewards_raw, terminated_raw, truncated_raw, flags = zip(*self._steps)
         labels = np.empty(length + 1, dtype=np.float32)
         labels[0] = self._reset_label
-        labels[1:] = [1.0 if f is True else 0.0 if f is False else as_flag(f) for _r, _te, _tr, f in steps]
+        labels[1:] = [1.0 if f is True else 0.0 if f is False else as_flag(f) for f in flags]
         success = bool(self._success_once or (labels >= 0.5).any())
         split = "positive" if success else "negative"
         if self._full[split] or self._split_full(split):
@@ -339,10 +343,10 @@ class TrajectoryRecorder(gym.Wrapper):
             return
         fields: dict[str, np.ndarray | FrameBuffer] = {f"obs.{k}": col for k, col in self._obs_cols.items()}
         fields["actions"] = self._action_col
-        fields["rewards"] = np.array([float(r) for r, _te, _tr, _f in steps], dtype=np.float64)
+        fields["rewards"] = rewards = np.array([float(r) for r in rewards_raw], dtype=np.float64)
         fields["labels"] = labels
-        fields["terminated"] = np.array([bool(te) for _r, te, _tr, _f in steps], dtype=bool)
-        fields["truncated"] = np.array([bool(tr) for _r, _te, tr, _f in steps], dtype=bool)
+        fields["terminated"] = terminated = np.array([bool(te) for te in terminated_raw], dtype=bool)
+        fields["truncated"] = truncated = np.array([bool(tr) for tr in truncated_raw], dtype=bool)
         for key in self.info_keys:
             fields[f"info.{key}"] = self._info_cols[key]
         meta = {
@@ -356,9 +360,9 @@ class TrajectoryRecorder(gym.Wrapper):
             "info_missing_at_reset": list(self._reset_info_missing),
             "obs_keys": list(self.keys),
             "info_keys": list(self.info_keys),
-            "return": float(fields["rewards"].sum()),
-            "terminated": bool(fields["terminated"][-1]) if length else False,
-            "truncated": bool(fields["truncated"][-1]) if length else False,
+            "return": float(rewards.sum()),
+            "terminated": bool(terminated[-1]),
+            "truncated": bool(truncated[-1]),
             "episode_index": self.episodes_started - 1,
             "created_unix": time.time(),
             "host": self._host,
@@ -374,11 +378,12 @@ class TrajectoryRecorder(gym.Wrapper):
             # holds the deque, not the recorder, so a dropped recorder is freed by refcounting.
             handed, spare = [self._obs_cols, {"": self._action_col}, self._info_cols], self._spare
             job.release = lambda: spare.append(handed)
-        before = writer.stats.dropped_full[split]
+        dropped = self._dropped  # the writer's counts, read without polling it
+        before = dropped[split]
         writer.submit(job)  # if this raises, the job was not taken and the buffers stay ours
         if writer.async_write:
             self._use_buffers(*self._take_spare_buffers())
-        if writer.stats.dropped_full[split] != before:
+        if dropped[split] != before:
             self._full[split] = True
 
 

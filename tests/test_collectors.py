@@ -530,6 +530,19 @@ def test_process_writer_failed_write_raises_and_leaves_nothing(tmp_path: Path, b
     check_exact(t, 1, 1)
 
 
+def test_process_writer_meta_with_numpy_values(tmp_path: Path) -> None:
+    """meta travels to the writer process as builtin types; numpy values and paths in it are
+    stored as meta.json always stored them (numbers, strings)."""
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process",
+                             metadata={"noise": np.float32(0.5), "policy": tmp_path / "p.zip", "n": np.int64(3)})
+    env.reset(seed=SEED_BASE)
+    while not any(env.step(np.zeros(1, np.float32))[2:4]):
+        pass
+    env.close()
+    (t,) = load_trajectories(tmp_path)
+    assert (t.meta["noise"], t.meta["policy"], t.meta["n"], t.meta["seed"]) == (0.5, str(tmp_path / "p.zip"), 3, SEED_BASE)
+
+
 def test_process_writer_frees_shared_memory_on_close_and_gc(tmp_path: Path) -> None:
     base = _memfd_use()
     shm_before = set(os.listdir("/dev/shm"))
