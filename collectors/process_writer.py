@@ -180,6 +180,7 @@ class ProcessWriter:
         self.fsync = fsync
         self.max_pending = max(1, int(max_pending))
         self._stats = WriteStats()
+        self._new_paths: list[str] = []
         self._errors: list[BaseException] = []
         self._inflight: dict[int, WriteJob] = {}
         self._seq = itertools.count()
@@ -218,6 +219,9 @@ class ProcessWriter:
     def stats(self) -> WriteStats:
         """What was written so far (acknowledgements already sent are read first, without waiting)."""
         self._poll(block=False)
+        if self._new_paths:
+            self._stats.paths.extend(map(Path, self._new_paths))
+            self._new_paths.clear()
         return self._stats
 
     @property
@@ -391,9 +395,9 @@ class ProcessWriter:
             if status == "ok":
                 self._stats.written[job.split] += 1
                 self._stats.frames += len(job.fields["labels"])
-                self._stats.bytes += sum((v.view() if isinstance(v, FrameBuffer) else np.asarray(v)).nbytes
-                                        for v in job.fields.values())
-                self._stats.paths.append(Path(ack["path"]))
+                self._stats.bytes += sum(v.n * v.frame_bytes if isinstance(v, FrameBuffer) else np.asarray(v).nbytes
+                                         for v in job.fields.values())
+                self._new_paths.append(ack["path"])  # made Paths when stats are read: not on the env's thread
             elif status == "dropped":
                 self._stats.dropped_full[job.split] += 1
             else:

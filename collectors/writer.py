@@ -15,7 +15,7 @@ and restarts.
 >>> fields = {"obs.state": np.zeros((3, 2), np.float32), "actions": np.zeros((2, 1), np.float32),
 ...           "rewards": np.zeros(2), "labels": np.zeros(3, np.float32),
 ...           "terminated": np.zeros(2, bool), "truncated": np.array([False, True])}
->>> path = write_trajectory(root, "negative", new_trajectory_id(), fields, {"env_id": None})
+>>> path = write_trajectory(root, "negative", new_trajectory_id(), fields, {"env_id": None, "success": False})
 >>> sorted(p.name for p in path.iterdir())[:3], count_trajectories(root, "negative")
 (['actions.npy', 'labels.npy', 'meta.json'], 1)
 """

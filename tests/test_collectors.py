@@ -761,3 +761,15 @@ def test_cli_collect_with_a_saved_sb3_policy(tmp_path: Path, capsys: pytest.Capt
     assert main(["collect", "--env", "PointReach-v0", "--policy", str(tmp_path / "missing.zip"), "--episodes", "1",
                  "--out", str(out)]) == 2
     assert "missing.zip" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- docstrings
+@pytest.mark.parametrize("module", ["collectors", "collectors.format", "collectors.frames", "collectors.writer",
+                                    "collectors.process_writer", "collectors.recorder", "collectors.reader",
+                                    "collectors.rollout", "collectors.rlinf"])
+def test_docstring_examples_run(module: str) -> None:
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
