@@ -321,6 +321,16 @@ class TorchRewardModel:
         self._check = BatchCheck(spec, check_dtype=False)  # shapes, as predict always checked
         self._numpy: Optional[_NumpyCopy] = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The numpy copy holds closures (not picklable) and is rebuilt on first use anyway.
+        return {**self.__dict__, "_numpy": None}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.__dict__.setdefault("_numpy", None)
+        if "_check" not in self.__dict__:  # pickled before the per-layout check existed
+            self._check = BatchCheck(self.spec, check_dtype=False)
+
     @classmethod
     def build(cls, spec: ModelSpec, arch_name: str = "reward_net", **arch_kwargs: Any) -> "TorchRewardModel":
         net = build_network(arch_name, spec, **arch_kwargs)

@@ -654,3 +654,19 @@ def test_numpy_copy_only_for_small_state_batches() -> None:
     assert model.numpy_forward(_state_batch(model.spec, 1)) is None
     tensors = {k: torch.as_tensor(v) for k, v in _state_batch(model.spec, 4).items()}
     assert model.numpy_forward(tensors) is None
+
+
+def test_model_pickles_after_predict() -> None:
+    """SubprocVecEnv/spec round trips pickle the model; the numpy copy is rebuilt, not pickled."""
+    import copy
+    import pickle
+
+    model = TorchRewardModel.build(_two_key_spec(1, "logit"), hidden=16)
+    batch = _state_batch(model.spec, 4)
+    expected = model.predict(batch)
+    for clone in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        np.testing.assert_array_equal(clone.predict(batch), expected)
+        with torch.no_grad():
+            clone.net.head[0].bias.add_(1.0)  # the clone's copy follows the clone's weights only
+        assert not np.allclose(clone.predict(batch), expected)
+        np.testing.assert_array_equal(model.predict(batch), expected)
