@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--encoder", default="cnn", choices=["cnn", "resnet10"])
+    parser.add_argument("--window", type=int, default=1, help="frames the classifier reads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--camera-view", default=None,
                         help="ManiSkill camera placement for rgb (envs.maniskill.CAMERA_VIEWS, e.g. 'workspace'); default: the task's")
@@ -56,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         counts = {"reused": str(data)}
     collect_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    fit_classifier(data, work / "classifier.pt", inputs=tuple(args.inputs), epochs=args.epochs,
+    fit_classifier(data, work / "classifier.pt", inputs=tuple(args.inputs), window=args.window, epochs=args.epochs,
                    encoder=args.encoder, seed=args.seed)
     fit_seconds = time.perf_counter() - start
     report = json.loads((work / "classifier.report.json").read_text())
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         "env": args.env,
         "inputs": args.inputs,
         "encoder": args.encoder,
+        "window": args.window,
         "camera_view": args.camera_view,
         "episodes": args.episodes,
         "collected": counts,
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": package_versions(),
         "hardware": {"machine": platform.machine(), "cpus": os.cpu_count()},
     }
-    view = f"_{args.camera_view}" if args.camera_view else ""
+    view = (f"_{args.camera_view}" if args.camera_view else "") + (f"_window{args.window}" if args.window > 1 else "")
     out = pathlib.Path(args.results) / f"classifier_{args.env}_{'+'.join(args.inputs)}{view}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

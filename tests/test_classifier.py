@@ -157,3 +157,34 @@ def test_split_keeps_a_lone_or_scarce_class_on_both_sides_when_it_can():
     two_positive = [t for t in data if not t.success][:8] + [t for t in data if t.success][:2]
     train, val = split_by_trajectory(two_positive, 0.8, seed=0)
     assert sum(t.success for t in train) == 1 and sum(t.success for t in val) == 1
+
+
+def _static_or_moving_trajectories(n: int = 24, length: int = 20, seed: int = 0):
+    """Success means "did not move since the previous frame": one frame never shows it."""
+    from tests.fake_trajectories import FakeTrajectory
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x = rng.uniform(-1, 1, length + 1)
+        static = rng.random(length + 1) < 0.4
+        static[0] = False
+        for t in np.flatnonzero(static):
+            x[t] = x[t - 1]
+        state = np.stack([x, rng.normal(0, 0.1, length + 1)], axis=1).astype(np.float32)
+        labels = static.astype(np.float32)
+        out.append(FakeTrajectory({"state": state}, labels, np.zeros(length, np.float32), f"fake/{i:03d}", f"t{i:03d}"))
+    return out
+
+
+def test_a_window_of_frames_shows_motion_one_frame_cannot(tmp_path):
+    data = _static_or_moving_trajectories()
+    settings = {**FAST, "epochs": 15, "steps_per_epoch": 20, "hidden": 64}
+    one = fit_classifier(data, tmp_path / "one.pt", inputs=("state",), **settings)
+    two = fit_classifier(data, tmp_path / "two.pt", inputs=("state",), window=2, **settings)
+    auc_one = json.loads(report_path(one, ".report.json").read_text())["val_auc"]
+    report_two = json.loads(report_path(two, ".report.json").read_text())
+    assert auc_one < 0.7 and report_two["val_auc"] >= 0.95, (auc_one, report_two["val_auc"])
+    assert report_two["window"] == 2 and load_reward_model(two).spec.window == 2
+    with pytest.raises(ValueError, match="window must be >= 1"):
+        fit_classifier(data, tmp_path / "bad.pt", inputs=("state",), window=0, **FAST)

@@ -51,6 +51,7 @@ def fit_classifier(
     out: str | os.PathLike,
     *,
     inputs: Sequence[str] = ("rgb",),
+    window: int = 1,
     encoder: str = "cnn",
     pretrained: str | os.PathLike | None = None,
     freeze_encoder: bool = False,
@@ -74,7 +75,12 @@ def fit_classifier(
     suggested threshold and at 0.5, sample counts, timing) and ``<out>.errors.png`` (the worst false
     positives and false negatives with their scores). ``pretrained`` is a ``.pt`` state dict for
     the image encoder (loaded with ``weights_only=True``); ``freeze_encoder`` keeps it fixed.
+    ``window > 1`` classifies frame ``t`` from the causal window ``t - window + 1 .. t`` (first frame
+    repeated at an episode start, as the wrappers feed it online): motion becomes visible, e.g.
+    ManiSkill's "robot is static" part of success, which no single frame shows.
     """
+    if window < 1:
+        raise ValueError(f"window must be >= 1, got {window}")
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
     inputs = tuple(inputs)
@@ -94,7 +100,7 @@ def fit_classifier(
                 "both are needed: record more successful and failed trajectories"
             )
 
-    spec = ModelSpec(inputs=specs, output="logit")
+    spec = ModelSpec(inputs=specs, window=window, output="logit")
     model = TorchRewardModel.build(spec, encoder=encoder, hidden=hidden)
     net = model.net.to(torch_device)
     for key, inp in specs.items():
@@ -123,7 +129,7 @@ def fit_classifier(
         epoch_start, losses = time.perf_counter(), []
         for _ in range(steps):
             rows = balanced_indices(train_table, batch_size, rng)
-            batch = gather(train, train_table.traj[rows], train_table.frame[rows], inputs)
+            batch = gather(train, train_table.traj[rows], train_table.frame[rows], inputs, window)
             if augment:
                 for key in image_keys:
                     batch[key] = random_shift(batch[key], SHIFT_PAD, rng)
@@ -160,10 +166,11 @@ def fit_classifier(
     scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
     probs = sigmoid(scores)
     threshold = best_f1_threshold(probs, val_table.label)
-    model.spec = ModelSpec(inputs=specs, output="logit", threshold=threshold)
+    model.spec = ModelSpec(inputs=specs, window=window, output="logit", threshold=threshold)
     report = {
         "kind": "classifier",
         "inputs": list(inputs),
+        "window": window,
         "encoder": encoder,
         "seed": seed,
         "val_auc": roc_auc(scores, val_table.label),
@@ -263,6 +270,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report and error grid go beside it")
     parser.add_argument("--inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads (images, state, or both)")
+    parser.add_argument("--window", type=int, default=1, help="frames the classifier reads (causal window ending at the frame judged)")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--pretrained", default=None, help="state-dict file for the image encoder")
     parser.add_argument("--freeze-encoder", action="store_true", help="keep the image encoder fixed")
@@ -280,7 +288,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_classifier(
-        args.data, args.out, inputs=tuple(args.inputs), encoder=args.encoder, pretrained=args.pretrained,
+        args.data, args.out, inputs=tuple(args.inputs), window=args.window, encoder=args.encoder, pretrained=args.pretrained,
         freeze_encoder=args.freeze_encoder, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         val_fraction=args.val_fraction, augment=not args.no_augment, patience=args.patience,
         steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, logdir=args.logdir,
