@@ -14,17 +14,21 @@ How it works:
   Unix socket (``SCM_RIGHTS``) once per buffer, and freed by the kernel when the last process
   mapping it unmaps it or dies. Nothing can leak, whichever process dies first.
 * **One small message per episode.** At episode end the recorder sends the segment ids and
-  lengths, ``meta`` and the small per-step arrays (rewards, labels, flags; inline bytes) as one
+  lengths, ``meta`` and the per-step columns (rewards, labels, flags as Python lists) as one
   framed :mod:`marshal` message: builtin types only (marshal cannot rebuild arbitrary objects,
-  unlike pickle), and ~2 us to encode where JSON took ~11 us of the env thread's time. The writer process writes the trajectory with
-  :func:`~collectors.writer.write_trajectory` (temp dir, atomic rename, caps under the lock,
-  errors cleaned up) and acknowledges it; only then does the recorder reuse those buffers.
+  unlike pickle), and ~2 us to encode where JSON took ~11 us of the env thread's time. The
+  writer process writes the trajectory with :func:`~collectors.writer.write_trajectory` (temp
+  dir, atomic rename, caps under the lock, errors cleaned up), then stores its progress (jobs
+  done, special replies sent) in one shared 8-byte word. The recorder reads that word at each
+  episode end, a memory read instead of a syscall, and reuses the buffers of finished jobs; only
+  a dropped (cap) or failed job sends a reply over the socket, and ``flush`` sends a ping that
+  the writer answers in order.
 * **Started with** ``subprocess.Popen([sys.executable, "-c", "...process_writer import main..."])``,
   not ``multiprocessing``: SB3's SubprocVecEnv workers are daemonic and may not have
   multiprocessing children. It ignores SIGINT (a Ctrl-C must not kill it mid-write; the parent's
   ``close()`` or exit ends it). On end of file (parent closed or died) it writes every episode it
   had already received (their memory is still mapped in the writer), then exits.
-* **Errors.** A failed write comes back as an error acknowledgement and is raised as
+* **Errors.** A failed write comes back as an error reply and is raised as
   :class:`~collectors.writer.TrajectoryWriteError` at the next ``reset``/``flush``/``close``. If the
   writer process itself dies, the episodes it had not acknowledged are written in this process
   (their memory is still mapped here) with a ``RuntimeWarning``, and later ones go to a writer
@@ -65,6 +69,7 @@ import numpy as np
 
 from collectors.frames import FrameBuffer
 from collectors.writer import (
+    Column,
     TrajectoryWriteError,
     TrajectoryWriter,
     WriteJob,
@@ -77,6 +82,10 @@ from collectors.writer import (
 
 #: Frame header: message length, blob length (little-endian uint32 each).
 _HEADER = struct.Struct("<II")
+#: The writer's progress word in shared memory: (jobs done << _SPECIAL_BITS) | (special acks mod
+#: 2**_SPECIAL_BITS). One aligned 8-byte store, so the parent reads both halves consistently.
+_SPECIAL_BITS = 20
+_SPECIAL_MASK = (1 << _SPECIAL_BITS) - 1
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 #: Live writers, so a fork can detach the child's copies (see _after_fork_in_child).
 _LIVE: "weakref.WeakSet[ProcessWriter]" = weakref.WeakSet()
@@ -143,10 +152,12 @@ def _recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None
 class _Segment:
     """One shared-memory mapping of the parent; ``id`` names it in messages to the writer."""
 
-    __slots__ = ("id", "mm", "__weakref__")
+    __slots__ = ("id", "mm", "desc", "__weakref__")
 
     def __init__(self, seg_id: int, mm: mmap.mmap) -> None:
         self.id, self.mm = seg_id, mm
+        #: (shape, dtype str, dtype survives the str) of the frame buffer using it, set on first use
+        self.desc: tuple[tuple[int, ...], str, bool] | None = None
 
 
 def _shutdown(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
@@ -191,6 +202,8 @@ class ProcessWriter:
         self._closed = False
         self._eof = False  # the writer closed its end: it has exited or is about to
         self._forked = False
+        self._specials_seen = 0
+        self._ping = self._pong = 0
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
@@ -208,6 +221,15 @@ class ProcessWriter:
         self._sock = ours
         self._finalizer = weakref.finalize(self, _shutdown, ours, self._proc)
         _LIVE.add(self)
+        # Progress in shared memory: finished jobs are released without a syscall per episode.
+        fd = os.memfd_create("rewardswap-progress", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, mmap.PAGESIZE)
+            self._progress_mm = mmap.mmap(fd, mmap.PAGESIZE)
+            self._send({"progress": mmap.PAGESIZE}, fds=[fd])
+        finally:
+            os.close(fd)
+        self._progress = np.frombuffer(self._progress_mm, np.uint64)
 
     # ------------------------------------------------------------------ interface
     @property
@@ -217,8 +239,8 @@ class ProcessWriter:
 
     @property
     def stats(self) -> WriteStats:
-        """What was written so far (acknowledgements already sent are read first, without waiting)."""
-        self._poll(block=False)
+        """What was written so far (the writer's progress is read first, without waiting)."""
+        self._reap()
         if self._new_paths:
             self._stats.paths.extend(map(Path, self._new_paths))
             self._new_paths.clear()
@@ -242,33 +264,43 @@ class ProcessWriter:
         if self._fallback is not None:
             self._fallback.submit(job)
             return
-        fields: list[list[Any]] = []
+        # Tuples of builtins for marshal: ("f", name, segment, frames) for shared frame buffers,
+        # ("c", name, values, dtype) for Columns, ("b", name, shape, dtype, offset, nbytes) for
+        # any other array (its bytes travel in the message).
+        fields: list[tuple[Any, ...]] = []
         blobs: list[bytes] = []
         offset = 0
         for name, value in job.fields.items():
-            if isinstance(value, FrameBuffer) and value.segment is not None and np.dtype(value.dtype.str) == value.dtype:
-                fields.append([name, value.segment.id, value.n, list(value.shape), value.dtype.str])
+            if type(value) is Column:
+                fields.append(("c", name, value.values, value.dtype))
                 continue
+            if isinstance(value, FrameBuffer) and value.segment is not None:
+                seg = value.segment
+                if seg.desc is None:  # once per segment: its shape and dtype never change
+                    seg.desc = (tuple(value.shape), value.dtype.str, np.dtype(value.dtype.str) == value.dtype)
+                if seg.desc[2]:
+                    fields.append(("f", name, seg.id, value.n, seg.desc[0], seg.desc[1]))
+                    continue
             arr = np.ascontiguousarray(value.view() if isinstance(value, FrameBuffer) else value)
             if arr.dtype.hasobject or np.dtype(arr.dtype.str) != arr.dtype:
                 raise TypeError(f"field {name!r} has dtype {arr.dtype}; the format stores plain arrays only")
             data = arr.tobytes()
-            fields.append([name, None, list(arr.shape), arr.dtype.str, offset, len(data)])
+            fields.append(("b", name, arr.shape, arr.dtype.str, offset, len(data)))
             blobs.append(data)
             offset += len(data)
         seq = next(self._seq)
         self._inflight[seq] = job
         msg = {"job": seq, "split": job.split, "id": job.traj_id, "cap": job.cap, "meta": job.meta, "fields": fields}
         self._send(msg, blobs)
-        self._poll(block=False)
-        while len(self._inflight) >= self.max_pending and self._fallback is None:
-            self._poll(block=True)
+        self._reap()
+        if len(self._inflight) >= self.max_pending:
+            self._sync()  # a slow disk slows the env down instead of filling memory
 
     def flush(self) -> None:
         """Wait until every submitted job is on disk; raise the first error."""
         self._check_usable()
-        while self._inflight and self._fallback is None:
-            self._poll(block=True)
+        if self._inflight:
+            self._sync()
         if self._fallback is not None:
             self._fallback.flush()
         self.raise_pending_error()
@@ -305,7 +337,7 @@ class ProcessWriter:
     @property
     def pending(self) -> int:
         """Jobs submitted and not yet acknowledged as written."""
-        self._poll(block=False)
+        self._reap()
         return len(self._inflight) + (self._fallback.pending if self._fallback is not None else 0)
 
     def note_dropped(self, split: str) -> None:
@@ -315,8 +347,9 @@ class ProcessWriter:
     def raise_pending_error(self) -> None:
         """Raise the first error among the acknowledgements read so far, if any.
 
-        Reads nothing itself (the recorder calls this at every reset): acknowledgements are read
-        at each ``submit``, so an error surfaces at most one episode later, and at ``flush``/``close``.
+        Reads nothing itself (the recorder calls this at every reset): the writer's progress is
+        read at each ``submit``, so an error surfaces an episode or two later, and at
+        ``flush``/``close``.
         """
         if self._errors:
             first, n = self._errors[0], len(self._errors)
@@ -357,6 +390,47 @@ class ProcessWriter:
         except OSError:  # EPIPE, ECONNRESET: the writer process is gone
             self._lost()
 
+    def _reap(self) -> None:
+        """Release the jobs the writer has finished: one shared-memory read, a syscall only when
+        a job was dropped (cap) or failed (its acknowledgement waits on the socket)."""
+        if self._fallback is not None or self._forked:
+            return
+        word = int(self._progress[0])
+        if word & _SPECIAL_MASK != self._specials_seen:
+            self._specials_seen = word & _SPECIAL_MASK
+            self._poll(block=False)  # the writer sent those before it stored the word
+        self._pop_done(word >> _SPECIAL_BITS)
+
+    def _pop_done(self, done: int | None = None) -> None:
+        """Count the jobs before ``done`` (default: the progress word's count) as written."""
+        if done is None:
+            done = int(self._progress[0]) >> _SPECIAL_BITS
+        inflight = self._inflight
+        while inflight:
+            seq = next(iter(inflight))
+            if seq >= done:
+                return
+            job = inflight.pop(seq)
+            if job.release is not None:
+                job.release()
+            stats = self._stats
+            stats.written[job.split] += 1
+            stats.frames += len(job.fields["labels"])
+            stats.bytes += sum(v.n * v.frame_bytes if isinstance(v, FrameBuffer) else
+                               v.nbytes if type(v) is Column else np.asarray(v).nbytes for v in job.fields.values())
+            # a str here, Paths when stats are read: not on the env's thread
+            self._new_paths.append(os.path.join(self.root, job.split, job.traj_id))
+
+    def _sync(self) -> None:
+        """Block until the writer has handled everything sent so far (a ping it answers in order)."""
+        if self._fallback is not None:
+            return
+        self._ping += 1
+        self._send({"ping": self._ping})
+        while self._fallback is None and not self._eof and self._pong < self._ping:
+            self._poll(block=True)
+        self._reap()
+
     def _poll(self, *, block: bool) -> None:
         """Read acknowledgements: all that are waiting, or (``block``) at least one read's worth."""
         if self._fallback is not None or self._eof or self._forked:
@@ -370,6 +444,7 @@ class ProcessWriter:
                 data = b""
             if not data:
                 self._eof = True
+                self._pop_done()  # the writer exited: its last progress word is final
                 if self._inflight or not self._closed:
                     self._lost()
                 return
@@ -388,17 +463,14 @@ class ProcessWriter:
                 break
             ack = marshal.loads(bytes(buf[pos + _HEADER.size : pos + _HEADER.size + msg_len]))
             pos = end
+            if "pong" in ack:
+                self._pong = max(self._pong, ack["pong"])
+                continue
             job = self._inflight.pop(ack["job"])
             if job.release is not None:
                 job.release()
             status = ack["status"]
-            if status == "ok":
-                self._stats.written[job.split] += 1
-                self._stats.frames += len(job.fields["labels"])
-                self._stats.bytes += sum(v.n * v.frame_bytes if isinstance(v, FrameBuffer) else np.asarray(v).nbytes
-                                         for v in job.fields.values())
-                self._new_paths.append(ack["path"])  # made Paths when stats are read: not on the env's thread
-            elif status == "dropped":
+            if status == "dropped":
                 self._stats.dropped_full[job.split] += 1
             else:
                 exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(ack.get("type", ""), TrajectoryWriteError)
@@ -482,12 +554,14 @@ def open_writer(root: str | os.PathLike[str], async_write: bool | str, *, fsync:
 def _fields(msg: dict[str, Any], blob: bytes, segments: dict[int, np.ndarray]) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for desc in msg["fields"]:
-        name, seg = desc[0], desc[1]
-        if seg is not None:
-            _name, _seg, n, shape, dtype = desc
+        kind, name = desc[0], desc[1]
+        if kind == "f":
+            _k, _n, seg, n, shape, dtype = desc
             fields[name] = FrameBuffer.over(segments[seg], tuple(shape), np.dtype(dtype), n)
+        elif kind == "c":
+            fields[name] = Column(desc[2], desc[3])
         else:
-            _name, _seg, shape, dtype, offset, nbytes = desc
+            _k, _n, shape, dtype, offset, nbytes = desc
             dt = np.dtype(dtype)
             fields[name] = (np.frombuffer(blob, dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
                             if nbytes else np.zeros(shape, dt))
@@ -511,8 +585,8 @@ def _write_job(root: str, msg: dict[str, Any], blob: bytes, segments: dict[int, 
 def main(argv: list[str] | None = None) -> int:
     """Writer process: ``main([FD, ROOT, "--fsync"?])`` (FD: a Unix socket), started by ProcessWriter.
 
-    Reads segment and job messages until end of file, writes each job, acknowledges it (while the
-    parent listens), exits 0.
+    Reads segment and job messages until end of file, writes each job and stores its progress,
+    answers pings and reports dropped or failed jobs (while the parent listens), exits 0.
     """
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2 or not args[0].isdigit():
@@ -529,7 +603,18 @@ def main(argv: list[str] | None = None) -> int:
     sock = socket.socket(fileno=int(args[0]))
     root, fsync = args[1], "--fsync" in args[2:]
     segments: dict[int, np.ndarray] = {}
+    progress: np.ndarray | None = None
+    done = specials = 0
     parent_listens = True
+
+    def tell(reply: dict[str, Any]) -> None:
+        nonlocal parent_listens
+        if parent_listens:
+            try:
+                _send(sock, reply)
+            except OSError:  # the parent died: keep writing what it sent, nobody to tell
+                parent_listens = False
+
     while True:
         received = _recv(sock)
         if received is None:
@@ -537,19 +622,26 @@ def main(argv: list[str] | None = None) -> int:
         msg, blob, fds = received
         for seg_id in msg.get("forget", ()):
             segments.pop(seg_id, None)
-        if "segment" in msg:
+        if "segment" in msg or "progress" in msg:
             try:
-                segments[msg["segment"]] = np.frombuffer(mmap.mmap(fds[0], msg["size"]), np.uint8)
+                mapped = mmap.mmap(fds[0], msg.get("size", msg.get("progress")))
             finally:
                 for fd in fds:
                     os.close(fd)
+            if "segment" in msg:
+                segments[msg["segment"]] = np.frombuffer(mapped, np.uint8)
+            else:
+                progress = np.frombuffer(mapped, np.uint64)
         if "job" in msg:
             ack = _write_job(root, msg, blob, segments, fsync)
-            if parent_listens:
-                try:
-                    _send(sock, ack)
-                except OSError:  # the parent died: keep writing what it sent, nobody to tell
-                    parent_listens = False
+            if ack["status"] != "ok":  # sent before the progress word counts it (see _reap)
+                tell(ack)
+                specials += 1
+            done = msg["job"] + 1
+            if progress is not None:
+                progress[0] = (done << _SPECIAL_BITS) | (specials & _SPECIAL_MASK)
+        if "ping" in msg:
+            tell({"pong": msg["ping"]})
     return 0
 
 

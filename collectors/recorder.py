@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import os
 import socket
 import time
@@ -29,9 +30,11 @@ from collectors.format import SPLITS
 from collectors.frames import FrameBuffer
 from collectors.process_writer import ProcessWriter, open_writer
 from collectors.writer import (
+    Column,
     TrajectoryWriter,
     WriteJob,
     WriteStats,
+    _ProcessToken,
     count_trajectories,
     new_trajectory_id,
     prepare_root,
@@ -42,6 +45,8 @@ from envs.spaces import key_spaces
 #: Frames preallocated for an episode when the env declares no ``max_episode_steps``.
 DEFAULT_CAPACITY = 256
 _MISSING = object()
+#: The smallest float64 that rounds to float32 0.5 (ties to even): v >= this <=> float32(v) >= 0.5.
+_HALF_AS_FLOAT32 = 0.5 - 2.0**-26
 
 
 def as_flag(value: Any) -> float:
@@ -79,7 +84,7 @@ class TrajectoryRecorder(gym.Wrapper):
             so they hold across restarts and across processes sharing ``out_dir``. Episodes
             for a full split are not written; when both are full nothing is buffered.
         async_write: write off the stepping thread; ``close()`` (or ``flush()``) waits for the
-            writes and raises any error they hit (errors also surface at the next ``reset``).
+            writes and raises any error they hit (errors also surface at a later ``reset``).
             ``True`` (or ``"process"``): a writer process fed through shared memory
             (:mod:`collectors.process_writer`); episodes cost the env loop only their buffering
             and one small message, and survive this process being killed once handed over.
@@ -329,24 +334,28 @@ class TrajectoryRecorder(gym.Wrapper):
     def _finish_episode(self) -> None:
         self._recording = False
         self.episodes_finished += 1
-        length = len(self._steps)
-        # Explicit casts, not np.array(values): that would turn a None reward into NaN silently.
+        # Python only, no numpy call: this runs on the env's thread, where each numpy call
+        # costs several microseconds with the env's data in the caches. The writer (thread or
+        # process) makes the Columns arrays. Explicit casts: np.array would make None a NaN.
         rewards_raw, terminated_raw, truncated_raw, flags = zip(*self._steps)
-        labels = np.empty(length + 1, dtype=np.float32)
-        labels[0] = self._reset_label
-        labels[1:] = [1.0 if f is True else 0.0 if f is False else as_flag(f) for f in flags]
-        success = bool(self._success_once or (labels >= 0.5).any())
+        labels = [self._reset_label]
+        labels += [1.0 if f is True else 0.0 if f is False else as_flag(f) for f in flags]
+        # labels are stored as float32: compare with the smallest double that rounds to 0.5 there
+        success = self._success_once or any(v >= _HALF_AS_FLOAT32 for v in labels)
         split = "positive" if success else "negative"
         if self._full[split] or self._split_full(split):
             self._full[split] = True
             self._writer.note_dropped(split)
             return
-        fields: dict[str, np.ndarray | FrameBuffer] = {f"obs.{k}": col for k, col in self._obs_cols.items()}
+        rewards = [float(r) for r in rewards_raw]
+        terminated = [bool(te) for te in terminated_raw]
+        truncated = [bool(tr) for tr in truncated_raw]
+        fields: dict[str, np.ndarray | FrameBuffer | Column] = {f"obs.{k}": col for k, col in self._obs_cols.items()}
         fields["actions"] = self._action_col
-        fields["rewards"] = rewards = np.array([float(r) for r in rewards_raw], dtype=np.float64)
-        fields["labels"] = labels
-        fields["terminated"] = terminated = np.array([bool(te) for te in terminated_raw], dtype=bool)
-        fields["truncated"] = truncated = np.array([bool(tr) for tr in truncated_raw], dtype=bool)
+        fields["rewards"] = Column(rewards, "<f8")
+        fields["labels"] = Column(labels, "<f4")
+        fields["terminated"] = Column(terminated, "|b1")
+        fields["truncated"] = Column(truncated, "|b1")
         for key in self.info_keys:
             fields[f"info.{key}"] = self._info_cols[key]
         meta = {
@@ -357,16 +366,16 @@ class TrajectoryRecorder(gym.Wrapper):
             "success_key": self.success_key,
             "success_once": self._success_once,
             "reset_label_from_info": not self._reset_label_missing,
-            "info_missing_at_reset": list(self._reset_info_missing),
-            "obs_keys": list(self.keys),
-            "info_keys": list(self.info_keys),
-            "return": float(rewards.sum()),
-            "terminated": bool(terminated[-1]),
-            "truncated": bool(truncated[-1]),
+            "info_missing_at_reset": self._reset_info_missing,  # a new list every episode
+            "obs_keys": self.keys,
+            "info_keys": self.info_keys,
+            "return": math.fsum(rewards),
+            "terminated": terminated[-1],
+            "truncated": truncated[-1],
             "episode_index": self.episodes_started - 1,
             "created_unix": time.time(),
             "host": self._host,
-            "pid": os.getpid(),
+            "pid": _ProcessToken.pid,
             "recorder": "collectors.TrajectoryRecorder",
             **self.metadata,
         }
