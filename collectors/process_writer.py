@@ -67,6 +67,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from collectors import frames as _frames
 from collectors.frames import FrameBuffer
 from collectors.writer import (
     Column,
@@ -209,7 +210,7 @@ class ProcessWriter:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
         # -c, not -m: the package __init__ imports this module, and -m would run it a second time.
         cmd = [sys.executable, "-c", "import sys; from collectors.process_writer import main; sys.exit(main())",
-               str(theirs.fileno()), os.fspath(self.root)]
+               str(theirs.fileno()), os.fspath(self.root), f"--direct-min-bytes={_frames.DIRECT_MIN_BYTES}"]
         try:
             self._proc = subprocess.Popen(cmd + (["--fsync"] if fsync else []), pass_fds=(theirs.fileno(),),
                                           stdin=subprocess.DEVNULL, env=env)
@@ -583,7 +584,7 @@ def _write_job(root: str, msg: dict[str, Any], blob: bytes, segments: dict[int, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Writer process: ``main([FD, ROOT, "--fsync"?])`` (FD: a Unix socket), started by ProcessWriter.
+    """Writer process: ``main([FD, ROOT, "--fsync"?, "--direct-min-bytes=N"?])`` (FD: a Unix socket).
 
     Reads segment and job messages until end of file, writes each job and stores its progress,
     answers pings and reports dropped or failed jobs (while the parent listens), exits 0.
@@ -602,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
         pass
     sock = socket.socket(fileno=int(args[0]))
     root, fsync = args[1], "--fsync" in args[2:]
+    for arg in args[2:]:  # the parent's O_DIRECT threshold (benchmarks change it)
+        if arg.startswith("--direct-min-bytes="):
+            _frames.DIRECT_MIN_BYTES = float(arg.split("=", 1)[1])  # type: ignore[assignment]
     segments: dict[int, np.ndarray] = {}
     progress: np.ndarray | None = None
     done = specials = 0
