@@ -333,6 +333,8 @@ class ProcessWriter:
                 self._fallback.close()
         finally:
             self._finalizer()
+            self._progress = np.zeros(1, np.uint64)  # drop the view first: mmap.close refuses while one exists
+            self._progress_mm.close()
         self.raise_pending_error()
 
     @property

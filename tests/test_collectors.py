@@ -479,13 +479,13 @@ def test_killed_writer_leaves_no_partial_trajectory(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- writer process
 def _memfd_use() -> tuple[int, int]:
-    """(mappings, open descriptors) of the process writer's shared memory in this process."""
+    """(mappings, open descriptors) of the process writer's shared memory (frames and progress word)."""
     with open("/proc/self/maps") as f:
-        maps = sum("memfd:rewardswap-frames" in line for line in f)
+        maps = sum("memfd:rewardswap-" in line for line in f)
     fds = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            fds += "memfd:rewardswap-frames" in os.readlink(f"/proc/self/fd/{fd}")
+            fds += "memfd:rewardswap-" in os.readlink(f"/proc/self/fd/{fd}")
         except OSError:  # closed meanwhile (the listing's own descriptor)
             pass
     return maps, fds
