@@ -414,8 +414,6 @@ class ProcessWriter:
             if seq >= done:
                 return
             job = inflight.pop(seq)
-            if job.release is not None:
-                job.release()
             stats = self._stats
             stats.written[job.split] += 1
             stats.frames += len(job.fields["labels"])
@@ -423,6 +421,8 @@ class ProcessWriter:
                                v.nbytes if type(v) is Column else np.asarray(v).nbytes for v in job.fields.values())
             # a str here, Paths when stats are read: not on the env's thread
             self._new_paths.append(os.path.join(self.root, job.split, job.traj_id))
+            if job.release is not None:  # last: the buffers may be refilled from here on
+                job.release()
 
     def _sync(self) -> None:
         """Block until the writer has handled everything sent so far (a ping it answers in order)."""

@@ -190,7 +190,8 @@ def write_trajectory(
 ) -> Path | None:
     """Write one trajectory atomically; return its directory, or None when ``split`` is full.
 
-    ``fields`` maps file stems (``"obs.rgb"``, ``"actions"``, ...) to arrays; per-frame fields
+    ``fields`` maps file stems (``"obs.rgb"``, ``"actions"``, ...) to arrays (or
+    :class:`~collectors.frames.FrameBuffer` s, written without a copy, or :class:`Column` s); per-frame fields
     must have one more entry than per-step ones. ``meta`` is completed with the format name and
     version, id, split, length and per-field shape/dtype. With ``cap``, the trajectory is
     dropped if ``split`` already holds ``cap`` trajectories (counted on disk under a lock).
