@@ -23,9 +23,11 @@ import pathlib
 import time
 from typing import Any
 
+import numpy as np
+
 import envs
 from agents.compare import Condition, format_table, run_conditions
-from agents.train import TrainConfig
+from agents.train import TrainConfig, train_agent
 
 #: The compared rewards, by letter (see the module docstring).
 CONDITION_LETTERS = ("a", "b", "c", "d", "e")
@@ -103,6 +105,7 @@ def run_demo(
     classifier_epochs: int = 4,
     progress_epochs: int = 20,
     progress_failure_fraction: float = 0.3,
+    refine_steps: int = 0,
     steps: int = 64_000,
     seeds: tuple[int, ...] = (0,),
     n_envs: int = 8,
@@ -137,6 +140,21 @@ def run_demo(
     prog_report = json.loads(progress_model.with_name(progress_model.stem + ".report.json").read_text())
     say(f"      classifier val AUC {clf_report['val_auc']:.3f}; progress report {progress_model.with_name(progress_model.stem + '.report.json')}")
 
+    # Same dynamics for every condition: episodes run their full length, so no condition
+    # learns from termination on true success.
+    base = TrainConfig(env=env_id, algo="ppo", steps=steps, n_envs=n_envs, eval_freq=eval_freq,
+                       eval_episodes=20, ignore_terminations=True)
+    refinement = None
+    if refine_steps > 0:
+        say(f"[3b/5] refining the classifier: PPO on its reward for {refine_steps} steps, recording; refit on data + recordings")
+        classifier, refinement = refine_classifier(
+            classifier, progress_model, base, out, refine_steps, inputs=classifier_inputs, epochs=classifier_epochs, seed=seeds[0],
+            progress=progress)
+        clf_report = json.loads((out / "classifier.report.json").read_text())
+        say(f"      {refinement['recorded_episodes']} recorded episodes; the first classifier called "
+            f"{refinement['false_positive_rate_before']:.1%} of their failed frames successes, the refitted one "
+            f"{refinement['false_positive_rate_after']:.1%} (these frames are in its training data); val AUC {clf_report['val_auc']:.3f}")
+
     every = {
         "a": Condition("a_sparse_env", "sparse"),
         "b": Condition("b_dense_env", "env"),
@@ -146,14 +164,11 @@ def run_demo(
     }
     chosen = [every[letter] for letter in conditions]
     say(f"[4/5] training PPO for {steps} steps under {len(chosen)} rewards x {len(seeds)} seed(s)")
-    # Same dynamics for every condition: episodes run their full length, so no condition
-    # learns from termination on true success.
-    base = TrainConfig(env=env_id, algo="ppo", steps=steps, n_envs=n_envs, eval_freq=eval_freq,
-                       eval_episodes=20, ignore_terminations=True)
     extra = {
         "data": counts,
         "classifier": {k: clf_report[k] for k in ("val_auc", "suggested_threshold", "at_suggested_threshold", "counts")},
         "progress": {k: v for k, v in prog_report.items() if k != "history"},
+        "classifier_refinement": refinement,
     }
     preamble = (
         f"Data: {counts['positive']} successful and {counts['negative']} failed episodes ({counts['frames']} frames). "
@@ -167,6 +182,56 @@ def run_demo(
     return summary
 
 
+def refine_classifier(
+    classifier: pathlib.Path, potential: pathlib.Path, base: TrainConfig, out: pathlib.Path, steps: int, *,
+    inputs: tuple[str, ...], epochs: int, seed: int, progress: bool = True,
+) -> tuple[pathlib.Path, dict[str, Any]]:
+    """One round of negative mining: let PPO exploit the classifier, record it, refit on everything.
+
+    An agent finds the states a classifier wrongly calls successes within a few thousand steps
+    (on PushCube-v1 the first classifier called 68% of a hacking agent's failed frames successes).
+    Those recorded frames carry the env's own success labels (the simulator stands in for the
+    human who labels them in HIL-SERL), so refitting on the original data plus the recordings
+    turns them into negatives. The first classifier is kept as ``classifier_initial.pt``.
+    """
+    from dataclasses import replace
+
+    from collectors import load_trajectories
+    from reward_wrappers import load_reward_model
+    from trainers import fit_classifier
+    from trainers.evaluate import predict_trajectory
+
+    recorded = out / "refine_data"
+    initial = classifier.with_name("classifier_initial.pt")
+    classifier.replace(initial)
+    for suffix in (".report.json", ".errors.png"):
+        source = classifier.with_name(classifier.stem + suffix)
+        if source.exists():
+            source.replace(initial.with_name(initial.stem + suffix))
+    train_agent(replace(base, reward=f"classifier:{initial}", pbrs=str(potential), steps=steps,
+                        logdir=str(out / "runs" / "refine"), collect=str(recorded)))
+    mined = list(load_trajectories(recorded))
+
+    def false_positive_rate(path: pathlib.Path) -> float:
+        model = load_reward_model(path)
+        scores = np.concatenate([predict_trajectory(model, t) for t in mined])
+        labels = np.concatenate([np.asarray(t.labels) for t in mined])
+        failed = labels < 0.5
+        return float((scores[failed] > 0.0).mean()) if failed.any() else 0.0  # logit > 0: p > 0.5
+
+    before = false_positive_rate(initial)
+    data = list(load_trajectories(out / "data")) + mined
+    refitted = fit_classifier(data, classifier, inputs=inputs, epochs=epochs, seed=seed,
+                              logdir=out / "tb" / "classifier_refit", progress=progress)
+    return refitted, {
+        "steps": steps,
+        "recorded_episodes": len(mined),
+        "recorded_successes": int(sum(t.success for t in mined)),
+        "false_positive_rate_before": before,
+        "false_positive_rate_after": false_positive_rate(refitted),
+    }
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="directory for data, checkpoints, runs and the report")
     parser.add_argument("--env", default="PointReach-v0",
@@ -177,6 +242,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a sparse env, b dense env, c classifier, d classifier + PBRS(progress), e progress")
     parser.add_argument("--progress-failure-fraction", type=float, default=0.3,
                         help="share of the progress model's training windows taken from failed episodes (target 0)")
+    parser.add_argument("--refine-steps", type=int, default=0,
+                        help="negative mining before the comparison: PPO on the classifier's reward for this many steps, "
+                             "recorded, then the classifier is refitted on data + recordings (0: off)")
     parser.add_argument("--steps", type=int, default=64_000, help="PPO env steps per condition")
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs per training run")
     parser.add_argument("--eval-freq", type=int, default=8_000, help="env steps between true-success evaluations")
@@ -189,10 +257,10 @@ def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(env_id=args.env, episodes=args.episodes, classifier_inputs=tuple(args.classifier_inputs),
                                   steps=args.steps, seeds=tuple(args.seeds), jobs=args.jobs, n_envs=args.n_envs,
                                   eval_freq=args.eval_freq, conditions=tuple(args.conditions),
-                                  progress_failure_fraction=args.progress_failure_fraction)
+                                  progress_failure_fraction=args.progress_failure_fraction, refine_steps=args.refine_steps)
     if args.quick:
         kwargs.update(episodes=min(args.episodes, 21), steps=min(args.steps, 2_048), classifier_epochs=1,
-                      progress_epochs=1, eval_freq=1_024, n_envs=4)
+                      progress_epochs=1, eval_freq=1_024, n_envs=4, refine_steps=min(args.refine_steps, 1_024))
     if args.env not in envs.SUPPORTED_EXPERT_ENV_IDS:  # the demo collects with the scripted expert
         print(f"rewardswap demo: error: --env {args.env!r} has no scripted expert; choose one of "
               f"{list(envs.SUPPORTED_EXPERT_ENV_IDS)}", file=sys.stderr)

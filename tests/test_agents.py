@@ -153,3 +153,24 @@ def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejecte
     assert sb3_hyperparameters({"learning_rate": 1e-3})["learning_rate"] == 1e-3  # constant by default
     with pytest.raises(ValueError, match="lr_schedule must be 'constant' or 'linear', got 'cosine'"):
         sb3_hyperparameters({"lr_schedule": "cosine"})
+
+
+def test_demo_refinement_records_the_exploiting_agent_and_refits_the_classifier(tmp_path):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--conditions", "c", "--classifier-inputs", "state",
+                 "--refine-steps", "1024"]) == 0
+    assert (out / "classifier_initial.pt").stat().st_size > 0 and (out / "classifier.pt").stat().st_size > 0
+    from collectors import load_trajectories
+
+    recorded = list(load_trajectories(out / "refine_data"))
+    assert len(recorded) >= 1024 // 50  # PointReach episodes are at most 50 steps
+    refinement = json.loads((out / "results.json").read_text())["classifier_refinement"]
+    assert refinement["recorded_episodes"] == len(recorded) and refinement["steps"] == 1024
+    assert refinement["recorded_successes"] == sum(t.success for t in recorded)
+    assert 0.0 <= refinement["false_positive_rate_after"] <= 1.0 and 0.0 <= refinement["false_positive_rate_before"] <= 1.0
+    # The refitted classifier trained on the recordings too: more training trajectories than the first.
+    first = json.loads((out / "classifier_initial.report.json").read_text())["counts"]["train_trajectories"]
+    second = json.loads((out / "classifier.report.json").read_text())["counts"]["train_trajectories"]
+    assert second > first
+    config = json.loads((out / "runs" / "c_classifier_seed0" / "run_config.json").read_text())
+    assert config["config"]["reward"] == f"classifier:{out / 'classifier.pt'}"
