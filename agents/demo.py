@@ -173,8 +173,15 @@ def run_demo(
     preamble = (
         f"Data: {counts['positive']} successful and {counts['negative']} failed episodes ({counts['frames']} frames). "
         f"Classifier ({'+'.join(classifier_inputs)}): held-out AUC {clf_report['val_auc']:.3f}. "
-        f"Setup before training took {time.perf_counter() - started:.0f} s.\n\n"
     )
+    if refinement is not None:
+        preamble += (
+            f"Refined by negative mining: PPO trained {refinement['steps']} steps on the first classifier's reward "
+            f"(+ PBRS) while recorded ({refinement['recorded_episodes']} episodes); the first classifier called "
+            f"{refinement['false_positive_rate_before']:.1%} of their failed frames successes; refitted on data + "
+            f"recordings, {refinement['false_positive_rate_after']:.1%}. "
+        )
+    preamble += f"Setup before training took {time.perf_counter() - started:.0f} s.\n\n"
     summary = run_conditions(chosen, base, seeds, out, jobs=jobs, progress=progress, extra=extra, preamble=preamble)
     say(f"[5/5] results (total {time.perf_counter() - started:.0f} s)")
     say(format_table(summary))

@@ -174,3 +174,4 @@ def test_demo_refinement_records_the_exploiting_agent_and_refits_the_classifier(
     assert second > first
     config = json.loads((out / "runs" / "c_classifier_seed0" / "run_config.json").read_text())
     assert config["config"]["reward"] == f"classifier:{out / 'classifier.pt'}"
+    assert "Refined by negative mining" in (out / "report.md").read_text()
