@@ -5,7 +5,10 @@ Steps (each prints progress):
 
 1. roll out the scripted expert and write ``expert.gif``;
 2. collect trajectories (expert at mixed noise, plus random actions) into ``data/``;
-3. fit a success classifier (default: on the camera image) and a progress model on the state;
+3. fit a success classifier (default: on the camera image) and a progress model on the state
+   (trained on failed episodes too, as progress 0: it is also the PBRS potential); with
+   ``--refine-steps N``, one round of negative mining: PPO exploits the classifier for N steps
+   while recorded, and the classifier is refitted on the data plus the recordings;
 4. train PPO under up to five rewards on the same budget: (a) sparse env reward, (b) dense env reward,
    (c) learned classifier, (d) learned classifier + PBRS on learned progress, (e) learned
    progress; the policy sees the state, learned rewards see what their model was fitted on;
