@@ -76,7 +76,7 @@ from collectors.writer import (
     WriteJob,
     WriteStats,
     _json_default,
-    new_trajectory_id,
+    new_trajectory_id,  # noqa: F401 (the module docstring example uses it)
     remove_stale_tmp,
     write_trajectory,
 )

@@ -90,7 +90,8 @@ class TrajectoryRecorder(gym.Wrapper):
             and one small message, and survive this process being killed once handed over.
             ``True`` falls back to a thread, with a warning, where a process cannot be started
             (non-Linux); ``"process"`` raises instead. ``"thread"``: a writer thread in this
-            process (about 3x the overhead of the process: it contends for the GIL).
+            process (it contends with the env for the GIL: +113 % CPU in the env's process
+            against +17 % for ``"process"`` in benchmarks/results/collect_overhead.md).
             ``False`` (or ``"sync"``): write on the stepping thread when the episode ends.
         metadata: extra JSON-serialisable entries for every ``meta.json`` (e.g. the policy).
         fsync: fsync each trajectory before renaming it into place (survives power loss).
