@@ -119,6 +119,7 @@ def run_demo(
 ) -> dict[str, Any]:
     """Run the demo (see the module docstring); ``conditions`` picks among a-e."""
     from trainers import fit_classifier, fit_progress
+    from trainers.common import report_path
 
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,14 +136,16 @@ def run_demo(
     say(f"[3/5] fitting a success classifier on {'+'.join(classifier_inputs)} and a progress model on state")
     classifier = fit_classifier(out / "data", out / "classifier.pt", inputs=classifier_inputs, epochs=classifier_epochs,
                                 seed=seeds[0], logdir=out / "tb" / "classifier", progress=progress)
-    clf_report = json.loads((out / "classifier.report.json").read_text())
+    clf_report = json.loads(report_path(classifier, ".report.json").read_text())
     # With a failure fraction, failed episodes teach the progress model that aimless motion is
     # no progress (a demos-only model scored PushCube wandering by elapsed time). Off by default:
     # on PointReach it lowered (e), the raw progress reward, from 0.95 to 0.70 (3 seeds).
     progress_model = fit_progress(out / "data", out / "progress.pt", inputs=("state",), epochs=progress_epochs,
-                                  failure_fraction=progress_failure_fraction if counts["negative"] >= 2 else 0.0, seed=seeds[0], logdir=out / "tb" / "progress", progress=progress)
-    prog_report = json.loads(progress_model.with_name(progress_model.stem + ".report.json").read_text())
-    say(f"      classifier val AUC {clf_report['val_auc']:.3f}; progress report {progress_model.with_name(progress_model.stem + '.report.json')}")
+                                  failure_fraction=progress_failure_fraction, seed=seeds[0], logdir=out / "tb" / "progress",
+                                  progress=progress)
+    prog_report_path = report_path(progress_model, ".report.json")
+    prog_report = json.loads(prog_report_path.read_text())
+    say(f"      classifier val AUC {clf_report['val_auc']:.3f}; progress report {prog_report_path}")
 
     # Same dynamics for every condition: episodes run their full length, so no condition
     # learns from termination on true success.
@@ -154,7 +157,7 @@ def run_demo(
         classifier, refinement = refine_classifier(
             classifier, progress_model, base, out, refine_steps, inputs=classifier_inputs, epochs=classifier_epochs, seed=seeds[0],
             progress=progress)
-        clf_report = json.loads((out / "classifier.report.json").read_text())
+        clf_report = json.loads(report_path(classifier, ".report.json").read_text())
         say(f"      {refinement['recorded_episodes']} recorded episodes; the first classifier called "
             f"{refinement['false_positive_rate_before']:.1%} of their failed frames successes, the refitted one "
             f"{refinement['false_positive_rate_after']:.1%} (these frames are in its training data); val AUC {clf_report['val_auc']:.3f}")
@@ -210,15 +213,15 @@ def refine_classifier(
     from collectors import load_trajectories
     from reward_wrappers import load_reward_model
     from trainers import fit_classifier
+    from trainers.common import report_path
     from trainers.evaluate import predict_trajectory
 
     recorded = out / "refine_data"
     initial = classifier.with_name("classifier_initial.pt")
     classifier.replace(initial)
     for suffix in (".report.json", ".errors.png"):
-        source = classifier.with_name(classifier.stem + suffix)
-        if source.exists():
-            source.replace(initial.with_name(initial.stem + suffix))
+        if report_path(classifier, suffix).exists():
+            report_path(classifier, suffix).replace(report_path(initial, suffix))
     train_agent(replace(base, reward=f"classifier:{initial}", pbrs=str(potential), steps=steps,
                         logdir=str(out / "runs" / "refine"), collect=str(recorded)))
     mined = list(load_trajectories(recorded))
