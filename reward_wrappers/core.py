@@ -674,10 +674,9 @@ class ProgressCore:
             frames, fresh=fresh, ended=ended, restart_frames=restart_frames, want_restart_values=delta
         )
         learned = progress - self.previous if delta else progress
-        if ops.any(fresh):
-            learned = ops.where(fresh, 0.0, learned)
         reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
-        if ops.any(fresh):
+        if ops.any(fresh):  # a reset step pays nothing
+            learned = ops.where(fresh, 0.0, learned)
             reward = ops.where(fresh, 0.0, reward)
         self.previous = progress
         if restart_progress is not None:
