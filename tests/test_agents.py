@@ -175,3 +175,20 @@ def test_demo_refinement_records_the_exploiting_agent_and_refits_the_classifier(
     config = json.loads((out / "runs" / "c_classifier_seed0" / "run_config.json").read_text())
     assert config["config"]["reward"] == f"classifier:{out / 'classifier.pt'}"
     assert "Refined by negative mining" in (out / "report.md").read_text()
+
+
+def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, capsys):
+    data = tmp_path / "data"
+    assert main(["collect", "--env", "PointReach-v0", "--episodes", "12", "--noise", "0.7", "--out", str(data),
+                 "--seed", "0", "--no-progress"]) == 0
+    shared = ["--data", str(data), "--inputs", "state", "--epochs", "2", "--patience", "9", "--seed", "3",
+              "--val-fraction", "0.3", "--device", "cpu", "--logdir", str(tmp_path / "tb")]
+    kinds = {"classifier": ["--batch-size", "16"], "progress": ["--batch-size", "16"],
+             "preference": ["--num-pairs", "32", "--num-val-pairs", "16", "--batch-size", "8"]}
+    for kind, extra in kinds.items():
+        out = tmp_path / f"{kind}.pt"
+        assert main(["train-reward", kind, "--out", str(out), *shared, *extra]) == 0, kind
+        report = json.loads((tmp_path / f"{kind}.report.json").read_text())
+        assert report["seed"] == 3 and report["epochs_run"] == 2, kind
+        assert report["counts"]["val_trajectories"] == 4, kind  # 30 % of 12 trajectories
+    assert (tmp_path / "tb").is_dir()

@@ -28,7 +28,17 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, sigmoid
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
-from trainers.common import EarlyStopping, Optimizer, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.common import (
+    EarlyStopping,
+    Optimizer,
+    add_fit_arguments,
+    fit_arguments,
+    make_writer,
+    report_path,
+    resolve_device,
+    seed_everything,
+    write_json_atomic,
+)
 from trainers.data import (
     DataLike,
     FrameTable,
@@ -274,24 +284,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--pretrained", default=None, help="state-dict file for the image encoder")
     parser.add_argument("--freeze-encoder", action="store_true", help="keep the image encoder fixed")
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of trajectories held out")
-    parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: one pass over the train frames)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
-    parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
+    add_fit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     out = fit_classifier(
         args.data, args.out, inputs=tuple(args.inputs), window=args.window, encoder=args.encoder, pretrained=args.pretrained,
-        freeze_encoder=args.freeze_encoder, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        val_fraction=args.val_fraction, augment=not args.no_augment, patience=args.patience,
-        steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, logdir=args.logdir,
+        freeze_encoder=args.freeze_encoder, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
     )
     import json
 

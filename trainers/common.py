@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
@@ -100,6 +101,26 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, (pathlib.Path,)):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def add_fit_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 128, batch_help: str | None = None) -> None:
+    """The ``train-reward`` options every model kind shares (same names, meanings and defaults)."""
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
+    parser.add_argument("--lr", type=float, default=3e-4)
+    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of trajectories held out")
+    parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation of images")
+    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
+    parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
+
+
+def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """``fit_*`` keyword arguments from the options :func:`add_fit_arguments` added."""
+    return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
+                augment=not args.no_augment, patience=args.patience, seed=args.seed, device=args.device,
+                logdir=args.logdir)
 
 
 def report_path(out: str | os.PathLike, suffix: str) -> pathlib.Path:

@@ -47,7 +47,17 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, window_indices
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
-from trainers.common import EarlyStopping, Optimizer, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.common import (
+    EarlyStopping,
+    Optimizer,
+    add_fit_arguments,
+    fit_arguments,
+    make_writer,
+    report_path,
+    resolve_device,
+    seed_everything,
+    write_json_atomic,
+)
 from trainers.data import DataLike, gather_windows, input_specs, load_buffers, random_shift, split_by_trajectory, state_statistics
 from trainers.evaluate import pair_metrics
 from trainers.metrics import spearman
@@ -391,23 +401,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-val-pairs", type=int, default=500, help="synthetic held-out pairs")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=32, help="pairs per batch")
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of trajectories held out")
-    parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation of images")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
-    parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
+    add_fit_arguments(parser, batch_size=32, batch_help="pairs per batch")
 
 
 def run(args: argparse.Namespace) -> int:
     out = fit_preference(
         args.data, args.out, preferences=args.preferences, segment_length=args.segment_length, inputs=tuple(args.inputs),
         window=args.window, beta=args.beta, num_pairs=args.num_pairs, num_val_pairs=args.num_val_pairs, encoder=args.encoder,
-        hidden=args.hidden, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
-        augment=not args.no_augment, patience=args.patience, seed=args.seed, device=args.device, logdir=args.logdir,
+        hidden=args.hidden, **fit_arguments(args),
     )
     report = json.loads(report_path(out, ".report.json").read_text())
     print(

@@ -64,7 +64,17 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, window_indices
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
-from trainers.common import EarlyStopping, Optimizer, make_writer, report_path, resolve_device, seed_everything, write_json_atomic
+from trainers.common import (
+    EarlyStopping,
+    Optimizer,
+    add_fit_arguments,
+    fit_arguments,
+    make_writer,
+    report_path,
+    resolve_device,
+    seed_everything,
+    write_json_atomic,
+)
 from trainers.data import DataLike, gather_windows, input_specs, load_buffers, random_shift, split_by_trajectory, state_statistics
 from trainers.evaluate import first_success_frame, network_outputs, progress_quality, stage_accuracy
 
@@ -631,24 +641,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", type=int, default=1, help="number of heads; >1 adds a confidence output (1 - 2 * spread) for PBRS gating")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of trajectories held out")
-    parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation of images")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: one pass over the demo frames)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
-    parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
+    add_fit_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     out = fit_progress(
         args.data, args.out, inputs=tuple(args.inputs), window=args.window, rewind=args.rewind, stages=args.stages,
-        max_start=args.max_start, failure_fraction=args.failure_fraction, ensemble=args.ensemble, encoder=args.encoder, hidden=args.hidden, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction, augment=not args.no_augment,
-        patience=args.patience, steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, logdir=args.logdir,
+        max_start=args.max_start, failure_fraction=args.failure_fraction, ensemble=args.ensemble, encoder=args.encoder,
+        hidden=args.hidden, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
     )
     report = json.loads(report_path(out, ".report.json").read_text())
     line = (
