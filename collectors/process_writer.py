@@ -78,6 +78,7 @@ from collectors.writer import (
     _json_default,
     new_trajectory_id,  # noqa: F401 (the module docstring example uses it)
     remove_stale_tmp,
+    take_first_error,
     write_trajectory,
 )
 
@@ -355,11 +356,7 @@ class ProcessWriter:
         ``flush``/``close``.
         """
         if self._errors:
-            first, n = self._errors[0], len(self._errors)
-            self._errors.clear()
-            if n > 1 and isinstance(first, TrajectoryWriteError):
-                raise TrajectoryWriteError(f"{first} (and {n - 1} more failed writes)")
-            raise first
+            raise take_first_error(self._errors)
         if self._fallback is not None:
             self._fallback.raise_pending_error()
 

@@ -53,6 +53,18 @@ class TrajectoryWriteError(RuntimeError):
     """Writing a trajectory failed; nothing of it was left in the buffer."""
 
 
+def take_first_error(errors: list[BaseException]) -> BaseException:
+    """Empty ``errors`` (write errors collected off the caller's thread) into one to raise: the
+    first, naming how many more write failures followed it."""
+    first, n = errors[0], len(errors)
+    errors.clear()
+    if n > 1 and isinstance(first, TrajectoryWriteError):
+        combined = TrajectoryWriteError(f"{first} (and {n - 1} more failed writes)")
+        combined.__cause__ = first.__cause__
+        return combined
+    return first
+
+
 class Column:
     """A per-step field as a list of Python scalars; the writer makes it an array.
 
@@ -401,11 +413,8 @@ class TrajectoryWriter:
         with self._lock:
             if not self._errors:
                 return
-            first, n = self._errors[0], len(self._errors)
-            self._errors.clear()
-        if n > 1 and isinstance(first, TrajectoryWriteError):
-            raise TrajectoryWriteError(f"{first} (and {n - 1} more failed writes)") from first.__cause__
-        raise first
+            error = take_first_error(self._errors)
+        raise error
 
     def _write(self, job: WriteJob) -> None:
         try:

@@ -773,3 +773,19 @@ def test_docstring_examples_run(module: str) -> None:
 
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_collected_write_errors_surface_as_one_naming_how_many_followed():
+    from collectors.writer import TrajectoryWriteError, take_first_error
+
+    cause = OSError(28, "No space left on device")
+    first = TrajectoryWriteError("writing positive/a failed")
+    first.__cause__ = cause
+    errors: list[BaseException] = [first, TrajectoryWriteError("b"), TrajectoryWriteError("c")]
+    combined = take_first_error(errors)
+    assert errors == []
+    assert isinstance(combined, TrajectoryWriteError) and combined.__cause__ is cause
+    assert str(combined) == "writing positive/a failed (and 2 more failed writes)"
+    other = ValueError("bad meta")
+    assert take_first_error([other, TrajectoryWriteError("x")]) is other
+    assert take_first_error([first]) is first
