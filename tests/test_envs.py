@@ -16,22 +16,11 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import envs
 from envs.point_key_door import DOOR_LOCKED_COLOUR, DOOR_OPEN_COLOUR, KEY_COLOUR
 from envs.point_reach import GOAL_COLOUR
+from tests.episodes import rollout
 
 OBS_MODES = ("state", "rgb", "state+rgb")
 BUILTINS = envs.BUILTIN_ENV_IDS
 LIMITS = {"PointReach-v0": 50, "PointKeyDoor-v0": 100}
-
-
-def rollout(env: gym.Env, policy, max_steps: int = 10_000) -> list[tuple]:
-    """Run one episode from ``env.reset()``; return ``[(obs, reward, term, trunc, info), ...]``."""
-    obs, info = env.reset()
-    steps = [(obs, None, False, False, info)]
-    for _ in range(max_steps):
-        obs, reward, terminated, truncated, info = env.step(policy(obs))
-        steps.append((obs, reward, terminated, truncated, info))
-        if terminated or truncated:
-            break
-    return steps
 
 
 def success_rate(env_id: str, noise: float, episodes: int = 50, **make_kwargs) -> float:

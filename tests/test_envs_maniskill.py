@@ -12,23 +12,13 @@ from gymnasium import spaces
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import envs
+from tests.episodes import rollout
 
 pytestmark = [
     pytest.mark.maniskill,
     # ManiSkill 3.0.1 calls np.isnan on a torch tensor in every step (its code, not ours).
     pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning"),
 ]
-
-
-def rollout(env, policy, max_steps: int = 1_000) -> list[tuple]:
-    obs, info = env.reset()
-    steps = [(obs, None, False, False, info)]
-    for _ in range(max_steps):
-        obs, reward, terminated, truncated, info = env.step(policy(obs))
-        steps.append((obs, reward, terminated, truncated, info))
-        if terminated or truncated:
-            break
-    return steps
 
 
 @pytest.fixture(scope="module")
