@@ -7,7 +7,9 @@ a writer process fed through shared memory) and, for comparison, ``async_write="
 *interleaved*: each repeat builds fresh envs and runs them in alternating blocks of steps, and
 the overhead is a ratio of times taken within that one repeat. The table reports medians over
 repeats. Recorder time includes writing every finished episode: async blocks end with a
-``flush()`` so no write is left for another configuration's block to pay for.
+``flush()`` so no write is left for another configuration's block to pay for. That flush waits
+for the block's last episode to be written (~1 ms), a wait a real run pays once, at ``close()``;
+blocks of 5,000 steps (~0.25 s) keep it near 0.4 % of a block instead of 2 % at 1,000.
 
 Writes ``benchmarks/results/collect_overhead.json`` (figures, the exact command, versions).
 
@@ -50,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
     p.add_argument("--obs", default="rgb", choices=("state", "rgb", "state+rgb"), help="observation mode")
     p.add_argument("--render-size", type=int, default=64, help="image side in pixels")
-    p.add_argument("--steps", type=int, default=10000, help="env steps per configuration per repeat")
-    p.add_argument("--block", type=int, default=1000, help="steps per interleaved block")
+    p.add_argument("--steps", type=int, default=20000, help="env steps per configuration per repeat")
+    p.add_argument("--block", type=int, default=5000, help="steps per interleaved block")
     p.add_argument("--repeats", type=int, default=7, help="independent repeats (fresh envs, fresh buffers)")
     p.add_argument("--warmup", type=int, default=500, help="untimed steps per configuration per repeat")
+    p.add_argument("--settle", type=float, default=15.0,
+                   help="untimed seconds between repeats for the disk to drain (after os.sync)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tmp", default=None, help="where buffers are written (default: a temp dir, deleted)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "collect_overhead.json"),
@@ -136,6 +140,12 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
                 "bytes": sum(p.stat().st_size for p in files),
             }
     shutil.rmtree(out_dir, ignore_errors=True)
+    # Untimed: push this repeat's ~0.75 GB of writes and deletions to disk and let the disk drain,
+    # so the next repeat does not pay for their writeback. Without the pause this VM's disk fell
+    # behind within a few repeats (the sync writer's own cost doubled), and every recorder row
+    # measured the disk instead of the recorder; ``--settle 0`` shows that.
+    os.sync()
+    time.sleep(args.settle)
     steps = n_blocks * args.block
     sps = {c: steps / seconds[c] for c in configs}
     cpu_us = {c: (states[c]["cpu_s"] - states[c]["warmup_cpu_s"]) / steps * 1e6 for c in configs}

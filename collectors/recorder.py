@@ -342,7 +342,7 @@ class TrajectoryRecorder(gym.Wrapper):
         labels = [self._reset_label]
         labels += [1.0 if f is True else 0.0 if f is False else as_flag(f) for f in flags]
         # labels are stored as float32: compare with the smallest double that rounds to 0.5 there
-        success = self._success_once or any(v >= _HALF_AS_FLOAT32 for v in labels)
+        success = self._success_once or any(map(_HALF_AS_FLOAT32.__le__, labels))  # NaN is not a success
         split = "positive" if success else "negative"
         if self._full[split] or self._split_full(split):
             self._full[split] = True

@@ -65,6 +65,9 @@ def take_first_error(errors: list[BaseException]) -> BaseException:
     return first
 
 
+_ITEMSIZE: dict[str, int] = {}  # np.dtype(str) costs ~1 us; Column.nbytes runs per field per episode
+
+
 class Column:
     """A per-step field as a list of Python scalars; the writer makes it an array.
 
@@ -83,7 +86,10 @@ class Column:
 
     @property
     def nbytes(self) -> int:
-        return len(self.values) * np.dtype(self.dtype).itemsize
+        itemsize = _ITEMSIZE.get(self.dtype)
+        if itemsize is None:
+            itemsize = _ITEMSIZE[self.dtype] = np.dtype(self.dtype).itemsize
+        return len(self.values) * itemsize
 
     def array(self) -> np.ndarray:
         return np.array(self.values, dtype=self.dtype)

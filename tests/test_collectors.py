@@ -646,6 +646,34 @@ def test_process_writer_killed_falls_back_and_loses_nothing(tmp_path: Path) -> N
     check_buffer(tmp_path, 1, finished)
 
 
+def test_writer_process_reports_concurrent_writes_in_submission_order() -> None:
+    """The writer process writes on several threads but counts progress as a prefix of the
+    jobs sent: a later job that finishes first is reported only after the earlier one."""
+    import threading
+
+    from collectors.process_writer import _InOrderWrites
+
+    reported: list[int] = []
+    first_may_finish = threading.Event()
+
+    def write(job: int) -> dict:
+        if job == 0:
+            assert first_may_finish.wait(10)
+        return {"job": job, "status": "ok"}
+
+    writes = _InOrderWrites(2, lambda ack: reported.append(ack["job"]))
+    writes.submit(write, 0)
+    writes.submit(write, 1)
+    deadline = time.monotonic() + 10
+    while not writes._pending[1].done() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    writes.report_finished()
+    assert reported == [] and writes.busy  # job 1 is done, job 0 is not: nothing counted yet
+    first_may_finish.set()
+    writes.close()
+    assert reported == [0, 1] and not writes.busy
+
+
 def test_process_writer_refuses_a_forked_copy(tmp_path: Path) -> None:
     """A recorder used in a fork of the process that made it says what to do instead; the
     original keeps working (the child only closed its copy of the socket)."""
