@@ -7,8 +7,9 @@ Steps (each prints progress):
 2. collect trajectories (expert at mixed noise, plus random actions) into ``data/``;
 3. fit a success classifier (default: on the camera image) and a progress model on the state
    (``--progress-failure-fraction`` also trains it on failed episodes, as progress 0); with
-   ``--refine-steps N``, one round of negative mining: PPO exploits the classifier for N steps
-   while recorded, and the classifier is refitted on the data plus the recordings;
+   ``--refine-steps N``, negative mining (``--refine-rounds K`` rounds, default 1): PPO exploits
+   the classifier for N steps while recorded, and the classifier is refitted on the data plus
+   every recording so far;
 4. train PPO under up to five rewards on the same budget: (a) sparse env reward, (b) dense env reward,
    (c) learned classifier, (d) learned classifier + PBRS on learned progress, (e) learned
    progress; the policy sees the state, learned rewards see what their model was fitted on;
@@ -109,10 +110,12 @@ def run_demo(
     progress_epochs: int = 20,
     progress_failure_fraction: float = 0.0,
     refine_steps: int = 0,
+    refine_rounds: int = 1,
     steps: int = 64_000,
     seeds: tuple[int, ...] = (0,),
     n_envs: int = 8,
     eval_freq: int = 8_000,
+    eval_episodes: int = 20,
     conditions: tuple[str, ...] = tuple(CONDITION_LETTERS),
     jobs: int = 1,
     progress: bool = True,
@@ -150,17 +153,20 @@ def run_demo(
     # Same dynamics for every condition: episodes run their full length, so no condition
     # learns from termination on true success.
     base = TrainConfig(env=env_id, algo="ppo", steps=steps, n_envs=n_envs, eval_freq=eval_freq,
-                       eval_episodes=20, ignore_terminations=True)
+                       eval_episodes=eval_episodes, ignore_terminations=True)
     refinement = None
     if refine_steps > 0:
-        say(f"[3b/5] refining the classifier: PPO on its reward for {refine_steps} steps, recording; refit on data + recordings")
+        say(f"[3b/5] refining the classifier, {refine_rounds} round(s): PPO on its reward for {refine_steps} steps, "
+            "recording; refit on data + recordings")
         classifier, refinement = refine_classifier(
             classifier, progress_model, base, out, refine_steps, inputs=classifier_inputs, epochs=classifier_epochs, seed=seeds[0],
-            progress=progress)
+            rounds=refine_rounds, progress=progress)
         clf_report = json.loads(report_path(classifier, ".report.json").read_text())
-        say(f"      {refinement['recorded_episodes']} recorded episodes; the first classifier called "
-            f"{refinement['false_positive_rate_before']:.1%} of their failed frames successes, the refitted one "
-            f"{refinement['false_positive_rate_after']:.1%} (these frames are in its training data); val AUC {clf_report['val_auc']:.3f}")
+        for k, r in enumerate(refinement["rounds"], 1):
+            say(f"      round {k}: {r['recorded_episodes']} recorded episodes ({r['recorded_successes']} true successes); "
+                f"the classifier called {r['false_positive_rate_before']:.1%} of their failed frames successes, "
+                f"the refitted one {r['false_positive_rate_after']:.1%} (now in its training data)")
+        say(f"      refitted classifier val AUC {clf_report['val_auc']:.3f}")
 
     every = {
         "a": Condition("a_sparse_env", "sparse"),
@@ -183,10 +189,12 @@ def run_demo(
     )
     if refinement is not None:
         preamble += (
-            f"Refined by negative mining: PPO trained {refinement['steps']} steps on the first classifier's reward "
-            f"(+ PBRS) while recorded ({refinement['recorded_episodes']} episodes); the first classifier called "
-            f"{refinement['false_positive_rate_before']:.1%} of their failed frames successes; refitted on data + "
-            f"recordings, {refinement['false_positive_rate_after']:.1%}. "
+            f"Refined by {len(refinement['rounds'])} round(s) of negative mining: each time PPO trained "
+            f"{refinement['steps']} steps on the current classifier's reward (+ PBRS) while recorded, and the "
+            "classifier was refitted on the data plus every recording; share of the recorded failed frames the "
+            "classifier called successes, before -> after each refit: "
+            + ", ".join(f"{r['false_positive_rate_before']:.1%} -> {r['false_positive_rate_after']:.1%}"
+                        for r in refinement["rounds"]) + ". "
         )
     preamble += f"Setup before training took {time.perf_counter() - started:.0f} s.\n\n"
     summary = run_conditions(chosen, base, seeds, out, jobs=jobs, progress=progress, extra=extra, preamble=preamble)
@@ -198,15 +206,17 @@ def run_demo(
 
 def refine_classifier(
     classifier: pathlib.Path, potential: pathlib.Path, base: TrainConfig, out: pathlib.Path, steps: int, *,
-    inputs: tuple[str, ...], epochs: int, seed: int, progress: bool = True,
+    inputs: tuple[str, ...], epochs: int, seed: int, rounds: int = 1, progress: bool = True,
 ) -> tuple[pathlib.Path, dict[str, Any]]:
-    """One round of negative mining: let PPO exploit the classifier, record it, refit on everything.
+    """Rounds of negative mining: let PPO exploit the classifier, record it, refit on everything.
 
     An agent finds the states a classifier wrongly calls successes within a few thousand steps
     (on PushCube-v1 the first classifier called 68% of a hacking agent's failed frames successes).
     Those recorded frames carry the env's own success labels (the simulator stands in for the
     human who labels them in HIL-SERL), so refitting on the original data plus the recordings
-    turns them into negatives. The first classifier is kept as ``classifier_initial.pt``.
+    turns them into negatives. A refitted classifier has new blind spots, so each further round
+    exploits the latest one. The first classifier is kept as ``classifier_initial.pt``, round k's
+    refit (but the last) as ``classifier_round{k}.pt``; the last is ``classifier``.
     """
     from dataclasses import replace
 
@@ -216,33 +226,46 @@ def refine_classifier(
     from trainers.common import report_path
     from trainers.evaluate import predict_trajectory
 
-    recorded = out / "refine_data"
+    if rounds < 1:
+        raise ValueError(f"refine rounds must be >= 1, got {rounds}")
     initial = classifier.with_name("classifier_initial.pt")
     classifier.replace(initial)
     for suffix in (".report.json", ".errors.png"):
         if report_path(classifier, suffix).exists():
             report_path(classifier, suffix).replace(report_path(initial, suffix))
-    train_agent(replace(base, reward=f"classifier:{initial}", pbrs=str(potential), steps=steps,
-                        logdir=str(out / "runs" / "refine"), collect=str(recorded)))
-    mined = list(load_trajectories(recorded))
 
-    def false_positive_rate(path: pathlib.Path) -> float:
+    def false_positive_rate(path: pathlib.Path, trajectories: list[Any]) -> float:
         model = load_reward_model(path)
-        scores = np.concatenate([predict_trajectory(model, t) for t in mined])
-        labels = np.concatenate([np.asarray(t.labels) for t in mined])
+        scores = np.concatenate([predict_trajectory(model, t) for t in trajectories])
+        labels = np.concatenate([np.asarray(t.labels) for t in trajectories])
         failed = labels < 0.5
         return float((scores[failed] > 0.0).mean()) if failed.any() else 0.0  # logit > 0: p > 0.5
 
-    before = false_positive_rate(initial)
-    data = list(load_trajectories(out / "data")) + mined
-    refitted = fit_classifier(data, classifier, inputs=inputs, epochs=epochs, seed=seed,
-                              logdir=out / "tb" / "classifier_refit", progress=progress)
-    return refitted, {
+    data = list(load_trajectories(out / "data"))
+    current, history = initial, []
+    for k in range(1, rounds + 1):
+        recorded = out / "refine_data" / f"round{k}"
+        train_agent(replace(base, reward=f"classifier:{current}", pbrs=str(potential), steps=steps,
+                            logdir=str(out / "runs" / f"refine{k}"), collect=str(recorded)))
+        mined = list(load_trajectories(recorded))
+        data += mined
+        target = classifier if k == rounds else classifier.with_name(f"classifier_round{k}.pt")
+        refitted = fit_classifier(data, target, inputs=inputs, epochs=epochs, seed=seed,
+                                  logdir=out / "tb" / f"classifier_refit{k}", progress=progress)
+        history.append({
+            "recorded_episodes": len(mined),
+            "recorded_successes": int(sum(t.success for t in mined)),
+            "false_positive_rate_before": false_positive_rate(current, mined),
+            "false_positive_rate_after": false_positive_rate(refitted, mined),
+        })
+        current = refitted
+    return current, {
         "steps": steps,
-        "recorded_episodes": len(mined),
-        "recorded_successes": int(sum(t.success for t in mined)),
-        "false_positive_rate_before": before,
-        "false_positive_rate_after": false_positive_rate(refitted),
+        "rounds": history,
+        "recorded_episodes": sum(r["recorded_episodes"] for r in history),
+        "recorded_successes": sum(r["recorded_successes"] for r in history),
+        "false_positive_rate_before": history[0]["false_positive_rate_before"],
+        "false_positive_rate_after": history[-1]["false_positive_rate_after"],
     }
 
 
@@ -259,9 +282,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine-steps", type=int, default=0,
                         help="negative mining before the comparison: PPO on the classifier's reward for this many steps, "
                              "recorded, then the classifier is refitted on data + recordings (0: off)")
+    parser.add_argument("--refine-rounds", type=int, default=1,
+                        help="rounds of negative mining (with --refine-steps), each exploiting the latest classifier")
     parser.add_argument("--steps", type=int, default=64_000, help="PPO env steps per condition")
     parser.add_argument("--n-envs", type=int, default=8, help="parallel envs per training run")
     parser.add_argument("--eval-freq", type=int, default=8_000, help="env steps between true-success evaluations")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="deterministic episodes per evaluation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
     parser.add_argument("--quick", action="store_true", help="tiny budgets (a smoke run, about a minute)")
@@ -270,8 +296,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = dict(env_id=args.env, episodes=args.episodes, classifier_inputs=tuple(args.classifier_inputs),
                                   steps=args.steps, seeds=tuple(args.seeds), jobs=args.jobs, n_envs=args.n_envs,
-                                  eval_freq=args.eval_freq, conditions=tuple(args.conditions),
-                                  progress_failure_fraction=args.progress_failure_fraction, refine_steps=args.refine_steps)
+                                  eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, conditions=tuple(args.conditions),
+                                  progress_failure_fraction=args.progress_failure_fraction, refine_steps=args.refine_steps,
+                                  refine_rounds=args.refine_rounds)
     if args.quick:
         kwargs.update(episodes=min(args.episodes, 21), steps=min(args.steps, 2_048), classifier_epochs=1,
                       progress_epochs=1, eval_freq=1_024, n_envs=4, refine_steps=min(args.refine_steps, 1_024))

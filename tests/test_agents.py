@@ -158,23 +158,28 @@ def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejecte
 def test_demo_refinement_records_the_exploiting_agent_and_refits_the_classifier(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--conditions", "c", "--classifier-inputs", "state",
-                 "--refine-steps", "1024"]) == 0
-    assert (out / "classifier_initial.pt").stat().st_size > 0 and (out / "classifier.pt").stat().st_size > 0
+                 "--refine-steps", "1024", "--refine-rounds", "2"]) == 0
+    for name in ("classifier_initial.pt", "classifier_round1.pt", "classifier.pt"):
+        assert (out / name).stat().st_size > 0
     from collectors import load_trajectories
 
-    recorded = list(load_trajectories(out / "refine_data"))
-    assert len(recorded) >= 1024 // 50  # PointReach episodes are at most 50 steps
+    rounds = [list(load_trajectories(out / "refine_data" / f"round{k}")) for k in (1, 2)]
+    assert all(len(recorded) >= 1024 // 50 for recorded in rounds)  # PointReach episodes are at most 50 steps
     refinement = json.loads((out / "results.json").read_text())["classifier_refinement"]
-    assert refinement["recorded_episodes"] == len(recorded) and refinement["steps"] == 1024
-    assert refinement["recorded_successes"] == sum(t.success for t in recorded)
-    assert 0.0 <= refinement["false_positive_rate_after"] <= 1.0 and 0.0 <= refinement["false_positive_rate_before"] <= 1.0
-    # The refitted classifier trained on the recordings too: more training trajectories than the first.
-    first = json.loads((out / "classifier_initial.report.json").read_text())["counts"]["train_trajectories"]
-    second = json.loads((out / "classifier.report.json").read_text())["counts"]["train_trajectories"]
-    assert second > first
+    assert refinement["steps"] == 1024 and len(refinement["rounds"]) == 2
+    for recorded, summary in zip(rounds, refinement["rounds"]):
+        assert summary["recorded_episodes"] == len(recorded)
+        assert summary["recorded_successes"] == sum(t.success for t in recorded)
+        assert 0.0 <= summary["false_positive_rate_after"] <= 1.0 and 0.0 <= summary["false_positive_rate_before"] <= 1.0
+    # Round 2 exploited round 1's refit, and each refit trained on every recording so far.
+    round2 = json.loads((out / "runs" / "refine2" / "run_config.json").read_text())
+    assert round2["config"]["reward"] == f"classifier:{out / 'classifier_round1.pt'}"
+    counts = [json.loads((out / f"{name}.report.json").read_text())["counts"]["train_trajectories"]
+              for name in ("classifier_initial", "classifier_round1", "classifier")]
+    assert counts[0] < counts[1] < counts[2]
     config = json.loads((out / "runs" / "c_classifier_seed0" / "run_config.json").read_text())
     assert config["config"]["reward"] == f"classifier:{out / 'classifier.pt'}"
-    assert "Refined by negative mining" in (out / "report.md").read_text()
+    assert "Refined by 2 round(s) of negative mining" in (out / "report.md").read_text()
 
 
 def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, capsys):
