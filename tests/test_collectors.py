@@ -646,6 +646,30 @@ def test_process_writer_killed_falls_back_and_loses_nothing(tmp_path: Path) -> N
     check_buffer(tmp_path, 1, finished)
 
 
+def test_process_writer_polls_only_while_busy(tmp_path: Path) -> None:
+    """Between episodes the writer process checks its socket without waiting on it (so sending
+    does not pay for waking it), but once idle it blocks: it must not wake up ~2,000 times a
+    second for a recorder that has nothing to write."""
+    from collectors.process_writer import IDLE_BLOCK_AFTER_S
+
+    def wakeups(pid: int) -> int:
+        with open(f"/proc/{pid}/status") as f:
+            return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process")
+    pid = env._writer.pid
+    _run_episodes(env, 2)
+    env.flush()
+    time.sleep(IDLE_BLOCK_AFTER_S + 0.2)  # idle long enough to block
+    before = wakeups(pid)
+    time.sleep(0.5)
+    idle = wakeups(pid) - before
+    _run_episodes(env, 1, seed=SEED_BASE + 1)  # and a blocked writer still wakes for new work
+    env.close()
+    assert idle < 20, f"the idle writer process woke {idle} times in 0.5 s"
+    assert len(load_trajectories(tmp_path)) == 3
+
+
 def test_writer_process_reports_concurrent_writes_in_submission_order() -> None:
     """The writer process writes on several threads but counts progress as a prefix of the
     jobs sent: a later job that finishes first is reported only after the earlier one."""
