@@ -255,6 +255,7 @@ class ProcessWriter:
         if why is not None:
             raise OSError(f"cannot write in a separate process: {why}")
         self.root = Path(root)
+        self._root_str = os.fspath(self.root)
         self.fsync = fsync
         self.max_pending = max(1, int(max_pending))
         self._stats = WriteStats()
@@ -336,10 +337,11 @@ class ProcessWriter:
         # any other array (its bytes travel in the message).
         fields: list[tuple[Any, ...]] = []
         blobs: list[bytes] = []
-        offset = 0
+        offset = nbytes = 0
         for name, value in job.fields.items():
             if type(value) is Column:
                 fields.append(("c", name, value.values, value.dtype))
+                nbytes += value.nbytes
                 continue
             if isinstance(value, FrameBuffer) and value.segment is not None:
                 seg = value.segment
@@ -347,6 +349,7 @@ class ProcessWriter:
                     seg.desc = (tuple(value.shape), value.dtype.str, np.dtype(value.dtype.str) == value.dtype)
                 if seg.desc[2]:
                     fields.append(("f", name, seg.id, value.n, seg.desc[0], seg.desc[1]))
+                    nbytes += value.n * value.frame_bytes
                     continue
             arr = np.ascontiguousarray(value.view() if isinstance(value, FrameBuffer) else value)
             if arr.dtype.hasobject or np.dtype(arr.dtype.str) != arr.dtype:
@@ -355,6 +358,7 @@ class ProcessWriter:
             fields.append(("b", name, arr.shape, arr.dtype.str, offset, len(data)))
             blobs.append(data)
             offset += len(data)
+        job.nbytes = nbytes + offset
         seq = next(self._seq)
         self._inflight[seq] = job
         msg = {"job": seq, "split": job.split, "id": job.traj_id, "cap": job.cap, "meta": job.meta, "fields": fields}
@@ -480,10 +484,9 @@ class ProcessWriter:
             stats = self._stats
             stats.written[job.split] += 1
             stats.frames += len(job.fields["labels"])
-            stats.bytes += sum(v.n * v.frame_bytes if isinstance(v, FrameBuffer) else
-                               v.nbytes if type(v) is Column else np.asarray(v).nbytes for v in job.fields.values())
+            stats.bytes += job.nbytes  # counted in submit
             # a str here, Paths when stats are read: not on the env's thread
-            self._new_paths.append(os.path.join(self.root, job.split, job.traj_id))
+            self._new_paths.append(os.path.join(self._root_str, job.split, job.traj_id))
             if job.release is not None:  # last: the buffers may be refilled from here on
                 job.release()
 

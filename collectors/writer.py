@@ -331,6 +331,8 @@ class WriteJob:
     cap: int | None = None
     #: called (on the writer's thread) once the fields' memory is no longer needed
     release: Callable[[], None] | None = None
+    #: bytes of field data, counted by the process writer when it sends the job
+    nbytes: int = 0
 
 
 @dataclass

@@ -324,6 +324,19 @@ def _run_episodes(env, n: int, seed: int = SEED_BASE) -> None:  # type: ignore[n
 
 
 @pytest.mark.parametrize("async_write", [False, "thread", "process"])
+def test_write_stats_count_what_is_on_disk(tmp_path: Path, async_write: bool) -> None:
+    env = TrajectoryRecorder(CountingEnv(), tmp_path, info_keys=("stage",), async_write=async_write)
+    _run_episodes(env, 4)
+    env.close()
+    stats = env.stats
+    on_disk = [np.load(f, allow_pickle=False) for f in tmp_path.rglob("*.npy")]
+    trajectories = load_trajectories(tmp_path)
+    assert sum(stats.written.values()) == len(trajectories) == 4 and len(stats.paths) == 4
+    assert stats.frames == sum(len(t.labels) for t in trajectories)
+    assert stats.bytes == sum(a.nbytes for a in on_disk)
+
+
+@pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_caps_hold_and_survive_restart(tmp_path: Path, async_write: bool) -> None:
     env = TrajectoryRecorder(CountingEnv(), tmp_path, max_positive=2, max_negative=3, async_write=async_write)
     _run_episodes(env, 20)
