@@ -125,7 +125,10 @@ def _encode(msg: dict[str, Any]) -> bytes:
     try:
         return marshal.dumps(msg)
     except ValueError:  # numpy scalars, Paths, ... in meta: as meta.json will store them
-        return marshal.dumps(json.loads(json.dumps(msg, default=_json_default)))
+        if "meta" not in msg:
+            raise
+        meta = json.loads(json.dumps(msg["meta"], default=_json_default))
+        return marshal.dumps({**msg, "meta": meta})
 
 
 def _send(sock: socket.socket, msg: dict[str, Any], blobs: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:

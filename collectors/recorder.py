@@ -340,9 +340,10 @@ class TrajectoryRecorder(gym.Wrapper):
     def _finish_episode(self) -> None:
         self._recording = False
         self.episodes_finished += 1
-        # Python only, no numpy call: this runs on the env's thread, where each numpy call
-        # costs several microseconds with the env's data in the caches. The writer (thread or
-        # process) makes the Columns arrays. Explicit casts: np.array would make None a NaN.
+        # No numpy call: this runs on the env's thread, where each costs several microseconds
+        # with the env's data in the caches. Columns are packed bytes (array.array converts in
+        # C and, unlike np.array, rejects None instead of making it NaN); the writer (thread or
+        # process) reads them as arrays.
         rewards_raw, terminated_raw, truncated_raw, flags = zip(*self._steps)
         labels = [self._reset_label]
         labels += [1.0 if f is True else 0.0 if f is False else as_flag(f) for f in flags]
@@ -353,15 +354,12 @@ class TrajectoryRecorder(gym.Wrapper):
             self._full[split] = True
             self._writer.note_dropped(split)
             return
-        rewards = [float(r) for r in rewards_raw]
-        terminated = [bool(te) for te in terminated_raw]
-        truncated = [bool(tr) for tr in truncated_raw]
         fields: dict[str, np.ndarray | FrameBuffer | Column] = {f"obs.{k}": col for k, col in self._obs_cols.items()}
         fields["actions"] = self._action_col
-        fields["rewards"] = Column(rewards, "<f8")
-        fields["labels"] = Column(labels, "<f4")
-        fields["terminated"] = Column(terminated, "|b1")
-        fields["truncated"] = Column(truncated, "|b1")
+        fields["rewards"] = Column.pack("d", rewards_raw)
+        fields["labels"] = Column.pack("f", labels)
+        fields["terminated"] = Column.pack("b", terminated_raw)
+        fields["truncated"] = Column.pack("b", truncated_raw)
         for key in self.info_keys:
             fields[f"info.{key}"] = self._info_cols[key]
         meta = {
@@ -375,9 +373,9 @@ class TrajectoryRecorder(gym.Wrapper):
             "info_missing_at_reset": self._reset_info_missing,  # a new list every episode
             "obs_keys": self.keys,
             "info_keys": self.info_keys,
-            "return": math.fsum(rewards),
-            "terminated": terminated[-1],
-            "truncated": truncated[-1],
+            "return": math.fsum(rewards_raw),
+            "terminated": bool(terminated_raw[-1]),
+            "truncated": bool(truncated_raw[-1]),
             "episode_index": self.episodes_started - 1,
             "created_unix": time.time(),
             "host": self._host,
