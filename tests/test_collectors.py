@@ -323,6 +323,25 @@ def _run_episodes(env, n: int, seed: int = SEED_BASE) -> None:  # type: ignore[n
             env.reset()
 
 
+class NumpyScalars(gym.Wrapper):
+    """CountingEnv returning numpy scalars (reward, flags, success), as many envs do."""
+
+    def step(self, action):  # type: ignore[no-untyped-def]
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info = {**info, "success": np.bool_(info["success"])}
+        return obs, np.float32(reward), np.bool_(terminated), np.bool_(truncated), info
+
+
+@pytest.mark.parametrize("async_write", [False, "process"])
+def test_numpy_scalar_rewards_and_flags_are_stored_exactly(tmp_path: Path, async_write: bool) -> None:
+    env = TrajectoryRecorder(NumpyScalars(CountingEnv()), tmp_path, info_keys=("stage",), async_write=async_write)
+    _run_episodes(env, 4)
+    env.close()
+    check_buffer(tmp_path, 1, 4)
+    for t in load_trajectories(tmp_path):
+        assert type(t.meta["return"]) is float and type(t.meta["terminated"]) is bool
+
+
 @pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_write_stats_count_what_is_on_disk(tmp_path: Path, async_write: bool) -> None:
     env = TrajectoryRecorder(CountingEnv(), tmp_path, info_keys=("stage",), async_write=async_write)
