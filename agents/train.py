@@ -106,7 +106,8 @@ def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
             # Initial action std 0.2 (log -1.6), not SB3's 1: a unit of envs.make's default
             # pd_ee_delta_pos action moves the gripper 10 cm, and PushCube pays for pushing only
             # with the gripper within 1 cm of the cube's back. At std 1 (and 0.6) the dense reward's
-            # success swung between 0.2 and 0.8 over 200k steps; at 0.2 it held 0.9-1.0 from 100k.
+            # success swung between 0.2 and 0.8 over 200k steps; at 0.2 it ends 160k steps at
+            # 0.58-0.90 (4 runs, 3 seeds; benchmarks/results/README.md).
             return dict(n_steps=64, batch_size=512, n_epochs=8, gamma=0.8, gae_lambda=0.9, learning_rate=3e-4,
                         lr_schedule="linear", ent_coef=0.0, clip_range=0.2, target_kl=0.1,
                         policy_kwargs=dict(net_arch=[256, 256, 256], log_std_init=-1.6))
