@@ -302,6 +302,11 @@ def run(args: argparse.Namespace) -> int:
     if args.quick:
         kwargs.update(episodes=min(args.episodes, 21), steps=min(args.steps, 2_048), classifier_epochs=1,
                       progress_epochs=1, eval_freq=1_024, n_envs=4, refine_steps=min(args.refine_steps, 1_024))
+    for name in ("refine_rounds", "eval_episodes"):
+        if getattr(args, name) < 1:
+            print(f"rewardswap demo: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
+                  file=sys.stderr)
+            return 2
     if args.env not in envs.SUPPORTED_EXPERT_ENV_IDS:  # the demo collects with the scripted expert
         print(f"rewardswap demo: error: --env {args.env!r} has no scripted expert; choose one of "
               f"{list(envs.SUPPORTED_EXPERT_ENV_IDS)}", file=sys.stderr)

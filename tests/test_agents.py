@@ -87,6 +87,17 @@ def test_bench_errors_before_any_run(tmp_path, capsys):
     assert not (tmp_path / "results.json").exists()
 
 
+def test_demo_errors_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--quick", "--refine-steps", "64", "--refine-rounds", "0"]) == 2
+    assert "--refine-rounds must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--quick", "--eval-episodes", "0"]) == 2
+    assert "--eval-episodes must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--env", "CartPole-v1"]) == 2
+    assert "has no scripted expert" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_learned_reward_with_observation_normalisation_evaluates_with_training_statistics(tmp_path):
     """Reward wrappers below VecNormalize; evaluation copies the training env's statistics."""
     import pickle
