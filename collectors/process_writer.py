@@ -719,8 +719,8 @@ def main(argv: list[str] | None = None) -> int:
                     segments[msg["segment"]] = np.frombuffer(mapped, np.uint8)
                 else:
                     progress = np.frombuffer(mapped, np.uint64)
-            if "job" in msg:
-                writes.submit(_write_job, root, msg, blob, segments, fsync)
+            if "job" in msg:  # the segments as of now: a later "forget" must not reach a queued job
+                writes.submit(_write_job, root, msg, blob, dict(segments), fsync)
             if "ping" in msg:
                 writes.report_finished(wait=True)  # a pong promises everything before it is done
                 tell({"pong": msg["ping"]})
