@@ -90,8 +90,8 @@ class TrajectoryRecorder(gym.Wrapper):
             and one small message, and survive this process being killed once handed over.
             ``True`` falls back to a thread, with a warning, where a process cannot be started
             (non-Linux); ``"process"`` raises instead. ``"thread"``: a writer thread in this
-            process (it contends with the env for the GIL: +113 % CPU in the env's process
-            against +17 % for ``"process"`` in benchmarks/results/collect_overhead.md).
+            process (it contends with the env for the GIL: +76 % CPU in the env's process
+            against +11.5 % for ``"process"`` in benchmarks/results/collect_overhead.md).
             ``False`` (or ``"sync"``): write on the stepping thread when the episode ends.
         metadata: extra JSON-serialisable entries for every ``meta.json`` (e.g. the policy).
         fsync: fsync each trajectory before renaming it into place (survives power loss).
@@ -207,14 +207,14 @@ class TrajectoryRecorder(gym.Wrapper):
         # converted once per episode. FrameBuffer.append inlined for the common single-array
         # observation (a method call is ~5 % of the recorder's per-step cost).
         col = self._single_obs_col
-        if col is not None and col.n < len(col.array):  # a plain Box obs, room left: no per-step dict
-            col.array[col.n] = obs
-            col.n += 1
-        elif col is not None:
-            col.append(obs)
-        else:
+        if col is None:  # a Dict observation: one buffer per key
             for key, col in self._obs_cols.items():
                 col.append(obs[key])
+        elif col.n < len(col.array):  # a plain Box observation with room left
+            col.array[col.n] = obs
+            col.n += 1
+        else:
+            col.append(obs)  # grows the buffer
         self._action_col.append(action)
         self._steps.append((reward, terminated, truncated, flag))
         if "success_once" in info and not self._success_once:

@@ -67,7 +67,7 @@ def take_first_error(errors: list[BaseException]) -> BaseException:
     return first
 
 
-_ITEMSIZE: dict[str, int] = {}  # np.dtype(str) costs ~1 us; Column.nbytes runs per field per episode
+_ITEMSIZE: dict[str, int] = {}  # np.dtype(str) costs ~1 us; a Column's length is read per episode
 
 
 class Column:
@@ -76,7 +76,7 @@ class Column:
     The recorder hands rewards, labels and flags over like this so no numpy call happens on the
     env's thread (each costs several microseconds there, with the env's data in the caches):
     ``values`` is the field's little-endian bytes (see :meth:`pack`), one ``bytes`` object that
-    the process writer sends as it is. A list of Python scalars is accepted too.
+    the process writer sends as it is.
 
     >>> Column.pack("d", [0.5, 1]).array()
     array([0.5, 1. ])
@@ -87,7 +87,7 @@ class Column:
     #: array.array type code -> the stored dtype
     DTYPES = {"d": "<f8", "f": "<f4", "b": "|b1"}
 
-    def __init__(self, values: bytes | list[Any], dtype: str) -> None:
+    def __init__(self, values: bytes, dtype: str) -> None:
         self.values, self.dtype = values, dtype
 
     @classmethod
@@ -103,22 +103,17 @@ class Column:
             packed.byteswap()
         return cls(packed.tobytes(), cls.DTYPES[typecode])
 
-    def _itemsize(self) -> int:
+    def __len__(self) -> int:
         itemsize = _ITEMSIZE.get(self.dtype)
         if itemsize is None:
             itemsize = _ITEMSIZE[self.dtype] = np.dtype(self.dtype).itemsize
-        return itemsize
-
-    def __len__(self) -> int:
-        return len(self.values) if isinstance(self.values, list) else len(self.values) // self._itemsize()
+        return len(self.values) // itemsize
 
     @property
     def nbytes(self) -> int:
-        return len(self.values) * self._itemsize() if isinstance(self.values, list) else len(self.values)
+        return len(self.values)
 
     def array(self) -> np.ndarray:
-        if isinstance(self.values, list):
-            return np.array(self.values, dtype=self.dtype)
         return np.frombuffer(self.values, dtype=self.dtype)
 
 
