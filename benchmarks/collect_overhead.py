@@ -145,7 +145,8 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
     # behind within a few repeats (the sync writer's own cost doubled), and every recorder row
     # measured the disk instead of the recorder; ``--settle 0`` shows that.
     os.sync()
-    time.sleep(args.settle)
+    if repeat < args.repeats - 1:
+        time.sleep(args.settle)
     steps = n_blocks * args.block
     sps = {c: steps / seconds[c] for c in configs}
     cpu_us = {c: (states[c]["cpu_s"] - states[c]["warmup_cpu_s"]) / steps * 1e6 for c in configs}
