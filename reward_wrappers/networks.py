@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reward_wrappers.base import Batch, BatchCheck, ModelSpec, check_finite
+from reward_wrappers.base import Batch, BatchCheck, ModelSpec, check_finite, sigmoid
 
 TensorBatch = Mapping[str, torch.Tensor]
 #: A float32 numpy copy of a network's ``forward``: numpy batch -> ``(B, n_outputs)`` array.
@@ -76,9 +76,8 @@ def run_numpy_layers(layers: list[NumpyLayer], h: np.ndarray) -> np.ndarray:
 
 
 def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
-    """float32 logistic function without overflow warnings (``exp`` of non-positive values only)."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(np.float32, copy=False)
+    """:func:`reward_wrappers.base.sigmoid` (overflow-free) as float32, like the torch forward."""
+    return sigmoid(x).astype(np.float32)
 
 def _is_image(shape: tuple[int, ...], dtype: str) -> bool:
     return len(shape) == 3 and dtype == "uint8"
