@@ -2,7 +2,8 @@
 
 A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``, ``env``,
 ``classifier:c.pt``, ``progress:p.pt``, ``preference:b.pt``, or any of them followed by
-``+pbrs:p.pt``. Each (condition, seed) is one ``train_agent`` run in its own process; the
+``+pbrs:p.pt``, and optionally by ``@gamma=G``: that condition's agent discount (and so its PBRS
+gamma), for rewards whose best discount differs from the env reward's. Each (condition, seed) is one ``train_agent`` run in its own process; the
 results are summarised in ``results.json``, ``report.md`` and ``curves.png``.
 """
 
@@ -27,20 +28,36 @@ class Condition:
     name: str
     reward: str
     pbrs: str | None = None
+    gamma: float | None = None  # None: the run's (``--gamma`` or the per-env default)
 
     @classmethod
     def parse(cls, text: str, name: str | None = None) -> "Condition":
-        """``"classifier:c.pt+pbrs:p.pt"`` -> Condition(reward="classifier:c.pt", pbrs="p.pt")."""
+        """``"classifier:c.pt+pbrs:p.pt@gamma=0.95"`` -> Condition(reward="classifier:c.pt", pbrs="p.pt", gamma=0.95).
+
+        >>> Condition.parse("env@gamma=0.9")
+        Condition(name='env@0.9', reward='env', pbrs=None, gamma=0.9)
+        """
+        text, at, gamma_text = text.partition("@gamma=")
+        gamma = None
+        if at:
+            try:
+                gamma = float(gamma_text)
+            except ValueError:
+                raise ValueError(f"condition {text + at + gamma_text!r}: expected @gamma=G with G a number in (0, 1]") from None
+            if not 0.0 < gamma <= 1.0:
+                raise ValueError(f"condition {text + at + gamma_text!r}: gamma must be in (0, 1], got {gamma}")
+        elif re.search(r"@\w+=", text):
+            raise ValueError(f"condition {text!r}: after '@' expected gamma=G")
         reward, _, pbrs = text.partition("+pbrs:")
         if not pbrs and re.search(r"\+\w+:", text):  # a '+' inside a path is fine; '+other:' is not
             raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH")
         pbrs = pbrs or None
-        return cls(name or _short_name(reward, pbrs), reward, pbrs)
+        return cls(name or _short_name(reward, pbrs, gamma), reward, pbrs, gamma)
 
 
-def _short_name(reward: str, pbrs: str | None) -> str:
+def _short_name(reward: str, pbrs: str | None, gamma: float | None) -> str:
     base = reward.split(":", 1)[0]
-    return base + ("+pbrs" if pbrs else "")
+    return base + ("+pbrs" if pbrs else "") + ("" if gamma is None else f"@{gamma:g}")
 
 
 def _run_one(cfg: TrainConfig) -> dict[str, Any]:
@@ -66,7 +83,7 @@ def run_conditions(
     """
     out_dir = pathlib.Path(out_dir)
     configs = [
-        replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"))
+        replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, gamma=base.gamma if c.gamma is None else c.gamma, logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"))
         for c in conditions
         for s in seeds
     ]
@@ -103,6 +120,7 @@ def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: di
             "condition": c.name,
             "reward": c.reward,
             "pbrs": c.pbrs,
+            "gamma": runs[0]["gamma"],
             "final_true_success_mean": float(finals.mean()),
             "final_true_success_std": float(finals.std(ddof=1)) if len(finals) > 1 else 0.0,  # sample std
             "final_true_success_per_seed": finals.tolist(),
@@ -126,13 +144,13 @@ def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: di
 def format_table(summary: dict[str, Any]) -> str:
     n = len(summary["seeds"])
     lines = [
-        f"| condition | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | wall time (s) | reward inference share |",
-        "|---|---|---|---|---|",
+        f"| condition | gamma | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | wall time (s) | reward inference share |",
+        "|---|---|---|---|---|---|",
     ]
     for row in summary["conditions"]:
         steps = "never" if row["steps_to_80_median"] is None else f"{row['steps_to_80_median']:.0f} ({row['seeds_reaching_80']}/{n})"
         lines.append(
-            f"| {row['condition']} | {row['final_true_success_mean']:.2f} ± {row['final_true_success_std']:.2f} | {steps} | "
+            f"| {row['condition']} | {row['gamma']:g} | {row['final_true_success_mean']:.2f} ± {row['final_true_success_std']:.2f} | {steps} | "
             f"{row['wall_seconds_mean']:.1f} | {100 * row['reward_inference_share_mean']:.1f}% |"
         )
     return "\n".join(lines)

@@ -77,6 +77,28 @@ def test_condition_parsing():
     assert Condition.parse("sparse") == Condition("sparse", "sparse", None)
     with pytest.raises(ValueError, match="expected pbrs:PATH"):
         Condition.parse("classifier:c.pt+shaping:p.pt")
+    c = Condition.parse("classifier:c.pt+pbrs:p.pt@gamma=0.95")
+    assert (c.name, c.reward, c.pbrs, c.gamma) == ("classifier+pbrs@0.95", "classifier:c.pt", "p.pt", 0.95)
+    for bad, message in [("env@gamma=1.5", "gamma must be in"), ("env@gamma=x", "expected @gamma=G"),
+                         ("env@lr=0.1", "expected gamma=G")]:
+        with pytest.raises(ValueError, match=message):
+            Condition.parse(bad)
+
+
+def test_condition_gamma_reaches_its_runs_only(tmp_path):
+    from agents.compare import Condition, format_table, run_conditions
+    from agents.train import TrainConfig
+
+    base = TrainConfig(env="PointReach-v0", steps=256, n_envs=2, eval_freq=256, eval_episodes=2, gamma=0.9,
+                       algo_kwargs={"n_steps": 64, "batch_size": 64})
+    conditions = [Condition.parse("sparse"), Condition.parse("sparse@gamma=0.5")]
+    summary = run_conditions(conditions, base, [0], tmp_path, progress=False)
+    gammas = {row["condition"]: row["gamma"] for row in summary["conditions"]}
+    assert gammas == {"sparse": 0.9, "sparse@0.5": 0.5}
+    for name, gamma in gammas.items():
+        config = json.loads((tmp_path / "runs" / f"{name}_seed0" / "run_config.json").read_text())
+        assert config["hyperparameters"]["gamma"] == gamma
+    assert "| sparse@0.5 | 0.5 |" in format_table(summary)
 
 
 def test_bench_errors_before_any_run(tmp_path, capsys):
