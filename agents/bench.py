@@ -11,7 +11,6 @@ Conditions are rewards as for ``train-agent``, optionally followed by ``+pbrs:PA
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -19,7 +18,7 @@ import sys
 
 import envs
 from agents.compare import Condition, format_table, run_conditions
-from agents.train import ALGOS, OBS_CHOICES, TrainConfig
+from agents.train import ALGOS, OBS_CHOICES, TrainConfig, parse_algo_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
                            gamma=args.gamma, ignore_terminations={"yes": True, "no": False}.get(args.ignore_terminations,
                                                                envs.supports_ignore_terminations(args.env)),
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
-                           algo_kwargs=json.loads(args.algo_kwargs))
+                           algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
         for c in conditions:  # validate every checkpoint path before any run starts
             TrainConfig(reward=c.reward, pbrs=c.pbrs)
     except (ValueError, FileNotFoundError) as exc:

@@ -308,7 +308,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="running mean/std normalisation of the policy's state observations; auto: yes for ManiSkill")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
+    parser.add_argument("--algo-kwargs", default="{}", metavar="JSON",
+                        help="SB3 hyperparameters overriding the per-algo/env defaults, e.g. '{\"n_epochs\": 4}'")
     parser.add_argument("-v", "--verbose", type=int, default=0)
+
+
+def parse_algo_kwargs(text: str) -> dict[str, Any]:
+    """``--algo-kwargs`` JSON -> dict of SB3 hyperparameters (a clear error for anything else).
+
+    >>> parse_algo_kwargs('{"n_epochs": 4, "gae_lambda": 0.95}')
+    {'n_epochs': 4, 'gae_lambda': 0.95}
+    """
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--algo-kwargs must be a JSON object such as '{{\"n_epochs\": 4}}': {exc} in {text!r}") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"--algo-kwargs must be a JSON object such as '{{\"n_epochs\": 4}}', got {text!r}")
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -319,6 +336,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         reward_output=args.reward_output,
         normalize_obs={"auto": None, "yes": True, "no": False}[args.normalize_obs],
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
+        algo_kwargs=parse_algo_kwargs(args.algo_kwargs),
     )
 
 

@@ -47,11 +47,25 @@ def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
         (["--pbrs", "/nonexistent/p.pt"], "does not exist"),
         (["--steps", "0"], "must be positive"),
         (["--gamma", "1.5"], "gamma"),
+        (["--algo-kwargs", "{n_epochs: 4}"], "--algo-kwargs must be a JSON object"),
+        (["--algo-kwargs", "[4]"], "--algo-kwargs must be a JSON object"),
     ],
 )
 def test_train_agent_argument_errors_are_clear(argv, message, capsys):
     assert main(["train-agent", *argv]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_train_agent_algo_kwargs_reach_the_agent(tmp_path):
+    argv = ["train-agent", "--steps", "128", "--n-envs", "2", "--eval-freq", "128", "--eval-episodes", "1",
+            "--algo-kwargs", '{"n_steps": 64, "batch_size": 32, "n_epochs": 3}', "--logdir", str(tmp_path)]
+    assert main(argv) == 0
+    hyper = json.loads((tmp_path / "run_config.json").read_text())["hyperparameters"]
+    assert (hyper["n_steps"], hyper["batch_size"], hyper["n_epochs"]) == (64, 32, 3)
+    from stable_baselines3 import PPO
+
+    agent = PPO.load(tmp_path / "model.zip")
+    assert (agent.n_steps, agent.batch_size, agent.n_epochs) == (64, 32, 3)
 
 
 def test_train_agent_unknown_algo_is_rejected(capsys):
@@ -230,3 +244,12 @@ def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, caps
         assert report["seed"] == 3 and report["epochs_run"] == 2, kind
         assert report["counts"]["val_trajectories"] == 4, kind  # 30 % of 12 trajectories
     assert (tmp_path / "tb").is_dir()
+
+
+@pytest.mark.parametrize("module", ["agents.compare", "agents.train"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.failed == 0 and result.attempted > 0
