@@ -129,6 +129,8 @@ def test_demo_errors_before_any_work(tmp_path, capsys):
     assert "--refine-rounds must be >= 1, got 0" in capsys.readouterr().err
     assert main(["demo", "--out", str(out), "--quick", "--eval-episodes", "0"]) == 2
     assert "--eval-episodes must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["demo", "--out", str(out), "--quick", "--learned-gamma", "1.5"]) == 2
+    assert "--learned-gamma must be in (0, 1], got 1.5" in capsys.readouterr().err
     assert main(["demo", "--out", str(out), "--env", "CartPole-v1"]) == 2
     assert "has no scripted expert" in capsys.readouterr().err
     assert not out.exists()
@@ -205,7 +207,7 @@ def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejecte
 def test_demo_refinement_records_the_exploiting_agent_and_refits_the_classifier(tmp_path):
     out = tmp_path / "demo"
     assert main(["demo", "--out", str(out), "--quick", "--conditions", "c", "--classifier-inputs", "state",
-                 "--refine-steps", "1024", "--refine-rounds", "2"]) == 0
+                 "--refine-steps", "1024", "--refine-rounds", "2", "--learned-gamma", "0.5"]) == 0
     for name in ("classifier_initial.pt", "classifier_round1.pt", "classifier.pt"):
         assert (out / name).stat().st_size > 0
     from collectors import load_trajectories
@@ -227,6 +229,9 @@ def test_demo_refinement_records_the_exploiting_agent_and_refits_the_classifier(
     config = json.loads((out / "runs" / "c_classifier_seed0" / "run_config.json").read_text())
     assert config["config"]["reward"] == f"classifier:{out / 'classifier.pt'}"
     assert "Refined by 2 round(s) of negative mining" in (out / "report.md").read_text()
+    # --learned-gamma reaches the compared learned condition, not the mining runs (env default).
+    assert config["hyperparameters"]["gamma"] == 0.5
+    assert round2["hyperparameters"]["gamma"] == 0.95
 
 
 def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, capsys):
