@@ -183,14 +183,17 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     run_dir = pathlib.Path(cfg.logdir)
     run_dir.mkdir(parents=True, exist_ok=True)
     kind, path = parse_reward(cfg.reward)
-    learned = kind in LEARNED_KINDS
     reward_model = TimedModel(load_reward_model(path)) if path else None
     potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
-    # A learned reward must not receive the true success through termination (platform notes).
+    # Full-length episodes for every reward where the env allows it (as bench and demo run them):
+    # a learned reward must not receive the true success through termination (platform notes),
+    # and ending on success turns success into a loss for shaped env rewards: PushCube's
+    # normalized_dense pays ~0.5 per step just outside the goal (~2.5 at gamma 0.8) and 1 once on
+    # success (benchmarks/results/README.md).
     if cfg.ignore_terminations is None:
-        ignore_terminations = learned and envs.supports_ignore_terminations(cfg.env)
+        ignore_terminations = envs.supports_ignore_terminations(cfg.env)
     else:
         ignore_terminations = cfg.ignore_terminations
     make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense",
@@ -300,8 +303,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--logdir", default="runs/agent", help="run directory (TensorBoard, model, config)")
     parser.add_argument("--collect", default=None, metavar="DIR", help="record training trajectories into DIR")
     parser.add_argument("--ignore-terminations", choices=["auto", "yes", "no"], default="auto",
-                        help="keep episodes running after true success (built-in and ManiSkill envs); "
-                             "auto: yes for learned rewards where available")
+                        help="keep episodes running after true success; auto: yes where the env supports it "
+                             "(built-in and ManiSkill), for every reward")
     parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
                         help="how the learned model's output becomes a reward (default per kind)")
     parser.add_argument("--normalize-obs", choices=["auto", "yes", "no"], default="auto",

@@ -60,8 +60,10 @@ def test_train_agent_algo_kwargs_reach_the_agent(tmp_path):
     argv = ["train-agent", "--steps", "128", "--n-envs", "2", "--eval-freq", "128", "--eval-episodes", "1",
             "--algo-kwargs", '{"n_steps": 64, "batch_size": 32, "n_epochs": 3}', "--logdir", str(tmp_path)]
     assert main(argv) == 0
-    hyper = json.loads((tmp_path / "run_config.json").read_text())["hyperparameters"]
+    config = json.loads((tmp_path / "run_config.json").read_text())
+    hyper = config["hyperparameters"]
     assert (hyper["n_steps"], hyper["batch_size"], hyper["n_epochs"]) == (64, 32, 3)
+    assert config["ignore_terminations"] is True  # the env's own reward too runs full-length episodes
     from stable_baselines3 import PPO
 
     agent = PPO.load(tmp_path / "model.zip")
