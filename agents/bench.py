@@ -5,7 +5,8 @@ Conditions are rewards as for ``train-agent``, optionally followed by ``+pbrs:PA
 ``preference:b.pt``; a trailing ``@gamma=G`` gives that condition its own discount
 (``classifier:c.pt+pbrs:p.pt@gamma=0.95``), otherwise ``--gamma`` or the env's default applies. Runs go to parallel processes (``--jobs``); the output directory receives
 ``results.json`` (mean and spread per condition, per-seed curves, versions), ``report.md`` and
-``curves.png``.
+``curves.png``. ``--resume`` reuses the runs in ``--out`` that already finished with the same
+settings, so the same command continues an interrupted bench.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo-kwargs", default="{}", help="JSON dict of SB3 hyperparameters overriding the defaults")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel processes")
     parser.add_argument("--out", default="bench_out", help="output directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse runs that already finished in --out with the same settings (continue an interrupted "
+                             "bench); without it every run is trained afresh")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -66,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
     }
     summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=args.jobs, extra=extra,
-                             preamble=f"Command: `{extra['command']}`\n\n")
+                             preamble=f"Command: `{extra['command']}`\n\n", resume=args.resume)
     print(format_table(summary))
     print(f"report: {args.out}/report.md")
     return 0

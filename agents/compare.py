@@ -15,7 +15,7 @@ import multiprocessing
 import os
 import pathlib
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -67,6 +67,27 @@ def _run_one(cfg: TrainConfig) -> dict[str, Any]:
     return train_agent(cfg)
 
 
+def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
+    """The summary of a run that already finished in ``cfg.logdir`` with these settings, else None.
+
+    Settings are compared as ``run_config.json`` saved them, except ``logdir`` and ``verbose``
+    (they do not change what is trained); ``eval.json`` and ``run_config.json`` are written last,
+    so a run that was cut off has neither.
+    """
+    run_dir = pathlib.Path(cfg.logdir)
+    try:
+        saved = json.loads((run_dir / "run_config.json").read_text())["config"]
+        summary = json.loads((run_dir / "eval.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    wanted = json.loads(json.dumps(asdict(cfg), default=str))  # tuples become lists, as saved
+
+    def settings(config: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in config.items() if k not in ("logdir", "verbose")}
+
+    return summary if isinstance(saved, dict) and settings(saved) == settings(wanted) else None
+
+
 def run_conditions(
     conditions: Sequence[Condition],
     base: TrainConfig,
@@ -76,10 +97,14 @@ def run_conditions(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     preamble: str = "",
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train every condition for every seed (``jobs`` processes at once); write a report.
 
-    ``extra`` entries are added to ``results.json``; ``preamble`` opens ``report.md``.
+    ``extra`` entries are added to ``results.json``; ``preamble`` opens ``report.md``. With
+    ``resume``, runs that already finished under ``out_dir`` with the same settings
+    (:func:`finished_run`) are reused instead of retrained, so an interrupted comparison continues
+    where it stopped.
     """
     out_dir = pathlib.Path(out_dir)
     configs = [
@@ -89,6 +114,14 @@ def run_conditions(
     ]
     keys = [(c.name, s) for c in conditions for s in seeds]
     results: dict[tuple[str, int], dict[str, Any]] = {}
+    if resume:
+        for key, cfg in zip(keys, configs):
+            if (summary := finished_run(cfg)) is not None:
+                results[key] = summary
+        if results and progress:
+            print(f"reusing {len(results)} finished run(s) from {out_dir / 'runs'}")
+        configs = [cfg for key, cfg in zip(keys, configs) if key not in results]
+        keys = [key for key in keys if key not in results]
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(configs), desc="training runs", unit="run", disable=not progress)

@@ -117,6 +117,36 @@ def test_condition_gamma_reaches_its_runs_only(tmp_path):
     assert "| sparse@0.5 | 0.5 |" in format_table(summary)
 
 
+def test_resumed_comparison_reuses_finished_runs_and_retrains_changed_ones(tmp_path):
+    from dataclasses import replace
+
+    from agents.compare import Condition, run_conditions
+    from agents.train import TrainConfig
+
+    base = TrainConfig(env="PointReach-v0", steps=128, n_envs=2, eval_freq=128, eval_episodes=1,
+                       algo_kwargs={"n_steps": 64, "batch_size": 64})
+    conditions = [Condition.parse("sparse"), Condition.parse("env")]
+    first = run_conditions(conditions, base, [0], tmp_path, progress=False)
+    models = {c.name: tmp_path / "runs" / f"{c.name}_seed0" / "model.zip" for c in conditions}
+    stamps = {name: path.stat().st_mtime_ns for name, path in models.items()}
+    # The env run was cut off before it finished: it has no eval.json, so it is trained again.
+    (tmp_path / "runs" / "env_seed0" / "eval.json").unlink()
+    again = run_conditions(conditions, base, [0], tmp_path, progress=False, resume=True)
+    assert models["sparse"].stat().st_mtime_ns == stamps["sparse"]
+    assert models["env"].stat().st_mtime_ns != stamps["env"]
+    def outcomes(summary):
+        return [(row["condition"], row["final_true_success_per_seed"], row["curves"]) for row in summary["conditions"]]
+
+    assert outcomes(again) == outcomes(first)  # same seed, same machine: same runs
+    # Changed settings are not reused, and without resume nothing is.
+    stamps = {name: path.stat().st_mtime_ns for name, path in models.items()}
+    run_conditions(conditions[:1], replace(base, eval_episodes=2), [0], tmp_path, progress=False, resume=True)
+    assert models["sparse"].stat().st_mtime_ns != stamps["sparse"]
+    stamps = {name: path.stat().st_mtime_ns for name, path in models.items()}
+    run_conditions(conditions[1:], base, [0], tmp_path, progress=False)
+    assert models["env"].stat().st_mtime_ns != stamps["env"]
+
+
 def test_bench_errors_before_any_run(tmp_path, capsys):
     assert main(["bench", "--conditions", "sparse", "classifier:/nonexistent.pt", "--out", str(tmp_path)]) == 2
     assert "does not exist" in capsys.readouterr().err
