@@ -3,10 +3,11 @@
 Conditions are rewards as for ``train-agent``, optionally followed by ``+pbrs:PATH``:
 ``sparse``, ``env``, ``classifier:c.pt``, ``classifier:c.pt+pbrs:p.pt``, ``progress:p.pt``,
 ``preference:b.pt``; a trailing ``@gamma=G`` gives that condition its own discount
-(``classifier:c.pt+pbrs:p.pt@gamma=0.95``), otherwise ``--gamma`` or the env's default applies. Runs go to parallel processes (``--jobs``); the output directory receives
-``results.json`` (mean and spread per condition, per-seed curves, versions), ``report.md`` and
-``curves.png``. ``--resume`` reuses the runs in ``--out`` that already finished with the same
-settings, so the same command continues an interrupted bench.
+(``classifier:c.pt+pbrs:p.pt@gamma=0.95``), otherwise ``--gamma`` or the env's default applies.
+Runs go to parallel processes (``--jobs``); the output directory receives ``results.json`` (mean
+and spread per condition, per-seed curves, versions), ``report.md`` and ``curves.png``.
+``--resume`` reuses the runs in ``--out`` that already finished with the same settings, so the
+same command continues an interrupted bench.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from agents.train import ALGOS, OBS_CHOICES, TrainConfig, parse_algo_kwargs
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
-    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare (see above); REWARD[+pbrs:PATH][@gamma=G]")
+    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare (see above): REWARD[+pbrs:PATH][@gamma=G]")
     parser.add_argument("--names", nargs="+", default=None, help="display names, one per condition")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps per run")

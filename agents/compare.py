@@ -3,8 +3,9 @@
 A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``, ``env``,
 ``classifier:c.pt``, ``progress:p.pt``, ``preference:b.pt``, or any of them followed by
 ``+pbrs:p.pt``, and optionally by ``@gamma=G``: that condition's agent discount (and so its PBRS
-gamma), for rewards whose best discount differs from the env reward's. Each (condition, seed) is one ``train_agent`` run in its own process; the
-results are summarised in ``results.json``, ``report.md`` and ``curves.png``.
+gamma), for rewards whose best discount differs from the env reward's. Each (condition, seed) is
+one ``train_agent`` run in its own process; the results are summarised in ``results.json``,
+``report.md`` and ``curves.png``.
 """
 
 from __future__ import annotations
@@ -37,17 +38,18 @@ class Condition:
         >>> Condition.parse("env@gamma=0.9")
         Condition(name='env@0.9', reward='env', pbrs=None, gamma=0.9)
         """
-        text, at, gamma_text = text.partition("@gamma=")
+        spec = text
+        text, at, gamma_text = spec.partition("@gamma=")
         gamma = None
         if at:
             try:
                 gamma = float(gamma_text)
             except ValueError:
-                raise ValueError(f"condition {text + at + gamma_text!r}: expected @gamma=G with G a number in (0, 1]") from None
+                raise ValueError(f"condition {spec!r}: expected @gamma=G with G a number in (0, 1]") from None
             if not 0.0 < gamma <= 1.0:
-                raise ValueError(f"condition {text + at + gamma_text!r}: gamma must be in (0, 1], got {gamma}")
-        elif re.search(r"@\w+=", text):
-            raise ValueError(f"condition {text!r}: after '@' expected gamma=G")
+                raise ValueError(f"condition {spec!r}: gamma must be in (0, 1], got {gamma}")
+        elif re.search(r"@\w+=", spec):
+            raise ValueError(f"condition {spec!r}: after '@' expected gamma=G")
         reward, _, pbrs = text.partition("+pbrs:")
         if not pbrs and re.search(r"\+\w+:", text):  # a '+' inside a path is fine; '+other:' is not
             raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH")
@@ -108,7 +110,8 @@ def run_conditions(
     """
     out_dir = pathlib.Path(out_dir)
     configs = [
-        replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, gamma=base.gamma if c.gamma is None else c.gamma, logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"))
+        replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, gamma=base.gamma if c.gamma is None else c.gamma,
+                logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"))
         for c in conditions
         for s in seeds
     ]
