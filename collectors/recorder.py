@@ -204,8 +204,8 @@ class TrajectoryRecorder(gym.Wrapper):
             for key in self.info_keys:
                 self._append_info(key, info[key])
         # This runs on every env step: one copy per array, scalars kept raw in one tuple and
-        # converted once per episode. FrameBuffer.append inlined for the common single-array
-        # observation (a method call is ~5 % of the recorder's per-step cost).
+        # converted once per episode. FrameBuffer.append inlined for the single-array observation
+        # and the action (a method call is ~5 % of the recorder's per-step cost).
         col = self._single_obs_col
         if col is None:  # a Dict observation: one buffer per key
             for key, col in self._obs_cols.items():
@@ -215,9 +215,14 @@ class TrajectoryRecorder(gym.Wrapper):
             col.n += 1
         else:
             col.append(obs)  # grows the buffer
-        self._action_col.append(action)
+        col = self._action_col
+        if col.n < len(col.array):
+            col.array[col.n] = action
+            col.n += 1
+        else:
+            col.append(action)
         self._steps.append((reward, terminated, truncated, flag))
-        if "success_once" in info and not self._success_once:
+        if not self._success_once and "success_once" in info:
             self._success_once = as_flag(info["success_once"]) >= 0.5
         if terminated or truncated:
             self._finish_episode()
