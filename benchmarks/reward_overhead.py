@@ -15,7 +15,9 @@ repeat, and the medians over repeats are reported. Models are untrained (timing 
 
 ``breakdown`` splits a vectorised MLP step into microseconds: the raw vector step, the
 wrapper's own machinery (what the ``null`` model, a numpy callable, adds) and the model (what
-the MLP adds on top). ``--slow-env`` repeats the MLP measurement on a slower, realistic env
+the MLP adds on top). ``floor`` measures :class:`FloorRewardWrapper`, the least any reward
+wrapper adds here (a one-op model plus the checks and info keys issue 4 requires): a lower
+bound for the vectorised MLP's overhead. ``--slow-env`` repeats the MLP measurement on a slower, realistic env
 (default: ManiSkill PushCube-v1, state, 2 envs; skipped if ManiSkill is missing) as extra
 information. Writes ``--out`` (JSON) with the exact command, package versions and the load
 average before and after.
@@ -44,7 +46,7 @@ torch.set_num_threads(1)  # the machine's cores are shared; also the setting the
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 import stable_baselines3  # noqa: E402
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv  # noqa: E402
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper  # noqa: E402
 
 import envs  # noqa: E402
 from reward_wrappers import LearnedReward, ModelSpec, TorchRewardModel  # noqa: E402
@@ -122,6 +124,64 @@ def predict_microseconds(model: ModelLike, venv: VecEnv, repeats: int = 200) -> 
         out["predict_torch"] = median_microseconds(lambda: model.predict_torch(tensors), repeats)
         out["numpy_copy_used"] = model.numpy_forward(batch) is not None
     return out
+
+
+class FloorRewardWrapper(VecEnvWrapper):
+    """The least any learned-reward VecEnv wrapper has to do per step, around a one-op model.
+
+    Not a usable wrapper: it only measures the floor that no MLP wrapper can go below. Per vector
+    step it does what issue 4 requires of every reward wrapper and nothing else: one numpy call
+    as the "model" (``state @ w``, a linear score), the NaN/inf check, the two info keys
+    (``env_reward``, ``learned_reward``) and the ``success`` -> ``is_success`` mirror. It skips
+    what a real wrapper also needs (terminal observations of done envs, the spec check, a
+    probability, the success threshold, float64 rewards).
+    """
+
+    def __init__(self, venv: VecEnv) -> None:
+        super().__init__(venv)
+        self.weights = np.ones(venv.observation_space.shape[0], dtype=np.float32)
+
+    def reset(self) -> Any:
+        return self.venv.reset()
+
+    def step_wait(self) -> Any:
+        obs, env_rewards, dones, infos = self.venv.step_wait()
+        learned = obs @ self.weights
+        if np.count_nonzero(np.isfinite(learned)) != len(learned):
+            raise FloatingPointError("non-finite reward")
+        for info, env_reward, value in zip(infos, env_rewards.tolist(), learned.tolist()):
+            info["env_reward"] = env_reward
+            info["learned_reward"] = value
+            if "success" in info and "is_success" not in info:
+                info["is_success"] = bool(info["success"])
+        return obs, learned, dones, infos
+
+
+def floor_overhead(args: argparse.Namespace, env_id: str, n_envs: int, steps: int) -> dict[str, Any]:
+    """Overhead of :class:`FloorRewardWrapper` against the raw VecEnv, interleaved like :func:`run`."""
+    venvs = {
+        "raw": build_venv("raw", env_id, "state", n_envs, first_state_coordinate, args.seed),
+        "floor": FloorRewardWrapper(build_venv("raw", env_id, "state", n_envs, first_state_coordinate, args.seed)),
+    }
+    space = venvs["raw"].action_space
+    rng = np.random.default_rng(args.seed)
+    actions = rng.uniform(space.low, space.high, (steps, n_envs, *space.shape)).astype(space.dtype)
+    sps: dict[str, list[float]] = {c: [] for c in venvs}
+    for repeat in range(args.repeats):
+        for config in (("raw", "floor") if repeat % 2 == 0 else ("floor", "raw")):
+            sps[config].append(steps_per_second(venvs[config], actions, args.warmup))
+    for venv in venvs.values():
+        venv.close()
+    overhead = [r / f - 1.0 for r, f in zip(sps["raw"], sps["floor"])]
+    added = [(1.0 / f - 1.0 / r) * n_envs * 1e6 for r, f in zip(sps["raw"], sps["floor"])]
+    print(f"[{env_id} floor] median overhead {statistics.median(overhead):+.1%} ({statistics.median(added):.1f} us per vector step)")
+    return {
+        "what": (FloorRewardWrapper.__doc__ or "").split("\n\n")[0],
+        "steps_per_s": sps,
+        "overhead": overhead,
+        "median_overhead": statistics.median(overhead),
+        "median_us_per_vector_step_added": statistics.median(added),
+    }
 
 
 def load_average() -> list[float]:
@@ -203,11 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow-env", default="PushCube-v1", help="extra MLP row on a slower env; 'none' skips it (default: %(default)s)")
     parser.add_argument("--slow-n-envs", type=int, default=2, help="envs for --slow-env (default: %(default)s)")
     parser.add_argument("--slow-steps", type=int, default=300, help="timed vector steps for --slow-env (default: %(default)s)")
+    parser.add_argument("--no-floor", action="store_true", help="skip the FloorRewardWrapper measurement (the least any reward wrapper adds)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: benchmarks/results/reward_overhead.json)")
     args = parser.parse_args(argv)
 
     load_before = load_average()
     results = run(args, args.env, args.n_envs, args.steps, args.models)
+    floor = floor_overhead(args, args.env, args.n_envs, args.steps) if not args.no_floor else None
     extra: dict[str, Any] = {}
     if args.slow_env.lower() != "none" and "mlp" in args.models:
         try:
@@ -222,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"vectorised_mlp_overhead_max": TARGET_VECTORISED_MLP_OVERHEAD},
         "results": results,
     }
+    if floor is not None:
+        report["floor"] = floor
     if "mlp" in results:
         report["target"]["vectorised_mlp_overhead_median"] = results["mlp"]["median_overhead"]["vectorised"]
         report["target"]["met"] = results["mlp"]["median_overhead"]["vectorised"] <= TARGET_VECTORISED_MLP_OVERHEAD
@@ -240,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             "model_predict_alone": results["mlp"]["model_predict_us_at_batch_n_envs"],
             "model_predict_torch_alone": results["mlp"].get("model_predict_torch_us_at_batch_n_envs"),
         }
+        if floor is not None:
+            report["breakdown_us_per_vector_step"]["floor (FloorRewardWrapper)"] = floor["median_us_per_vector_step_added"]
     if extra:
         report["extra_slow_env"] = extra
     print("\nmedians (env steps/s; overhead = raw/wrapped - 1):")
@@ -257,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if "breakdown_us_per_vector_step" in report:
         print("breakdown (us per vector step):", json.dumps({k: round(v, 1) for k, v in report["breakdown_us_per_vector_step"].items() if v is not None}))
+    if floor is not None:
+        print(f"floor: the least a reward wrapper adds (one numpy op as model, NaN check, info keys): {floor['median_overhead']:+.1%}")
     if "met" in report["target"]:
         print(f"target vectorised MLP overhead <= {TARGET_VECTORISED_MLP_OVERHEAD:.0%}: {'met' if report['target']['met'] else 'NOT met'}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
