@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agents.train import TrainConfig, package_versions, train_agent
+from agents.train import TrainConfig, check_discount, package_versions, train_agent
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,7 @@ class Condition:
                 gamma = float(gamma_text)
             except ValueError:
                 raise ValueError(f"condition {spec!r}: expected @gamma=G with G a number in (0, 1]") from None
-            if not 0.0 < gamma <= 1.0:
-                raise ValueError(f"condition {spec!r}: gamma must be in (0, 1], got {gamma}")
+            check_discount(gamma, f"condition {spec!r}: gamma")
         elif re.search(r"@\w+=", spec):
             raise ValueError(f"condition {spec!r}: after '@' expected gamma=G")
         reward, _, pbrs = text.partition("+pbrs:")

@@ -31,7 +31,7 @@ import numpy as np
 
 import envs
 from agents.compare import Condition, format_table, run_conditions
-from agents.train import TrainConfig, train_agent
+from agents.train import TrainConfig, check_discount, train_agent
 
 #: The compared rewards, by letter (see the module docstring).
 CONDITION_LETTERS = ("a", "b", "c", "d", "e")
@@ -316,9 +316,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"rewardswap demo: error: --{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}",
                   file=sys.stderr)
             return 2
-    if args.learned_gamma is not None and not 0.0 < args.learned_gamma <= 1.0:
-        print(f"rewardswap demo: error: --learned-gamma must be in (0, 1], got {args.learned_gamma}", file=sys.stderr)
-        return 2
+    if args.learned_gamma is not None:
+        try:
+            check_discount(args.learned_gamma, "--learned-gamma")
+        except ValueError as exc:
+            print(f"rewardswap demo: error: {exc}", file=sys.stderr)
+            return 2
     if args.env not in envs.SUPPORTED_EXPERT_ENV_IDS:  # the demo collects with the scripted expert
         print(f"rewardswap demo: error: --env {args.env!r} has no scripted expert; choose one of "
               f"{list(envs.SUPPORTED_EXPERT_ENV_IDS)}", file=sys.stderr)

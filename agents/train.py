@@ -39,6 +39,17 @@ LEARNED_KINDS = ("classifier", "progress", "preference")
 OBS_CHOICES = ("state", "rgb", "state+rgb")
 
 
+def check_discount(gamma: float, name: str) -> float:
+    """``gamma`` if it is a discount factor, in (0, 1]; else a ValueError naming ``name``.
+
+    >>> check_discount(0.95, "--gamma")
+    0.95
+    """
+    if not 0.0 < gamma <= 1.0:
+        raise ValueError(f"{name} must be in (0, 1], got {gamma}")
+    return gamma
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run depends on; saved as ``run_config.json``."""
@@ -77,8 +88,8 @@ class TrainConfig:
             raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
         if self.steps <= 0 or self.n_envs <= 0:
             raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
-        if self.gamma is not None and not 0.0 < self.gamma <= 1.0:
-            raise ValueError(f"--gamma must be in (0, 1], got {self.gamma}")
+        if self.gamma is not None:
+            check_discount(self.gamma, "--gamma")
         if self.eval_freq <= 0 or self.eval_episodes <= 0:
             raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
         if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
@@ -317,6 +328,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--algo-kwargs", default="{}", metavar="JSON",
                         help="SB3 hyperparameters overriding the per-algo/env defaults, e.g. '{\"n_epochs\": 4}'")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads for the learner (default: torch's, one per core); give 1 to each of "
+                             "several train-agent processes running at once, or they fight for the cores")
     parser.add_argument("-v", "--verbose", type=int, default=0)
 
 
@@ -350,9 +364,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = config_from_args(args)
+        if args.threads is not None and args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap train-agent: error: {exc}", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     command = "rewardswap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"training {cfg.algo.upper()} on {cfg.env} with reward {cfg.reward}"
           f"{' + PBRS(' + cfg.pbrs + ')' if cfg.pbrs else ''} for {cfg.steps} steps; deterministic evaluation on true success:")

@@ -49,6 +49,7 @@ def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
         (["--gamma", "1.5"], "gamma"),
         (["--algo-kwargs", "{n_epochs: 4}"], "--algo-kwargs must be a JSON object"),
         (["--algo-kwargs", "[4]"], "--algo-kwargs must be a JSON object"),
+        (["--threads", "0"], "--threads must be >= 1"),
     ],
 )
 def test_train_agent_argument_errors_are_clear(argv, message, capsys):
@@ -56,10 +57,18 @@ def test_train_agent_argument_errors_are_clear(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_train_agent_algo_kwargs_reach_the_agent(tmp_path):
+def test_train_agent_algo_kwargs_and_threads_reach_the_agent(tmp_path):
+    import torch
+
+    threads_before = torch.get_num_threads()
     argv = ["train-agent", "--steps", "128", "--n-envs", "2", "--eval-freq", "128", "--eval-episodes", "1",
-            "--algo-kwargs", '{"n_steps": 64, "batch_size": 32, "n_epochs": 3}', "--logdir", str(tmp_path)]
-    assert main(argv) == 0
+            "--algo-kwargs", '{"n_steps": 64, "batch_size": 32, "n_epochs": 3}', "--logdir", str(tmp_path),
+            "--threads", "1" if threads_before != 1 else "2"]
+    try:
+        assert main(argv) == 0
+        assert torch.get_num_threads() == int(argv[-1])
+    finally:
+        torch.set_num_threads(threads_before)
     config = json.loads((tmp_path / "run_config.json").read_text())
     hyper = config["hyperparameters"]
     assert (hyper["n_steps"], hyper["batch_size"], hyper["n_epochs"]) == (64, 32, 3)
