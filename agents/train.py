@@ -215,6 +215,10 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
                        render_size=cfg.render_size, ignore_terminations=ignore_terminations)
 
     hyper = {**default_hyperparameters(cfg.algo, cfg.env), **cfg.algo_kwargs}
+    if cfg.algo == "ppo" and "batch_size" not in cfg.algo_kwargs:
+        # The default minibatch must fit in one rollout (n_steps x n_envs); with fewer envs SB3 would
+        # otherwise train on one truncated minibatch per epoch.
+        hyper["batch_size"] = min(hyper["batch_size"], hyper["n_steps"] * cfg.n_envs)
     if cfg.gamma is not None:
         hyper["gamma"] = cfg.gamma
     gamma = float(hyper.get("gamma", 0.99))

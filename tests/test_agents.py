@@ -232,6 +232,16 @@ def test_observation_normalisation_leaves_images_to_a_cnn(tmp_path):
     assert agent.observation_space["rgb"].dtype == np.uint8
 
 
+def test_default_ppo_minibatch_fits_one_rollout_of_few_envs(tmp_path, recwarn):
+    from agents.train import TrainConfig, default_hyperparameters, train_agent
+
+    assert default_hyperparameters("ppo", "PointReach-v0")["batch_size"] > 32 * 2
+    train_agent(TrainConfig(steps=128, n_envs=2, eval_freq=128, eval_episodes=1, logdir=str(tmp_path),
+                            algo_kwargs={"n_steps": 32}))
+    assert json.loads((tmp_path / "run_config.json").read_text())["hyperparameters"]["batch_size"] == 32 * 2
+    assert not [w for w in recwarn if "mini-batch" in str(w.message)]
+
+
 def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejected():
     from agents.train import default_hyperparameters, sb3_hyperparameters
 
