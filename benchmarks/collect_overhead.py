@@ -80,6 +80,25 @@ def make_env(args: argparse.Namespace, config: str, out_dir: Path) -> Any:
     return TrajectoryRecorder(env, out_dir / config, async_write=ASYNC_WRITE[config])
 
 
+def device_interrupts_per_cpu() -> list[int]:
+    """Device interrupts (numbered IRQ lines of /proc/interrupts) serviced so far, per CPU."""
+    try:
+        with open("/proc/interrupts") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    n_cpus = len(lines[0].split())
+    totals = [0] * n_cpus
+    for line in lines[1:]:
+        name, _, rest = line.partition(":")
+        if name.strip().isdigit():
+            counts = rest.split()[:n_cpus]
+            for i, count in enumerate(counts):
+                if count.isdigit():
+                    totals[i] += int(count)
+    return totals
+
+
 def _cpu() -> float:
     t = os.times()
     return t.user + t.system  # this process (the writer thread's work counts, a writer process's does not)
@@ -113,6 +132,7 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
     configs = selected(args)
     recorded = configs[1:]
     envs_by_config = {c: make_env(args, c, out_dir) for c in configs}
+    irq_before = device_interrupts_per_cpu()
     states = {c: {"episodes": 0} for c in configs}
     seconds = {c: 0.0 for c in configs}
     action_dim = envs_by_config["bare"].action_space.shape
@@ -128,6 +148,7 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
         order = configs[k:] + configs[:k]
         for c in order:
             seconds[c] += run_block(envs_by_config[c], actions, states[c])
+    irq_after = device_interrupts_per_cpu()
     written: dict[str, Any] = {}
     for c, env in envs_by_config.items():
         mode = getattr(env, "write_mode", None)  # before close: a lost writer process shows as "thread"
@@ -158,6 +179,7 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
         "cpu_overhead": {c: cpu_us[c] / cpu_us["bare"] - 1.0 for c in recorded},
         "episodes": {c: states[c]["episodes"] for c in configs},
         "written": written,
+        "device_interrupts_per_cpu": [a - b for a, b in zip(irq_after, irq_before)],
     }
 
 
@@ -199,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             repeats.append(res)
             print(f"repeat {r}: " + "  ".join(f"{c} {res['steps_per_s'][c]:6.0f}" for c in configs) + " steps/s"
                   + "  | overhead " + " ".join(f"{c} {res['overhead'][c]:+.1%}" for c in recorded)
-                  + "  | CPU/step us " + " ".join(f"{c} {res['cpu_us_per_step'][c]:.0f}" for c in configs),
+                  + "  | CPU/step us " + " ".join(f"{c} {res['cpu_us_per_step'][c]:.0f}" for c in configs)
+                  + "  | device IRQs per CPU " + "/".join(map(str, res["device_interrupts_per_cpu"])),
                   flush=True)
     finally:
         if not args.tmp:

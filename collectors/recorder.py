@@ -90,8 +90,8 @@ class TrajectoryRecorder(gym.Wrapper):
             and one small message, and survive this process being killed once handed over.
             ``True`` falls back to a thread, with a warning, where a process cannot be started
             (non-Linux); ``"process"`` raises instead. ``"thread"``: a writer thread in this
-            process (it contends with the env for the GIL: +76 % CPU in the env's process
-            against +11.5 % for ``"process"`` in benchmarks/results/collect_overhead.md).
+            process (it contends with the env for the GIL: +88 % CPU in the env's process
+            against +11 % for ``"process"`` in benchmarks/results/collect_overhead.md).
             ``False`` (or ``"sync"``): write on the stepping thread when the episode ends.
         metadata: extra JSON-serialisable entries for every ``meta.json`` (e.g. the policy).
         fsync: fsync each trajectory before renaming it into place (survives power loss).
