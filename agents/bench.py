@@ -18,9 +18,8 @@ import platform
 import shlex
 import sys
 
-import envs
 from agents.compare import Condition, format_table, run_conditions
-from agents.train import ALGOS, OBS_CHOICES, TrainConfig, parse_algo_kwargs
+from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, parse_algo_kwargs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if len({c.name for c in conditions}) != len(conditions):
             raise ValueError("two conditions share a name; give --names")
         base = TrainConfig(env=args.env, algo=args.algo, steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
-                           gamma=args.gamma, ignore_terminations={"yes": True, "no": False}.get(args.ignore_terminations,
-                                                               envs.supports_ignore_terminations(args.env)),
+                           gamma=args.gamma, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
         for c in conditions:  # validate every checkpoint path before any run starts

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from agents.train import TrainConfig, check_discount, package_versions, train_agent
+from agents.train import TrainConfig, check_discount, package_versions, resolve_ignore_terminations, train_agent
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,9 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
     """The summary of a run that already finished in ``cfg.logdir`` with these settings, else None.
 
     Settings are compared as ``run_config.json`` saved them, except ``logdir`` and ``verbose``
-    (they do not change what is trained); ``eval.json`` and ``run_config.json`` are written last,
-    so a run that was cut off has neither.
+    (they do not change what is trained) and ``ignore_terminations``, compared as resolved (None
+    means the env's default, so a ``train-agent`` run matches a ``bench`` one); ``eval.json`` and
+    ``run_config.json`` are written last, so a run that was cut off has neither.
     """
     run_dir = pathlib.Path(cfg.logdir)
     try:
@@ -84,7 +85,10 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
     wanted = json.loads(json.dumps(asdict(cfg), default=str))  # tuples become lists, as saved
 
     def settings(config: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in config.items() if k not in ("logdir", "verbose")}
+        out = {k: v for k, v in config.items() if k not in ("logdir", "verbose")}
+        if "env" in out:
+            out["ignore_terminations"] = resolve_ignore_terminations(out["env"], out.get("ignore_terminations"))
+        return out
 
     return summary if isinstance(saved, dict) and settings(saved) == settings(wanted) else None
 

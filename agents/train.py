@@ -37,6 +37,14 @@ from reward_wrappers.base import RewardModel
 ALGOS = {"ppo": PPO, "sac": SAC}
 LEARNED_KINDS = ("classifier", "progress", "preference")
 OBS_CHOICES = ("state", "rgb", "state+rgb")
+#: ``--ignore-terminations`` / ``--normalize-obs`` choice -> TrainConfig value (None: decided per env)
+AUTO_YES_NO: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
+
+
+def resolve_ignore_terminations(env_id: str, ignore_terminations: bool | None) -> bool:
+    """``TrainConfig.ignore_terminations`` as runs use it: None (auto) means full-length episodes
+    wherever the env allows it (built-in and ManiSkill envs), for every reward."""
+    return envs.supports_ignore_terminations(env_id) if ignore_terminations is None else ignore_terminations
 
 
 def check_discount(gamma: float, name: str) -> float:
@@ -211,10 +219,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     # and ending on success turns success into a loss for shaped env rewards: PushCube's
     # normalized_dense pays ~0.5 per step just outside the goal (~2.5 at gamma 0.8, ~10 at 0.95) and
     # 1 once on success (benchmarks/results/README.md).
-    if cfg.ignore_terminations is None:
-        ignore_terminations = envs.supports_ignore_terminations(cfg.env)
-    else:
-        ignore_terminations = cfg.ignore_terminations
+    ignore_terminations = resolve_ignore_terminations(cfg.env, cfg.ignore_terminations)
     make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense",
                        render_size=cfg.render_size, ignore_terminations=ignore_terminations)
 
@@ -361,9 +366,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         env=args.env, algo=args.algo, reward=args.reward, pbrs=args.pbrs, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
-        collect=args.collect, ignore_terminations={"auto": None, "yes": True, "no": False}[args.ignore_terminations],
+        collect=args.collect, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
         reward_output=args.reward_output,
-        normalize_obs={"auto": None, "yes": True, "no": False}[args.normalize_obs],
+        normalize_obs=AUTO_YES_NO[args.normalize_obs],
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs),
     )

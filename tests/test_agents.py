@@ -154,6 +154,13 @@ def test_resumed_comparison_reuses_finished_runs_and_retrains_changed_ones(tmp_p
     stamps = {name: path.stat().st_mtime_ns for name, path in models.items()}
     run_conditions(conditions[1:], base, [0], tmp_path, progress=False)
     assert models["env"].stat().st_mtime_ns != stamps["env"]
+    # ignore_terminations=None (train-agent's auto) is PointReach's True: the same run. False is not.
+    assert base.ignore_terminations is None
+    stamps = {name: path.stat().st_mtime_ns for name, path in models.items()}
+    run_conditions(conditions[1:], replace(base, ignore_terminations=True), [0], tmp_path, progress=False, resume=True)
+    assert models["env"].stat().st_mtime_ns == stamps["env"]
+    run_conditions(conditions[1:], replace(base, ignore_terminations=False), [0], tmp_path, progress=False, resume=True)
+    assert models["env"].stat().st_mtime_ns != stamps["env"]
 
 
 def test_bench_errors_before_any_run(tmp_path, capsys):
