@@ -194,6 +194,23 @@ def _required_obs(policy_obs: str, models: list[RewardModel]) -> str:
     return "state+rgb" if keys == {"state", "rgb"} else keys.pop()
 
 
+def renders_in_learner_process(env_id: str, env_obs: str, policy_obs: str, n_envs: int) -> bool:
+    """Whether a non-built-in env renders images in this process (where the learner's torch runs).
+
+    ``make_vec_env`` steps one ManiSkill (or other simulator) env in this process, and evaluation
+    always uses one; built-in envs draw with numpy and are not affected.
+
+    >>> renders_in_learner_process("PushCube-v1", "state+rgb", "state", n_envs=8)
+    False
+    >>> renders_in_learner_process("PushCube-v1", "state+rgb", "state", n_envs=1)
+    True
+    """
+    if env_id in envs.BUILTIN_ENV_IDS:
+        return False
+    training_renders_here = n_envs == 1 and "rgb" in env_obs.split("+")
+    return training_renders_here or "rgb" in policy_obs.split("+")
+
+
 def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
     """Show the policy only its keys (the reward wrappers below still see everything)."""
     if env_obs == policy_obs or "+" in policy_obs:
@@ -214,6 +231,10 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
+    if renders_in_learner_process(cfg.env, env_obs, cfg.policy_obs, cfg.n_envs):
+        # Software rendering and torch's intra-op threads fight for the cores: with 2 threads SAC
+        # on rgb ran ~18x slower (platform notes).
+        torch.set_num_threads(1)
     # Full-length episodes for every reward where the env allows it (as bench and demo run them):
     # a learned reward must not receive the true success through termination (platform notes),
     # and ending on success turns success into a loss for shaped env rewards: PushCube's
@@ -342,8 +363,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--algo-kwargs", default="{}", metavar="JSON",
                         help="SB3 hyperparameters overriding the per-algo/env defaults, e.g. '{\"n_epochs\": 4}'")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch threads for the learner (default: torch's, one per core); give 1 to each of "
-                             "several train-agent processes running at once, or they fight for the cores")
+                        help="torch threads for the learner (default: torch's, one per core; always 1 when a "
+                             "simulator renders images in this process); give 1 to each of several train-agent "
+                             "processes running at once, or they fight for the cores")
     parser.add_argument("-v", "--verbose", type=int, default=0)
 
 

@@ -249,6 +249,39 @@ def test_default_ppo_minibatch_fits_one_rollout_of_few_envs(tmp_path, recwarn):
     assert not [w for w in recwarn if "mini-batch" in str(w.message)]
 
 
+def _threads_after_training(cfg) -> int:
+    import torch
+
+    from agents.train import train_agent
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # conftest sets 1 for the whole suite
+    try:
+        train_agent(cfg)
+        return torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_built_in_envs_leave_the_learners_threads_alone(tmp_path):
+    from agents.train import TrainConfig
+
+    cfg = TrainConfig(policy_obs="rgb", steps=64, n_envs=1, eval_freq=64, eval_episodes=1, logdir=str(tmp_path),
+                      algo_kwargs={"n_steps": 32, "batch_size": 32})
+    assert _threads_after_training(cfg) == 2  # numpy drawing does not contend with torch
+
+
+@pytest.mark.maniskill
+def test_a_simulator_rendering_in_the_learners_process_gets_one_torch_thread(tmp_path):
+    from agents.train import TrainConfig
+
+    # One ManiSkill env (DummyVecEnv) and the evaluation env render rgb here (platform notes: with
+    # 2 threads SAC on rgb ran ~18x slower).
+    cfg = TrainConfig(env="PushCube-v1", policy_obs="rgb", steps=32, n_envs=1, eval_freq=32, eval_episodes=1,
+                      logdir=str(tmp_path), algo_kwargs={"n_steps": 32, "batch_size": 32})
+    assert _threads_after_training(cfg) == 1
+
+
 def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejected():
     from agents.train import default_hyperparameters, sb3_hyperparameters
 
