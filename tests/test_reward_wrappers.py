@@ -101,6 +101,11 @@ def logit_fn(batch: Mapping[str, Any]) -> Any:
     return 2.0 * (s[:, 0] - 2.5) + 0.5 * s[:, 1]
 
 
+def always_positive_logit(batch: Mapping[str, Any]) -> Any:
+    s = batch["state"]
+    return _xp(s).ones_like(s[:, 0]) * 10.0
+
+
 def phi_of(obs: Any) -> float:
     """``potential_fn`` of one observation, computed independently of any wrapper."""
     s = np.asarray(state_of(obs), dtype=np.float32)[None]
@@ -238,6 +243,16 @@ def test_hold_steps_needs_consecutive_positive_frames_and_resets_per_episode() -
             consecutive = max(0, t - 2)  # frames t' in [3, t] are positive; the counter restarts every episode
             assert rec["info"]["learned_success"] == (consecutive >= k), (k, t)
             assert rec["reward"] == float(consecutive >= k)
+    # Every frame positive, so only the per-episode reset can restart the count: an episode that
+    # ended in success must not hand its count to the next one.
+    for k in (2, 3):
+        env = LearnedReward(counting_env(max_len=7, max_steps=6, terminate=False), always_positive_logit,
+                            output="binary", hold_steps=k)
+        records = [r for r in rollout(env, zero, seed=0) if not r["reset"]]
+        assert sum(r["truncated"] for r in records) >= 3
+        for rec in records:
+            t = int(rec["obs"][0])  # the step's index within its episode, from 1
+            assert rec["info"]["learned_success"] == (t >= k), (k, t)
     with pytest.raises(ValueError, match="hold_steps"):
         LearnedReward(counting_env(), model, hold_steps=0)
 

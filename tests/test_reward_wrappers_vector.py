@@ -48,6 +48,7 @@ from test_reward_wrappers import (  # noqa: E402
     GAMMA,
     CountingEnv,
     SpecModel,
+    always_positive_logit,
     check_telescoping,
     counting_env,
     logit_fn,
@@ -72,6 +73,9 @@ def kinds() -> dict[str, tuple[Callable[[], Any], dict[str, Any]]]:
     return {
         "learned_prob": (lambda: SpecModel(state_spec("logit"), logit_fn), {}),
         "learned_binary_hold": (lambda: SpecModel(state_spec("logit", threshold=0.7), logit_fn), {"output": "binary", "hold_steps": 2}),
+        # every frame positive: only the per-episode restart of the hold count shapes the reward
+        "learned_hold_always_positive": (lambda: SpecModel(state_spec("logit"), always_positive_logit),
+                                         {"output": "binary", "hold_steps": 3}),
         "learned_weighted": (lambda: SpecModel(state_spec("logit"), logit_fn), {"mode": "weighted", "env_weight": 0.5, "model_weight": 2.0}),
         "pbrs": (lambda: SpecModel(state_spec("progress"), potential_fn), {"gamma": GAMMA}),
         "progress_window_delta": (lambda: SpecModel(state_spec("progress", window=3), window_fn), {"output": "delta"}),
