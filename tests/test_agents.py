@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -280,6 +281,28 @@ def test_a_simulator_rendering_in_the_learners_process_gets_one_torch_thread(tmp
     cfg = TrainConfig(env="PushCube-v1", policy_obs="rgb", steps=32, n_envs=1, eval_freq=32, eval_episodes=1,
                       logdir=str(tmp_path), algo_kwargs={"n_steps": 32, "batch_size": 32})
     assert _threads_after_training(cfg) == 1
+
+
+def test_reward_logger_reports_the_env_return_next_to_the_learned_one(tmp_path):
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import configure
+
+    from agents.callbacks import RewardLogger
+    from agents.vec import make_vec_env
+    from reward_wrappers.sb3 import VecLearnedReward
+
+    venv = make_vec_env("PointReach-v0", n_envs=2, seed=0, make_kwargs={"ignore_terminations": True})
+    # logit 0 everywhere: the learned reward is p = 0.5 on each of an episode's 50 steps
+    venv = VecLearnedReward(venv, lambda batch: np.zeros(len(batch["state"])))
+    agent = PPO("MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, device="cpu")
+    agent.set_logger(configure(str(tmp_path), ["csv"]))
+    agent.learn(128, callback=RewardLogger())
+    with open(tmp_path / "progress.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert float(last["rollout/learned_return"]) == pytest.approx(25.0)
+    env_return = float(last["rollout/env_return"])  # the dense reward, recovered from info["env_reward"]
+    assert env_return != pytest.approx(25.0) and np.isfinite(env_return)
+    assert 0.0 <= float(last["rollout/true_success_rate"]) <= 1.0
 
 
 def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejected():
