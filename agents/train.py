@@ -262,8 +262,10 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         venv = VecProgressReward(venv, reward_model, output=cfg.reward_output or "progress")
     elif kind == "preference":
         venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "raw")
+    pbrs_gamma = None
     if potential is not None:
         venv = VecPBRS(venv, potential, gamma=gamma)
+        pbrs_gamma = venv.gamma  # the agent's own (reward-semantics notes); run_config.json shows both
     venv = _select_policy_keys(venv, env_obs, cfg.policy_obs)
     # Running mean/std of the policy's state observations: ManiSkill states mix joint angles,
     # velocities and positions of very different scales. Above the reward wrappers, so models see
@@ -314,6 +316,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     (run_dir / "run_config.json").write_text(json.dumps({
         "config": dataclasses.asdict(cfg),
         "hyperparameters": hyper,
+        "pbrs_gamma": pbrs_gamma,
         "env_obs": env_obs,
         "ignore_terminations": ignore_terminations,
         "normalize_obs": normalize,

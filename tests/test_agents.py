@@ -200,12 +200,17 @@ def test_learned_reward_with_observation_normalisation_evaluates_with_training_s
     ckpt = fit_classifier(data, tmp_path / "clf.pt", inputs=("state",), epochs=1, steps_per_epoch=2, batch_size=16,
                           progress=False, hidden=16)
     run = tmp_path / "run"
-    summary = train_agent(TrainConfig(reward=f"classifier:{ckpt}", normalize_obs=True, steps=1_024, n_envs=4,
-                                      eval_freq=512, eval_episodes=4, logdir=str(run)))
+    summary = train_agent(TrainConfig(reward=f"classifier:{ckpt}", pbrs=str(ckpt), gamma=0.9, normalize_obs=True,
+                                      steps=1_024, n_envs=4, eval_freq=512, eval_episodes=4, logdir=str(run)))
     assert len(summary["curve"]) == 3 and summary["reward_inference_share"] > 0
     with open(run / "vecnormalize.pkl", "rb") as f:  # our own file, written by SB3
         stats = pickle.load(f)
     assert stats.obs_rms.count > 1_024
+    # PBRS shapes with the agent's own discount (the classifier's probability as the potential here)
+    from stable_baselines3 import PPO
+
+    pbrs_gamma = json.loads((run / "run_config.json").read_text())["pbrs_gamma"]
+    assert pbrs_gamma == PPO.load(run / "model.zip", device="cpu").gamma == 0.9
 
 
 def test_evaluation_counts_the_same_number_of_episodes_from_every_env():
