@@ -278,6 +278,21 @@ def test_built_in_envs_leave_the_learners_threads_alone(tmp_path):
 
 
 @pytest.mark.maniskill
+def test_maniskill_envs_step_in_worker_processes_and_built_in_envs_in_this_one():
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    from agents.vec import make_vec_env
+
+    venv = make_vec_env("PushCube-v1", n_envs=2, seed=0)
+    try:
+        assert isinstance(venv, SubprocVecEnv)  # one CPU sim per process (platform notes)
+        assert venv.reset().shape[0] == 2
+    finally:
+        venv.close()
+    assert isinstance(make_vec_env("PointReach-v0", n_envs=2, seed=0), DummyVecEnv)
+
+
+@pytest.mark.maniskill
 def test_a_simulator_rendering_in_the_learners_process_gets_one_torch_thread(tmp_path):
     from agents.train import TrainConfig
 

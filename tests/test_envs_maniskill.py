@@ -36,6 +36,8 @@ def test_pick_cube_state_mode_contract(pick_state) -> None:
     env = pick_state
     assert env.observation_space == spaces.Box(-np.inf, np.inf, (42,), np.float32)
     assert env.unwrapped.control_mode == "pd_ee_delta_pos"
+    # One CPU sim per env (platform notes): parallelism comes from processes, not a batched sim.
+    assert env.unwrapped.num_envs == 1 and env.unwrapped.backend.sim_backend == "physx_cpu"
     obs, info = env.reset(seed=0)
     assert obs.dtype == np.float32 and obs.shape == (42,)
     assert info["success"] is False and info["is_success"] is False
