@@ -25,8 +25,22 @@ def test_separable_set_is_learned_and_loss_falls(tmp_path, inputs):
     history = report["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert report["at_threshold_0.5"]["accuracy"] >= 0.95
+    assert {"precision", "recall"} <= set(report["at_threshold_0.5"])  # what a user tunes the threshold on
     assert report["val_auc"] >= 0.95
     assert report_path(out, ".errors.png").stat().st_size > 0
+
+
+def test_training_batches_are_half_positive_however_rare_successes_are():
+    from trainers.data import FrameTable, balanced_indices
+
+    labels = np.zeros(200, np.float32)
+    labels[[7, 150]] = 1.0  # 1 % positive frames
+    table = FrameTable(traj=np.zeros(200, int), frame=np.arange(200), label=labels)
+    rows = balanced_indices(table, 64, np.random.default_rng(0))
+    assert len(rows) == 64 and table.label[rows].sum() == 32
+    with pytest.raises(ValueError, match="1 positive and 0 negative"):
+        balanced_indices(FrameTable(np.zeros(1, int), np.zeros(1, int), np.ones(1, np.float32)), 8,
+                         np.random.default_rng(0))
 
 
 def test_checkpoint_round_trip_gives_identical_predictions(tmp_path):
