@@ -91,6 +91,48 @@ def test_stage_targets_priors_and_progress_by_hand() -> None:
     assert stage.tolist() == [0, 0, 2, 2, 2] and np.allclose(tau, [0.5, 1.0, 1 / 3, 2 / 3, 1.0])
 
 
+class FixedHeads:
+    """Head outputs given by hand, so the losses can be computed on paper."""
+
+    def __init__(self, stage_logits, tau_logits) -> None:
+        self.outputs = (stage_logits, tau_logits)
+
+    def head_outputs(self, batch):
+        return self.outputs
+
+
+def test_progress_losses_by_hand() -> None:
+    from trainers.progress import WindowBatch, progress_loss
+
+    zeros = np.zeros(2)
+    # ReWiND: MSE between sigmoid(logit) and the target; logit 0 -> 0.5, targets 0.1 and 0.9
+    target = WindowBatch(traj=zeros, frames=zeros, progress=np.array([0.1, 0.9]), stage=zeros.astype(int), tau=zeros)
+    loss = progress_loss(FixedHeads(None, torch.zeros(1, 2, 1)), {}, target, torch.ones(1, 2))
+    assert loss.item() == pytest.approx(0.16)
+    # SARM: cross-entropy of the true stage + MSE on the true stage's tau. Two stages, equal stage
+    # logits (CE = ln 2), tau logits 0 (sigmoid 0.5) against tau targets 0.25 and 1.0.
+    target = WindowBatch(traj=zeros, frames=zeros, progress=zeros, stage=np.array([0, 1]), tau=np.array([0.25, 1.0]))
+    loss = progress_loss(FixedHeads(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2)), {}, target, torch.ones(1, 2))
+    assert loss.item() == pytest.approx(np.log(2) + (0.25**2 + 0.5**2) / 2)
+    # bootstrap weights: a weight-0 sample does not count
+    loss = progress_loss(FixedHeads(None, torch.zeros(1, 2, 1)), {}, WindowBatch(
+        traj=zeros, frames=zeros, progress=np.array([0.5, 0.0]), stage=zeros.astype(int), tau=zeros),
+        torch.tensor([[1.0, 0.0]]))
+    assert loss.item() == pytest.approx(0.0)
+
+
+def test_run_time_stage_progress_formula_by_hand() -> None:
+    from reward_wrappers.progress_networks import ProgressNet
+
+    spec = ModelSpec(inputs={"state": InputSpec((3,), "float32")}, window=1, output="progress")
+    net = ProgressNet(spec, hidden=8, head_hidden=4, stage_priors=[0.25, 0.75])
+    # progress = P_{k-1} + a_k * sigmoid(tau_k) for the argmax stage k
+    stage_logits = torch.tensor([[[2.0, 0.0], [0.0, 2.0]]])  # stage 0, then stage 1
+    tau_logits = torch.tensor([[[0.0, 5.0], [5.0, 0.0]]])  # the argmax stage's tau is sigmoid(0) = 0.5
+    progress = net.progress_per_head(stage_logits, tau_logits)
+    assert progress[0].tolist() == pytest.approx([0.25 * 0.5, 0.25 + 0.75 * 0.5])
+
+
 def test_info_stage_starts_and_demo_cut_at_first_success() -> None:
     traj = reach_trajectories(2)[0]  # 0-based length T_env in [8, 14)
     end = first_success_frame(traj.labels)
