@@ -9,6 +9,34 @@
 # no apt): ManiSkill tests will then say why they skip (and fail under CI=true).
 set -euo pipefail
 
+# "URI KEYRING" of the first deb822 stanza (in *.sources under $1) with plain bookworm among its
+# Suites and main among its Components: the Debian mirror itself, whatever other repositories
+# (docker, cuda, ...) sort first.
+find_debian_mirror() {
+    local f
+    for f in "$1"/*.sources; do
+        [[ -f $f && $(basename "$f") != rewardswap-backports.sources ]] || continue
+        awk '
+            function stanza_end() {
+                if (debian && main && uri != "") { print uri, key; found = 1; exit }
+                uri = ""; key = ""; debian = 0; main = 0
+            }
+            /^[[:space:]]*$/ { stanza_end(); next }
+            /^URIs:/ { uri = $2 }
+            /^Signed-By:/ { key = $2 }
+            /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == "bookworm") debian = 1 }
+            /^Components:/ { for (i = 2; i <= NF; i++) if ($i == "main") main = 1 }
+            END { if (!found) stanza_end() }
+        ' "$f" | head -n1 | grep . && return 0
+    done
+    return 1
+}
+
+if [[ ${1:-} == --find-mirror ]]; then  # for tests: print what would be used, change nothing
+    find_debian_mirror "${2:-/etc/apt/sources.list.d}"
+    exit
+fi
+
 have_backports_mesa() {
     local v
     v=$(dpkg-query -W -f='${Version}' mesa-vulkan-drivers 2>/dev/null || true)
@@ -30,11 +58,9 @@ fi
 
 src=/etc/apt/sources.list.d/rewardswap-backports.sources
 if [[ ! -f $src ]]; then
-    base=$(ls /etc/apt/sources.list.d/*.sources 2>/dev/null | head -n1 || true)
     uri=""; key=""
-    if [[ -n "$base" ]]; then
-        uri=$(awk '/^URIs:/ {print $2; exit}' "$base")
-        key=$(awk '/^Signed-By:/ {print $2; exit}' "$base")
+    if found=$(find_debian_mirror /etc/apt/sources.list.d); then
+        read -r uri key <<<"$found"
     fi
     if [[ -z "$uri" && -f /etc/apt/sources.list ]]; then
         uri=$(awk '$1=="deb" && $3 ~ /^bookworm$/ {print $2; exit}' /etc/apt/sources.list)
