@@ -22,6 +22,7 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,13 @@ class TrainConfig:
             raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
         if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
             raise ValueError(f"--ignore-terminations is available for built-in and ManiSkill envs only, not {self.env!r}")
+        ends_on_success = not resolve_ignore_terminations(self.env, self.ignore_terminations)
+        if kind == "progress" and (self.reward_output or "progress") == "progress" and ends_on_success:
+            warnings.warn(
+                f"--reward {self.reward} pays the progress itself every step while episodes of {self.env} end on "
+                "success: hovering just short of the goal earns ~0.9 per step (~0.9/(1-gamma) in all), more than "
+                "finishing, which ends the episode. Prefer --pbrs with the progress model, --reward-output delta, "
+                "or --ignore-terminations yes (reward-semantics notes)", RuntimeWarning, stacklevel=3)
 
 
 def parse_reward(reward: str) -> tuple[str, str | None]:

@@ -325,6 +325,22 @@ def test_reward_logger_reports_the_env_return_next_to_the_learned_one(tmp_path):
     assert 0.0 <= float(last["rollout/true_success_rate"]) <= 1.0
 
 
+def test_raw_progress_reward_on_episodes_that_end_on_success_warns(tmp_path):
+    import warnings
+
+    from agents.train import TrainConfig
+
+    ckpt = tmp_path / "progress.pt"
+    ckpt.write_bytes(b"")  # only its existence is checked here
+    with pytest.warns(RuntimeWarning, match="hovering"):
+        TrainConfig(reward=f"progress:{ckpt}", ignore_terminations=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainConfig(reward=f"progress:{ckpt}")  # auto: PointReach's episodes run their full length
+        TrainConfig(reward=f"progress:{ckpt}", ignore_terminations=False, reward_output="delta")
+        TrainConfig(reward="env", pbrs=str(ckpt), ignore_terminations=False)
+
+
 def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejected():
     from agents.train import default_hyperparameters, sb3_hyperparameters
 
