@@ -612,13 +612,13 @@ _BIG_EPISODES = textwrap.dedent("""
     from collectors import TrajectoryRecorder
 
     class Big(gym.Env):
-        observation_space = spaces.Box(0, 255, (64, 64, 3), np.uint8)
+        observation_space = spaces.Box(0, 255, (32, 32, 3), np.uint8)
         action_space = spaces.Box(-1, 1, (2,), np.float32)
         def reset(self, *, seed=None, options=None):
             self.t = 0
             return self._obs(), {{"success": False}}
         def _obs(self):
-            return np.full((64, 64, 3), self.t % 251, np.uint8)
+            return np.full((32, 32, 3), self.t % 251, np.uint8)
         def step(self, action):
             self.t += 1
             return self._obs(), float(self.t), False, self.t >= 300, {{"success": False}}
@@ -642,7 +642,7 @@ def test_process_writer_parent_killed_mid_write(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
         assert proc.stdout is not None
         writer_pid = int(proc.stdout.readline())
-        time.sleep(0.8)
+        time.sleep(0.4)
         os.kill(proc.pid, signal.SIGKILL)
         if kill_writer:
             os.kill(writer_pid, signal.SIGKILL)
