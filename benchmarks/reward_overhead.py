@@ -24,6 +24,8 @@ average before and after.
 
     python benchmarks/reward_overhead.py               # defaults: PointReach-v0, 8 envs
     python benchmarks/reward_overhead.py --repeats 3 --steps 200 --slow-env none
+    python benchmarks/reward_overhead.py --models mlp null --mlp-hidden 16 --mlp-feature-dim 16 \
+        --slow-env none --out benchmarks/results/reward_overhead_small_mlp.json   # a tiny MLP
 """
 
 from __future__ import annotations
@@ -67,14 +69,16 @@ def first_state_coordinate(batch: Mapping[str, np.ndarray]) -> np.ndarray:
     return batch["state"][:, 0]
 
 
-def build_model(env_id: str, model_name: str, seed: int) -> ModelLike:
+def build_model(env_id: str, model_name: str, seed: int, *, hidden: int = 256, feature_dim: int = 128) -> ModelLike:
+    """The benchmark's model; ``hidden``/``feature_dim`` size the MLP (the classifier's defaults)."""
     obs_mode, key = MODELS[model_name]
     if model_name == "null":
         return first_state_coordinate
     space = envs.make(env_id, obs=obs_mode).observation_space
     torch.manual_seed(seed)
     # State keys always get the MLP encoder; an rgb key gets the small CNN.
-    return TorchRewardModel.build(ModelSpec.from_space(space, (key,)), encoder="cnn")
+    sizes = {"hidden": hidden, "feature_dim": feature_dim} if model_name == "mlp" else {}
+    return TorchRewardModel.build(ModelSpec.from_space(space, (key,)), encoder="cnn", **sizes)
 
 
 def build_venv(config: str, env_id: str, obs_mode: str, n_envs: int, model: ModelLike, seed: int) -> VecEnv:
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace, env_id: str, n_envs: int, steps: int, models: 
     results: dict[str, Any] = {}
     for model_name in models:
         obs_mode, _ = MODELS[model_name]
-        model = build_model(env_id, model_name, args.seed)
+        model = build_model(env_id, model_name, args.seed, hidden=args.mlp_hidden, feature_dim=args.mlp_feature_dim)
         venvs = {c: build_venv(c, env_id, obs_mode, n_envs, model, args.seed) for c in CONFIGS}
         rng = np.random.default_rng(args.seed)
         space = venvs["raw"].action_space
@@ -260,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7, help="repeats; medians are reported (default: %(default)s)")
     parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=["mlp", "cnn", "null"], help="models (default: mlp cnn null)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mlp-hidden", type=int, default=256, help="the MLP's hidden width (default: %(default)s, as trainers build it)")
+    parser.add_argument("--mlp-feature-dim", type=int, default=128, help="the MLP's feature width (default: %(default)s)")
     parser.add_argument("--slow-env", default="PushCube-v1", help="extra MLP row on a slower env; 'none' skips it (default: %(default)s)")
     parser.add_argument("--slow-n-envs", type=int, default=2, help="envs for --slow-env (default: %(default)s)")
     parser.add_argument("--slow-steps", type=int, default=300, help="timed vector steps for --slow-env (default: %(default)s)")
