@@ -74,6 +74,28 @@ def test_split_is_by_trajectory_and_stratified():
     assert any(t.success for t in val) and any(not t.success for t in val)
 
 
+def test_fit_classifier_validates_on_whole_held_out_trajectories(tmp_path):
+    """The report's val frames are exactly the frames of the val trajectories it names, and the
+    state normalisation comes from the train trajectories only (no frame of a val trajectory
+    leaks into training)."""
+    data = separable_trajectories(n=20)
+    out = fit_classifier(data, tmp_path / "clf.pt", inputs=("state",), seed=1, **FAST)
+    report = json.loads(report_path(out, ".report.json").read_text())
+    val_ids = set(report["val_trajectory_ids"])
+    by_id = {t.id: t for t in data}
+    assert val_ids < set(by_id) and len(val_ids) == report["counts"]["val_trajectories"] == 4
+    val = [by_id[i] for i in val_ids]
+    train = [t for t in data if t.id not in val_ids]
+    counts = report["counts"]
+    for name, split in (("train", train), ("val", val)):
+        labels = np.concatenate([t.labels for t in split])
+        assert counts[f"{name}_frames_positive"] == int((labels > 0.5).sum())
+        assert counts[f"{name}_frames_negative"] == int((labels <= 0.5).sum())
+    train_states = np.concatenate([t.obs["state"] for t in train]).astype(np.float64)
+    encoder = load_reward_model(out).net.encoders["state"]
+    np.testing.assert_allclose(encoder.mean.numpy(), train_states.mean(axis=0), rtol=1e-4, atol=1e-5)
+
+
 def test_no_positives_is_a_clear_error(tmp_path):
     data = [t for t in separable_trajectories() if not t.success]
     with pytest.raises(ValueError, match="no success frames"):
