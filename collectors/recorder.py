@@ -100,6 +100,22 @@ class TrajectoryRecorder(gym.Wrapper):
     Episodes cut short by ``reset()`` before they ended, or still running at ``close()``, are
     **discarded** (counted in ``episodes_discarded``), never written: their last label would
     not describe how they ended.
+
+    Example, a scripted expert on a built-in env (its episodes end on success):
+
+    >>> import tempfile, envs
+    >>> from collectors import load_trajectories
+    >>> out = tempfile.mkdtemp()
+    >>> env = TrajectoryRecorder(envs.make("PointReach-v0", seed=0), out, async_write=True)
+    >>> expert = envs.expert_policy(env)
+    >>> obs, _ = env.reset(seed=0)
+    >>> done = False
+    >>> while not done:
+    ...     obs, _, terminated, truncated, _ = env.step(expert(obs))
+    ...     done = terminated or truncated
+    >>> env.close()  # waits for the writer
+    >>> [(t.success, float(t.labels[-1]), len(t.obs["state"]) == len(t) + 1) for t in load_trajectories(out)]
+    [(True, 1.0, True)]
     """
 
     def __init__(

@@ -132,6 +132,15 @@ class VecLearnedReward(VecCoreWrapper):
 
     ``terminate_on_success`` is per-env only (a VecEnv has already auto-reset its envs when
     this wrapper sees the step); wrap each env with ``LearnedReward`` for that.
+
+    >>> import envs, numpy as np
+    >>> from stable_baselines3.common.env_util import make_vec_env
+    >>> venv = make_vec_env(lambda: envs.make("PointReach-v0"), n_envs=2, seed=0)
+    >>> venv = VecLearnedReward(venv, lambda batch: np.full(len(batch["state"]), 3.0))
+    >>> _ = venv.reset()
+    >>> _, rewards, _, infos = venv.step(np.zeros((2, 2), np.float32))
+    >>> rewards.round(3).tolist(), "env_reward" in infos[0]  # sigmoid(3) per env
+    ([0.953, 0.953], True)
     """
 
     def __init__(

@@ -158,6 +158,14 @@ class VectorLearnedReward(VectorCoreWrapper):
 
     ``terminate_on_success`` is per-env only (the vector env decides its own autoresets); wrap
     each env with ``LearnedReward`` for that.
+
+    >>> import gymnasium as gym, numpy as np
+    >>> vec = gym.make_vec("CartPole-v1", num_envs=3, vectorization_mode="sync")
+    >>> vec = VectorLearnedReward(vec, lambda batch: np.zeros(len(batch["state"])), output="binary")
+    >>> _ = vec.reset(seed=0)
+    >>> _, rewards, _, _, info = vec.step(np.zeros(3, dtype=np.int64))
+    >>> rewards.tolist(), info["env_reward"].tolist()  # logit 0 -> p = 0.5, not above 0.5
+    ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     """
 
     def __init__(

@@ -528,12 +528,17 @@ def test_policy_sees_fewer_keys_than_the_reward_model() -> None:
     sb3_check_env(env, warn=False, skip_render_check=True)
 
 
-def test_package_docstring_recipe_runs() -> None:
+@pytest.mark.parametrize(
+    "module",
+    ["reward_wrappers", "reward_wrappers.base", "reward_wrappers.core", "reward_wrappers.learned_reward",
+     "reward_wrappers.pbrs", "reward_wrappers.progress_reward", "reward_wrappers.sb3", "reward_wrappers.vector",
+     "reward_wrappers.networks", "reward_wrappers.progress_networks", "reward_wrappers.checkpoint"],
+)
+def test_docstring_examples_run(module: str) -> None:
     import doctest
+    import importlib
 
-    import reward_wrappers
-
-    result = doctest.testmod(reward_wrappers, verbose=False)
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
 
 
