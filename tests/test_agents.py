@@ -399,12 +399,3 @@ def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, caps
         assert report["seed"] == 3 and report["epochs_run"] == 2, kind
         assert report["counts"]["val_trajectories"] == 4, kind  # 30 % of 12 trajectories
     assert (tmp_path / "tb").is_dir()
-
-
-@pytest.mark.parametrize("module", ["agents.compare", "agents.train"])
-def test_docstring_examples_run(module):
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.failed == 0 and result.attempted > 0

@@ -847,18 +847,6 @@ def test_cli_collect_with_a_saved_sb3_policy(tmp_path: Path, capsys: pytest.Capt
     assert "missing.zip" in capsys.readouterr().err
 
 
-# ----------------------------------------------------------------------------- docstrings
-@pytest.mark.parametrize("module", ["collectors", "collectors.format", "collectors.frames", "collectors.writer",
-                                    "collectors.process_writer", "collectors.recorder", "collectors.reader",
-                                    "collectors.rollout", "collectors.rlinf"])
-def test_docstring_examples_run(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_collected_write_errors_surface_as_one_naming_how_many_followed():
     from collectors.writer import TrajectoryWriteError, take_first_error
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-import importlib
 import time
 import warnings
 
@@ -298,13 +296,3 @@ def test_point_reach_state_mode_is_fast() -> None:
             env.reset()
     steps_per_s = n / (time.perf_counter() - start)
     assert steps_per_s >= 5_000, f"{steps_per_s:.0f} steps/s"
-
-
-@pytest.mark.parametrize(
-    "module",
-    ["envs", "envs.point_base", "envs.point_reach", "envs.point_key_door", "envs.factory",
-     "envs.wrappers", "envs.experts", "envs.spaces"],
-)
-def test_docstring_examples_run(module: str) -> None:
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0 and result.attempted > 0

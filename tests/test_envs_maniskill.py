@@ -127,15 +127,6 @@ def test_expert_needs_ee_delta_pos_control() -> None:
         envs.expert_policy(env)
 
 
-@pytest.mark.parametrize("module", ["envs.maniskill", "envs.maniskill_experts"])
-def test_docstring_examples_run(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.failed == 0 and result.attempted > 0
-
-
 def test_workspace_camera_view_magnifies_the_cube() -> None:
     def red_pixels(view: str | None) -> int:
         env = envs.make("PickCube-v1", obs="rgb", render_size=64, seed=0, **({"camera_view": view} if view else {}))

@@ -46,12 +46,3 @@ def test_best_threshold_separates_a_separable_set():
     labels = np.array([0, 0, 0, 1, 1])
     t = best_f1_threshold(probs, labels)
     assert 0.3 < t < 0.7
-
-
-@pytest.mark.parametrize("module", ["trainers.data", "trainers.evaluate", "trainers.metrics", "trainers.preference", "trainers.progress"])
-def test_trainers_docstring_examples_run(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0

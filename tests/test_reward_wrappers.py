@@ -528,20 +528,6 @@ def test_policy_sees_fewer_keys_than_the_reward_model() -> None:
     sb3_check_env(env, warn=False, skip_render_check=True)
 
 
-@pytest.mark.parametrize(
-    "module",
-    ["reward_wrappers", "reward_wrappers.base", "reward_wrappers.core", "reward_wrappers.learned_reward",
-     "reward_wrappers.pbrs", "reward_wrappers.progress_reward", "reward_wrappers.sb3", "reward_wrappers.vector",
-     "reward_wrappers.networks", "reward_wrappers.progress_networks", "reward_wrappers.checkpoint"],
-)
-def test_docstring_examples_run(module: str) -> None:
-    import doctest
-    import importlib
-
-    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0 and result.failed == 0
-
-
 def test_pbrs_min_confidence_refuses_a_network_without_confidence_head_at_construction() -> None:
     from reward_wrappers import TorchRewardModel
 

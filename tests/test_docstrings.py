@@ -1,0 +1,29 @@
+"""Every ``>>>`` example in the packages' docstrings runs and prints what it shows."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+#: Modules whose docstrings hold examples (the ManiSkill ones need the simulator).
+MODULES = [
+    "collectors", "collectors.format", "collectors.frames", "collectors.writer", "collectors.process_writer",
+    "collectors.recorder", "collectors.reader", "collectors.rollout", "collectors.rlinf",
+    "envs", "envs.point_base", "envs.point_reach", "envs.point_key_door", "envs.factory", "envs.wrappers",
+    "envs.experts", "envs.spaces",
+    pytest.param("envs.maniskill", marks=pytest.mark.maniskill),
+    pytest.param("envs.maniskill_experts", marks=pytest.mark.maniskill),
+    "reward_wrappers", "reward_wrappers.base", "reward_wrappers.core", "reward_wrappers.learned_reward",
+    "reward_wrappers.pbrs", "reward_wrappers.progress_reward", "reward_wrappers.sb3", "reward_wrappers.vector",
+    "reward_wrappers.networks", "reward_wrappers.progress_networks", "reward_wrappers.checkpoint",
+    "trainers.data", "trainers.evaluate", "trainers.metrics", "trainers.preference", "trainers.progress",
+    "agents.compare", "agents.train",
+]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_docstring_examples_run(module: str) -> None:
+    result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
