@@ -107,6 +107,18 @@ def steps_per_second(venv: VecEnv, actions: np.ndarray, warmup: int) -> float:
     return len(actions) * venv.num_envs / elapsed
 
 
+def random_actions(venv: VecEnv, steps: int, seed: int) -> np.ndarray:
+    """``(steps, num_envs, *action_shape)`` uniform actions, the same for every configuration."""
+    space = venv.action_space
+    rng = np.random.default_rng(seed)
+    return rng.uniform(space.low, space.high, (steps, venv.num_envs, *space.shape)).astype(space.dtype)
+
+
+def us_added(raw_steps_per_s: float, wrapped_steps_per_s: float, n_envs: int) -> float:
+    """Microseconds a wrapper adds per vector step, from env steps per second with and without it."""
+    return (1.0 / wrapped_steps_per_s - 1.0 / raw_steps_per_s) * n_envs * 1e6
+
+
 def median_microseconds(fn: Callable[[], Any], repeats: int = 200) -> float:
     times = []
     for _ in range(repeats):
@@ -167,9 +179,7 @@ def floor_overhead(args: argparse.Namespace, env_id: str, n_envs: int, steps: in
         "raw": build_venv("raw", env_id, "state", n_envs, first_state_coordinate, args.seed),
         "floor": FloorRewardWrapper(build_venv("raw", env_id, "state", n_envs, first_state_coordinate, args.seed)),
     }
-    space = venvs["raw"].action_space
-    rng = np.random.default_rng(args.seed)
-    actions = rng.uniform(space.low, space.high, (steps, n_envs, *space.shape)).astype(space.dtype)
+    actions = random_actions(venvs["raw"], steps, args.seed)
     sps: dict[str, list[float]] = {c: [] for c in venvs}
     for repeat in range(args.repeats):
         for config in (("raw", "floor") if repeat % 2 == 0 else ("floor", "raw")):
@@ -177,7 +187,7 @@ def floor_overhead(args: argparse.Namespace, env_id: str, n_envs: int, steps: in
     for venv in venvs.values():
         venv.close()
     overhead = [r / f - 1.0 for r, f in zip(sps["raw"], sps["floor"])]
-    added = [(1.0 / f - 1.0 / r) * n_envs * 1e6 for r, f in zip(sps["raw"], sps["floor"])]
+    added = [us_added(r, f, n_envs) for r, f in zip(sps["raw"], sps["floor"])]
     print(f"[{env_id} floor] median overhead {statistics.median(overhead):+.1%} ({statistics.median(added):.1f} us per vector step)")
     return {
         "what": (FloorRewardWrapper.__doc__ or "").split("\n\n")[0],
@@ -198,9 +208,7 @@ def run(args: argparse.Namespace, env_id: str, n_envs: int, steps: int, models: 
         obs_mode, _ = MODELS[model_name]
         model = build_model(env_id, model_name, args.seed, hidden=args.mlp_hidden, feature_dim=args.mlp_feature_dim)
         venvs = {c: build_venv(c, env_id, obs_mode, n_envs, model, args.seed) for c in CONFIGS}
-        rng = np.random.default_rng(args.seed)
-        space = venvs["raw"].action_space
-        actions = rng.uniform(space.low, space.high, (steps, n_envs, *space.shape)).astype(space.dtype)
+        actions = random_actions(venvs["raw"], steps, args.seed)
         per_repeat: dict[str, list[float]] = {c: [] for c in CONFIGS}
         overhead: dict[str, list[float]] = {"per_env": [], "vectorised": []}
         for repeat in range(args.repeats):
@@ -232,9 +240,7 @@ def run(args: argparse.Namespace, env_id: str, n_envs: int, steps: int, models: 
             **({"model_predict_torch_us_at_batch_n_envs": model_us["predict_torch"], "numpy_copy_used": model_us["numpy_copy_used"]}
                if "predict_torch" in model_us else {}),
             "median_us_per_vector_step_added": {
-                c: statistics.median(
-                    (1.0 / w - 1.0 / r) * n_envs * 1e6 for r, w in zip(per_repeat["raw"], per_repeat[c])
-                )
+                c: statistics.median(us_added(r, w, n_envs) for r, w in zip(per_repeat["raw"], per_repeat[c]))
                 for c in ("per_env", "vectorised")
             },
         }
