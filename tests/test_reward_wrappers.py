@@ -676,3 +676,43 @@ def test_model_pickles_after_predict() -> None:
             clone.net.head[0].bias.add_(1.0)  # the clone's copy follows the clone's weights only
         assert not np.allclose(clone.predict(batch), expected)
         np.testing.assert_array_equal(model.predict(batch), expected)
+
+
+class _RunsCodeWhenUnpickled:
+    """A pickle that creates ``marker`` when loaded: what an untrusted checkpoint could do."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_load_reward_model_never_unpickles_and_names_the_bad_file(tmp_path) -> None:
+    from reward_wrappers import load_reward_model
+    from reward_wrappers.checkpoint import FORMAT, VERSION
+
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": FORMAT, "payload": _RunsCodeWhenUnpickled(str(marker))}, evil)
+    with pytest.raises(ValueError, match=r"evil\.pt could not be read .* weights_only=True"):
+        load_reward_model(evil)
+    assert not marker.exists()
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_reward_model(tmp_path / "missing.pt")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="garbage.pt could not be read"):
+        load_reward_model(garbage)
+    cases = {
+        "foreign.pt": ({"weights": torch.zeros(2)}, "not a RewardSwap reward-model checkpoint"),
+        "future.pt": ({"format": FORMAT, "version": VERSION + 1}, f"version {VERSION + 1}.*upgrade"),
+        "partial.pt": ({"format": FORMAT, "version": VERSION, "spec": {}}, r"lacks checkpoint keys \['arch', 'state_dict'\]"),
+    }
+    for name, (payload, message) in cases.items():
+        torch.save(payload, tmp_path / name)
+        with pytest.raises(ValueError, match=f"{name}.*{message}"):
+            load_reward_model(tmp_path / name)
