@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import collections
-import math
 import os
 import socket
 import time
@@ -31,6 +30,7 @@ from collectors.frames import FrameBuffer
 from collectors.process_writer import ProcessWriter, open_writer
 from collectors.writer import (
     Column,
+    EpisodeSteps,
     TrajectoryWriter,
     WriteJob,
     WriteStats,
@@ -180,9 +180,11 @@ class TrajectoryRecorder(gym.Wrapper):
         # Buffers the writer thread has finished with (deque: thread-safe append/popleft).
         self._spare: collections.deque[list[dict[str, FrameBuffer]]] = collections.deque()
         self._reset_info_missing: list[str] = []
-        #: per step: (reward, terminated, truncated, success flag) as the env returned them
-        self._steps: list[tuple[Any, Any, Any, Any]] = []
+        #: per step: (reward, terminated, truncated) as the env returned them, and the label
+        self._steps: list[tuple[Any, Any, Any, float]] = []
         self._reset_label = 0.0
+        self._labelled_success = False  # a label so far was a success (>= 0.5 as float32)
+        self._steps_builtin = True  # every reward a float and flag a bool so far (EpisodeSteps)
         self._success_once = False
         self._reset_label_missing = False
 
@@ -212,6 +214,14 @@ class TrajectoryRecorder(gym.Wrapper):
                 self._recording, self.episodes_discarded = False, self.episodes_discarded + 1
                 raise KeyError(self._missing_key_message(self.success_key, info, "success_key"))
             flag = False
+        # The label, as float(flag): kept per step (not per episode) so the episode's end, on
+        # the env's thread, needs no pass over the steps to route it.
+        if flag is False:
+            label = 0.0
+        else:
+            label = 1.0 if flag is True else self._label_of(flag)
+            if label >= _HALF_AS_FLOAT32:  # as float32 >= 0.5, the stored label's test; NaN is not
+                self._labelled_success = True
         if self.info_keys:
             for key in self.info_keys:
                 if key not in info:
@@ -237,7 +247,9 @@ class TrajectoryRecorder(gym.Wrapper):
             col.n += 1
         else:
             col.append(action)
-        self._steps.append((reward, terminated, truncated, flag))
+        if type(reward) is not float or type(terminated) is not bool or type(truncated) is not bool:
+            self._steps_builtin = False
+        self._steps.append((reward, terminated, truncated, label))
         if not self._success_once and "success_once" in info:
             self._success_once = as_flag(info["success_once"]) >= 0.5
         if terminated or truncated:
@@ -339,6 +351,8 @@ class TrajectoryRecorder(gym.Wrapper):
                 col.append(obs[key])
         self._reset_label_missing = self.success_key not in info
         self._reset_label = 0.0 if self._reset_label_missing else as_flag(info[self.success_key])
+        self._labelled_success = self._reset_label >= _HALF_AS_FLOAT32
+        self._steps_builtin = True
         self._success_once = "success_once" in info and as_flag(info["success_once"]) >= 0.5
         self._reset_info_missing = []
         for key in self.info_keys:
@@ -346,6 +360,14 @@ class TrajectoryRecorder(gym.Wrapper):
                 self._append_info(key, info[key])
             else:
                 self._reset_info_missing.append(key)
+
+    def _label_of(self, flag: Any) -> float:
+        try:
+            return as_flag(flag)
+        except (TypeError, ValueError) as exc:
+            self._recording, self.episodes_discarded = False, self.episodes_discarded + 1
+            raise ValueError(f"TrajectoryRecorder: info[{self.success_key!r}] = {flag!r} is not a success flag "
+                             f"(a bool or a number, one element): {exc}; the episode is discarded") from exc
 
     def _append_info(self, key: str, value: Any) -> None:
         col = self._info_cols.get(key)
@@ -361,15 +383,9 @@ class TrajectoryRecorder(gym.Wrapper):
     def _finish_episode(self) -> None:
         self._recording = False
         self.episodes_finished += 1
-        # No numpy call: this runs on the env's thread, where each costs several microseconds
-        # with the env's data in the caches. Columns are packed bytes (array.array converts in
-        # C and, unlike np.array, rejects None instead of making it NaN); the writer (thread or
-        # process) reads them as arrays.
-        rewards_raw, terminated_raw, truncated_raw, flags = zip(*self._steps)
-        labels = [self._reset_label]
-        labels += [1.0 if f is True else 0.0 if f is False else as_flag(f) for f in flags]
-        # labels are stored as float32: compare with the smallest double that rounds to 0.5 there
-        success = self._success_once or any(map(_HALF_AS_FLOAT32.__le__, labels))  # NaN is not a success
+        # Only what routing needs runs here, on the env's thread: the per-step columns, their
+        # checks and the return are built by the writer (see EpisodeSteps).
+        success = self._labelled_success or self._success_once
         split = "positive" if success else "negative"
         if self._full[split] or self._split_full(split):
             self._full[split] = True
@@ -377,10 +393,6 @@ class TrajectoryRecorder(gym.Wrapper):
             return
         fields: dict[str, np.ndarray | FrameBuffer | Column] = {f"obs.{k}": col for k, col in self._obs_cols.items()}
         fields["actions"] = self._action_col
-        fields["rewards"] = Column.pack("d", rewards_raw)
-        fields["labels"] = Column.pack("f", labels)
-        fields["terminated"] = Column.pack("b", terminated_raw)
-        fields["truncated"] = Column.pack("b", truncated_raw)
         for key in self.info_keys:
             fields[f"info.{key}"] = self._info_cols[key]
         meta = {
@@ -394,9 +406,6 @@ class TrajectoryRecorder(gym.Wrapper):
             "info_missing_at_reset": self._reset_info_missing,  # a new list every episode
             "obs_keys": self.keys,
             "info_keys": self.info_keys,
-            "return": math.fsum(rewards_raw),
-            "terminated": bool(terminated_raw[-1]),
-            "truncated": bool(truncated_raw[-1]),
             "episode_index": self.episodes_started - 1,
             "created_unix": time.time(),
             "host": self._host,
@@ -404,7 +413,8 @@ class TrajectoryRecorder(gym.Wrapper):
             "recorder": "collectors.TrajectoryRecorder",
             **self.metadata,
         }
-        job = WriteJob(split, new_trajectory_id(), fields, meta, cap=self.caps[split])
+        job = WriteJob(split, new_trajectory_id(), fields, meta, cap=self.caps[split],
+                       steps=EpisodeSteps(self._reset_label, self._steps, builtin=self._steps_builtin))
         writer = self._writer
         if writer.async_write:
             # The writer owns these buffers until it has written them; the next episode takes

@@ -16,6 +16,7 @@ import textwrap
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -324,15 +325,18 @@ def _run_episodes(env, n: int, seed: int = SEED_BASE) -> None:  # type: ignore[n
 
 
 class NumpyScalars(gym.Wrapper):
-    """CountingEnv returning numpy scalars (reward, flags, success), as many envs do."""
+    """CountingEnv returning numpy scalars (reward, flags, success), as many envs do, on even
+    steps; Python ones on odd steps (the recorder must not judge an episode by its first step)."""
 
     def step(self, action):  # type: ignore[no-untyped-def]
         obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.env.unwrapped.t % 2:
+            return obs, reward, terminated, truncated, info
         info = {**info, "success": np.bool_(info["success"])}
         return obs, np.float32(reward), np.bool_(terminated), np.bool_(truncated), info
 
 
-@pytest.mark.parametrize("async_write", [False, "process"])
+@pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_numpy_scalar_rewards_and_flags_are_stored_exactly(tmp_path: Path, async_write: bool) -> None:
     env = TrajectoryRecorder(NumpyScalars(CountingEnv()), tmp_path, info_keys=("stage",), async_write=async_write)
     _run_episodes(env, 4)
@@ -399,6 +403,30 @@ def test_missing_success_key_raises_listing_keys(tmp_path: Path) -> None:
     env.reset(seed=SEED_BASE)
     with pytest.raises(KeyError, match="door_open"):
         env.step(np.zeros(1, np.float32))
+
+
+@pytest.mark.parametrize("bad", [np.array([True, False]), None, "yes"])
+def test_bad_success_value_raises_at_its_step_and_discards_the_episode(tmp_path: Path, bad: Any) -> None:
+    class BadFlagOnce(gym.Wrapper):  # at the first episode's second step
+        armed = True
+
+        def step(self, action):  # type: ignore[no-untyped-def]
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            if self.armed and self.env.unwrapped.t == 2:
+                self.armed, info = False, {**info, "success": bad}
+            return obs, reward, terminated, truncated, info
+
+    env = TrajectoryRecorder(BadFlagOnce(CountingEnv()), tmp_path, async_write="process")
+    env.reset(seed=SEED_BASE)
+    env.step(np.zeros(1, np.float32))
+    with pytest.raises(ValueError, match=r"info\['success'\] = .* is not a success flag"):
+        env.step(np.zeros(1, np.float32))
+    assert env.episodes_discarded == 1
+    env.reset(seed=SEED_BASE + 1)  # the next episode records as usual
+    while not any(env.step(np.zeros(1, np.float32))[2:4]):
+        pass
+    env.close()
+    assert len(load_trajectories(tmp_path)) == 1 and env.episodes_discarded == 1
 
 
 @pytest.mark.parametrize("async_write", [False, "thread"])  # the process path: test_process_writer_*
