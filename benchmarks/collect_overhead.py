@@ -6,10 +6,13 @@ a writer process fed through shared memory) and, for comparison, ``async_write="
 (``thread``: a writer thread in the env's process). The machine is shared and noisy, so the configurations are measured
 *interleaved*: each repeat builds fresh envs and runs them in alternating blocks of steps, and
 the overhead is a ratio of times taken within that one repeat. The table reports medians over
-repeats. Recorder time includes writing every finished episode: async blocks end with a
-``flush()`` so no write is left for another configuration's block to pay for. That flush waits
-for the block's last episode to be written (~1 ms), a wait a real run pays once, at ``close()``;
-blocks of 5,000 steps (~0.25 s) keep it near 0.4 % of a block instead of 2 % at 1,000.
+repeats. Each configuration's steps in a repeat stand for one run of ``--steps`` steps that
+ends with ``close()``: recorder blocks end with a ``flush()``, so no write is left for another
+configuration's block to pay for, and the flush of the run's last block is timed (the wait for
+the last episodes to reach the disk, ~2 ms, that a real run pays once, at ``close()``). The
+flushes between blocks are not timed (an artefact of interleaving: a real run keeps stepping
+while those episodes are written); ``--time-every-flush`` times them too, as the figures before
+2026-11-25 did. Their median is reported as ``drain_ms``.
 
 Writes ``benchmarks/results/collect_overhead.json`` (figures, the exact command, versions).
 
@@ -65,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-save", action="store_true", help="print only; do not write --out")
     p.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS,
                    help="configurations to run (bare is always run: overheads are relative to it)")
+    p.add_argument("--time-every-flush", action="store_true",
+                   help="charge every block's closing flush to the configuration, not only the run's last")
     p.add_argument("--buffered-io", action="store_true",
                    help="write image files with buffered write() instead of O_DIRECT (for comparison)")
     return p
@@ -104,8 +109,9 @@ def _cpu() -> float:
     return t.user + t.system  # this process (the writer thread's work counts, a writer process's does not)
 
 
-def run_block(env: Any, actions: np.ndarray, state: dict[str, Any]) -> float:
-    """Step ``env`` through ``actions`` (resetting on episode end); return seconds taken."""
+def run_block(env: Any, actions: np.ndarray, state: dict[str, Any], *, time_flush: bool = True) -> float:
+    """Step ``env`` through ``actions`` (resetting on episode end), then wait for its writes;
+    return the seconds taken, the wait included only with ``time_flush``."""
     cpu_start = _cpu()
     start = time.perf_counter()
     step = env.step
@@ -114,9 +120,11 @@ def run_block(env: Any, actions: np.ndarray, state: dict[str, Any]) -> float:
         if terminated or truncated:
             env.reset()
             state["episodes"] += 1
+    stepped = time.perf_counter()
     if hasattr(env, "flush"):
-        env.flush()  # charge the writer's backlog to this configuration
-    elapsed = time.perf_counter() - start
+        env.flush()  # the writer's backlog: never left for another configuration's block
+        state.setdefault("drain_s", []).append(time.perf_counter() - stepped)
+    elapsed = (time.perf_counter() if time_flush else stepped) - start
     state["cpu_s"] = state.get("cpu_s", 0.0) + _cpu() - cpu_start
     return elapsed
 
@@ -140,6 +148,7 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
         env.reset(seed=args.seed + repeat)
         run_block(env, rng.uniform(-1, 1, (args.warmup, *action_dim)).astype(np.float32), states[c])
         states[c]["warmup_cpu_s"] = states[c]["cpu_s"]
+        states[c]["drain_s"] = []
     n_blocks = max(1, args.steps // args.block)
     for b in range(n_blocks):
         # The same actions for every configuration; the order rotates so none always goes first.
@@ -147,7 +156,8 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
         k = b % len(configs)
         order = configs[k:] + configs[:k]
         for c in order:
-            seconds[c] += run_block(envs_by_config[c], actions, states[c])
+            seconds[c] += run_block(envs_by_config[c], actions, states[c],
+                                    time_flush=args.time_every_flush or b == n_blocks - 1)
     irq_after = device_interrupts_per_cpu()
     written: dict[str, Any] = {}
     for c, env in envs_by_config.items():
@@ -178,6 +188,7 @@ def one_repeat(args: argparse.Namespace, repeat: int, tmp_root: Path) -> dict[st
         "cpu_us_per_step": cpu_us,
         "cpu_overhead": {c: cpu_us[c] / cpu_us["bare"] - 1.0 for c in recorded},
         "episodes": {c: states[c]["episodes"] for c in configs},
+        "drain_ms": {c: statistics.median(states[c]["drain_s"]) * 1e3 for c in recorded},
         "written": written,
         "device_interrupts_per_cpu": [a - b for a, b in zip(irq_after, irq_before)],
     }
@@ -222,6 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"repeat {r}: " + "  ".join(f"{c} {res['steps_per_s'][c]:6.0f}" for c in configs) + " steps/s"
                   + "  | overhead " + " ".join(f"{c} {res['overhead'][c]:+.1%}" for c in recorded)
                   + "  | CPU/step us " + " ".join(f"{c} {res['cpu_us_per_step'][c]:.0f}" for c in configs)
+                  + "  | drain ms " + " ".join(f"{c} {res['drain_ms'][c]:.1f}" for c in recorded)
                   + "  | device IRQs per CPU " + "/".join(map(str, res["device_interrupts_per_cpu"])),
                   flush=True)
     finally:
@@ -231,15 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     median_sps = {c: statistics.median(r["steps_per_s"][c] for r in repeats) for c in configs}
     median_overhead = {c: statistics.median(r["overhead"][c] for r in repeats) for c in recorded}
     median_cpu_overhead = {c: statistics.median(r["cpu_overhead"][c] for r in repeats) for c in recorded}
+    median_drain_ms = {c: statistics.median(r["drain_ms"][c] for r in repeats) for c in recorded}
     spread = {c: [min(r["overhead"][c] for r in repeats), max(r["overhead"][c] for r in repeats)]
               for c in recorded}
     print()
     print(f"{args.env} obs={args.obs} {args.render_size}px, {args.repeats} repeats x {repeats[0]['steps_per_config']} steps")
-    print(f"{'config':<8}{'median steps/s':>16}{'median overhead':>18}{'min..max overhead':>22}{'CPU overhead':>16}")
+    print(f"{'config':<8}{'median steps/s':>16}{'median overhead':>18}{'min..max overhead':>22}{'CPU overhead':>16}"
+          f"{'drain ms':>10}")
     print(f"{'bare':<8}{median_sps['bare']:>16.0f}{'-':>18}{'-':>22}")
     for c in recorded:
         print(f"{c:<8}{median_sps[c]:>16.0f}{median_overhead[c]:>18.1%}"
-              f"{f'{spread[c][0]:.1%}..{spread[c][1]:.1%}':>22}{median_cpu_overhead[c]:>16.1%}")
+              f"{f'{spread[c][0]:.1%}..{spread[c][1]:.1%}':>22}{median_cpu_overhead[c]:>16.1%}"
+              f"{median_drain_ms[c]:>10.1f}")
     print(f"load average before {' '.join(f'{x:.2f}' for x in load_before)}, "
           f"after {' '.join(f'{x:.2f}' for x in load_after)}")
     target_met = median_overhead["async"] <= 0.10 if "async" in median_overhead else None
@@ -255,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_steps_per_s": median_sps,
         "median_overhead": median_overhead,
         "median_cpu_overhead": median_cpu_overhead,
+        "median_drain_ms": median_drain_ms,
         "overhead_min_max": spread,
         "target_async_overhead": 0.10,
         "target_met": target_met,
