@@ -11,8 +11,8 @@ ends with ``close()``: recorder blocks end with a ``flush()``, so no write is le
 configuration's block to pay for, and the flush of the run's last block is timed (the wait for
 the last episodes to reach the disk, ~2 ms, that a real run pays once, at ``close()``). The
 flushes between blocks are not timed (an artefact of interleaving: a real run keeps stepping
-while those episodes are written); ``--time-every-flush`` times them too, as the figures before
-2026-11-25 did. Their median is reported as ``drain_ms``.
+while those episodes are written); ``--time-every-flush`` times them too, as the figures of the
+first three sessions on the issue did. Their median is reported as ``drain_ms``.
 
 Writes ``benchmarks/results/collect_overhead.json`` (figures, the exact command, versions).
 
