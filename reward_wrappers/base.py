@@ -250,3 +250,51 @@ def check_finite(values: np.ndarray, *, what: str = "reward model") -> np.ndarra
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * np.asarray(x, dtype=np.float64)))
+
+
+class SwappableModel:
+    """A reward model whose network can be replaced while wrappers use it (in-training refits).
+
+    Every wrapper holding this object pays the new model's rewards from the very next step, with
+    the new model's threshold; ``swap`` refuses a model that reads other keys, shapes or windows
+    (the wrappers' frame windows and checks were built for the first one). Attributes other than
+    ``spec`` and ``predict`` (confidence, ``predict_torch``) are the current model's.
+
+    >>> import numpy as np
+    >>> live = SwappableModel(lambda batch: batch["state"][:, 0])
+    >>> live.swap(lambda batch: -batch["state"][:, 0])
+    >>> live.predict({"state": np.ones((1, 2))}).tolist(), live.swaps
+    ([-1.0], 1)
+    """
+
+    def __init__(self, model: ModelLike) -> None:
+        self.current = as_reward_model(model)
+        self.swaps = 0
+
+    @property
+    def spec(self) -> ModelSpec | None:
+        return self.current.spec
+
+    def predict(self, batch: Batch) -> np.ndarray:
+        return self.current.predict(batch)
+
+    def swap(self, model: ModelLike) -> None:
+        new = as_reward_model(model)
+        old_spec, new_spec = self.current.spec, new.spec
+        if (old_spec is None) != (new_spec is None) or (
+            old_spec is not None and (old_spec.inputs != new_spec.inputs or old_spec.window != new_spec.window
+                                      or old_spec.output != new_spec.output)):
+            raise ValueError(
+                "a swapped-in reward model must read the same inputs with the same window and output kind: "
+                f"had {None if old_spec is None else (old_spec.inputs, old_spec.window, old_spec.output)}, got "
+                f"{None if new_spec is None else (new_spec.inputs, new_spec.window, new_spec.output)}")
+        self.current = new
+        self.swaps += 1
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "current":  # not yet set (e.g. during unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.current, name)
+
+    def __repr__(self) -> str:
+        return f"SwappableModel({self.current!r}, swaps={self.swaps})"

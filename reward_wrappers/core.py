@@ -290,6 +290,14 @@ def pbrs_shaping(phi_s: Array, phi_next: Array, terminated: Mask, gamma: float, 
     return gamma * ops.where(terminated, 0.0, phi_next) - phi_s
 
 
+def learned_output(raw: Array, score: Array, success: Mask, output: str, ops: Ops) -> Array:
+    """A learned reward per ``output``: ``binary`` the success decision, ``prob`` the score (a
+    classifier's probability), ``logit``/``raw`` the model's raw output."""
+    if output == "binary":
+        return ops.to_float(success)
+    return score if output == "prob" else raw
+
+
 def validate_mode(mode: str, env_weight: float, model_weight: float) -> None:
     check_choice("mode", mode, REWARD_MODES)
     if mode != "weighted" and env_weight != 0.0:
@@ -438,6 +446,11 @@ class ModelFeed:
             values = self.ops.where(confidence >= self.min_confidence, values, 0.0)
         return values
 
+    def values(self, batch: Frames) -> Array:
+        """Model values of a ready batch (windows already built), with the per-step checks and the
+        confidence rule: for recomputing stored transitions (:mod:`reward_wrappers.transitions`)."""
+        return self._forward(batch)
+
     def begin(self, frames: Frames, mask: Optional[Mask] = None, *, want_values: bool = True) -> Optional[Array]:
         """Start episodes at ``frames`` for masked envs; return the model values there (0 elsewhere)."""
         self.start(frames, mask)
@@ -525,12 +538,18 @@ class LearnedRewardCore:
             )
         self.mode, self.env_weight, self.model_weight = mode, float(env_weight), float(model_weight)
         self.output = output
-        # The checkpoint's own threshold (tuned on validation data) unless the caller sets one.
-        spec_threshold = self.model.spec.threshold if self.model.spec is not None else 0.5
-        self.threshold = float(spec_threshold if threshold is None else threshold)
+        self._threshold = None if threshold is None else float(threshold)
         self.terminate_on_success = bool(terminate_on_success)
         self.feed = ModelFeed(self.model, num_envs, self.ops)
         self.hold = HoldCounter(num_envs, hold_steps, self.ops)
+
+    @property
+    def threshold(self) -> float:
+        """The caller's threshold, else the model's own (tuned on validation data), read per step so
+        a model refit during training (:class:`~reward_wrappers.base.SwappableModel`) brings its own."""
+        if self._threshold is not None:
+            return self._threshold
+        return float(self.model.spec.threshold) if self.model.spec is not None else 0.5
 
     def begin(self, frames: Frames, mask: Optional[Mask] = None) -> dict[str, Array]:
         self.feed.begin(frames, mask, want_values=False)
@@ -556,12 +575,7 @@ class LearnedRewardCore:
             self.hold.reset(fresh)
             positive = positive & ~fresh
         success = self.hold.update(positive)
-        if self.output == "binary":
-            learned = ops.to_float(success)
-        elif self.output == "prob":
-            learned = score  # the probability, already computed for the success rule
-        else:
-            learned = raw
+        learned = learned_output(raw, score, success, self.output, ops)
         reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
         if has_fresh:  # a reset step (NEXT_STEP autoreset) is not a transition: no reward
             reward = ops.where(fresh, 0.0, reward)

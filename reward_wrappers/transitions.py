@@ -1,0 +1,238 @@
+"""What a reward model read for each transition, and the stack's reward recomputed from it.
+
+Off-policy learners store rewards when transitions are collected; once a reward model is refit,
+those rewards are stale (reward-semantics notes). Recomputing them needs what the model reads,
+which may be images the policy never sees. :class:`VecTransitionFrames` sits *under* the reward
+wrappers of an SB3 stack and keeps, for the latest vector step, each env's model-input frames at
+``s`` and ``s'`` (the terminal observation for done envs), the env's own reward and the
+termination flags; optionally it also keeps the last ``recent`` frames ``s'`` with the env's
+success flag, for a labeller to draw from (:class:`SuccessLabeller`, the only reader of that
+flag). :func:`transition_rewards` recomputes what a stack of reward wrappers
+(:func:`reward_cores`) pays for a batch of stored transitions, with the same formulas the
+wrappers use: a learned reward at ``s'``, progress (or its delta), PBRS with the agent's gamma and
+``Phi(s') := 0`` on termination only.
+
+>>> import numpy as np
+>>> from reward_wrappers.core import PBRSCore
+>>> core = PBRSCore(lambda b: b["state"][:, 0], num_envs=1, gamma=0.5)
+>>> prev, nxt = {"state": np.array([[1.0], [1.0]])}, {"state": np.array([[4.0], [4.0]])}
+>>> transition_rewards([core], prev, nxt, np.zeros(2), np.array([False, True])).tolist()
+[1.0, -1.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
+
+from envs.spaces import key_spaces, obs_to_dict
+from reward_wrappers.core import (
+    LearnedRewardCore,
+    NumpyOps,
+    PBRSCore,
+    ProgressCore,
+    RewardCore,
+    combine_rewards,
+    learned_output,
+    model_window,
+    pbrs_shaping,
+    potential_values,
+    success_score,
+)
+
+__all__ = ["VecTransitionFrames", "SuccessLabeller", "transition_rewards", "reward_cores", "check_relabelable"]
+
+Frames = dict[str, np.ndarray]
+
+
+@dataclass
+class Transition:
+    """One vector step as the reward models saw it (all arrays have the env count first)."""
+
+    prev: Frames
+    next: Frames
+    env_reward: np.ndarray
+    terminated: np.ndarray
+
+
+class VecTransitionFrames(VecEnvWrapper):
+    """Keeps the reward models' inputs of the latest step, and optionally of the last ``recent`` frames.
+
+    Stack it directly on the env (under every reward wrapper), so ``env_reward`` is the env's own
+    reward and the frames are raw observations. ``keys`` are the observation keys the reward
+    models read; ``keep_prev`` keeps ``s`` as well as ``s'`` (needed where the reward depends on
+    both: PBRS, progress deltas). Memory: ``recent`` frames of ``keys`` (fewer if that would pass
+``max_recent_bytes``) plus two steps' worth.
+
+    ``last`` is the :class:`Transition` of the latest step; ``recent_frames()`` returns the ring's
+    frames ``s'`` oldest first. The env's success flag of each ring frame (``success_key`` of the
+    step's info) is kept privately for :class:`SuccessLabeller`.
+    """
+
+    def __init__(self, venv: VecEnv, keys: Sequence[str], *, keep_prev: bool = False, recent: int = 0,
+                 max_recent_bytes: Optional[int] = None, success_key: str = "success") -> None:
+        super().__init__(venv)
+        subspaces = key_spaces(venv.observation_space)
+        missing = [k for k in keys if k not in subspaces]
+        if missing:
+            raise ValueError(f"reward models read keys {missing}; the env observations have {sorted(subspaces)}")
+        self.keys = tuple(keys)
+        self.keep_prev = bool(keep_prev)
+        self.success_key = success_key
+        self.spaces = {k: subspaces[k] for k in self.keys}
+        self.capacity = int(recent)
+        if max_recent_bytes is not None:
+            self.capacity = min(self.capacity, int(max_recent_bytes) // max(self.frame_bytes, 1))
+        self._ring = {k: np.zeros((self.capacity, *s.shape), s.dtype) for k, s in self.spaces.items()}
+        self._ring_success = np.zeros(self.capacity, bool)
+        self._ring_pos = 0
+        self._ring_size = 0
+        self.frames_seen = 0
+        self._current: Optional[Frames] = None
+        self.last: Optional[Transition] = None
+
+    @property
+    def frame_bytes(self) -> int:
+        """Bytes of one env's model inputs at one state."""
+        return int(sum(np.prod(s.shape) * np.dtype(s.dtype).itemsize for s in self.spaces.values()))
+
+    def _frames(self, obs: Any) -> Frames:
+        as_dict = obs_to_dict(obs, self.observation_space)
+        return {k: np.array(as_dict[k], copy=True) for k in self.keys}
+
+    def reset(self) -> Any:
+        obs = self.venv.reset()
+        self._current = self._frames(obs)
+        return obs
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        dones = np.asarray(dones, bool)
+        returned = self._frames(obs)
+        nxt = {k: v.copy() for k, v in returned.items()} if dones.any() else returned
+        truncated = np.zeros(len(dones), bool)
+        for i in np.flatnonzero(dones):
+            terminal = obs_to_dict(infos[i]["terminal_observation"], self.observation_space)
+            for k in self.keys:
+                nxt[k][i] = terminal[k]
+            truncated[i] = bool(infos[i].get("TimeLimit.truncated", False))
+        prev = self._current if self.keep_prev else {}
+        self.last = Transition(prev or {}, nxt, np.asarray(rewards, np.float64).copy(), dones & ~truncated)
+        self._current = returned
+        if self.capacity:
+            for i, info in enumerate(infos):
+                pos = self._ring_pos
+                for k in self.keys:
+                    self._ring[k][pos] = nxt[k][i]
+                self._ring_success[pos] = bool(info.get(self.success_key, False))
+                self._ring_pos = (pos + 1) % self.capacity
+                self._ring_size = min(self._ring_size + 1, self.capacity)
+        self.frames_seen += len(dones)
+        return obs, rewards, dones, infos
+
+    def recent_frames(self) -> Frames:
+        """The ring's frames ``s'``, oldest first (views for a ring that never wrapped)."""
+        order = self._ring_order()
+        return {k: v[order] for k, v in self._ring.items()}
+
+    def _ring_order(self) -> np.ndarray:
+        if self._ring_size < self.capacity:
+            return np.arange(self._ring_size)
+        return (np.arange(self.capacity) + self._ring_pos) % self.capacity
+
+    def _true_success(self, indices: np.ndarray) -> np.ndarray:
+        return self._ring_success[self._ring_order()[indices]]
+
+
+class SuccessLabeller:
+    """Stands in for a human labeller: the env's success flag, one label per frame, within a budget.
+
+    Every frame answered costs one label; once ``budget`` labels are spent it answers nothing.
+    ``used`` is the count to report beside any result that used these labels.
+    """
+
+    def __init__(self, store: VecTransitionFrames, budget: int) -> None:
+        if budget < 0:
+            raise ValueError(f"label budget must be >= 0, got {budget}")
+        self.store = store
+        self.budget = int(budget)
+        self.used = 0
+
+    @property
+    def remaining(self) -> int:
+        return self.budget - self.used
+
+    def label(self, indices: np.ndarray) -> np.ndarray:
+        """True success of ring frames ``indices`` (as ``recent_frames()`` orders them), at most
+        ``remaining`` of them: the first ones are answered, the rest refused (a shorter result)."""
+        indices = np.asarray(indices, dtype=np.int64)[: self.remaining]
+        self.used += len(indices)
+        return self.store._true_success(indices)
+
+
+def reward_cores(venv: VecEnv) -> list[RewardCore]:
+    """The reward cores of an SB3 wrapper stack, innermost first (the order rewards flow through)."""
+    from reward_wrappers.sb3 import VecCoreWrapper
+
+    cores = []
+    while isinstance(venv, VecEnvWrapper):
+        if isinstance(venv, VecCoreWrapper):
+            cores.append(venv.core)
+        venv = venv.venv
+    return cores[::-1]
+
+
+def check_relabelable(cores: Sequence[RewardCore]) -> None:
+    """Raise ``ValueError`` for a stack whose reward is not a function of one stored transition."""
+    for core in cores:
+        if model_window(core.model) > 1:
+            raise ValueError(f"recomputing stored rewards needs window-1 models; {core.model!r} reads "
+                             f"{model_window(core.model)} frames")
+        if isinstance(core, LearnedRewardCore) and core.hold.hold_steps > 1:
+            raise ValueError("recomputing stored rewards needs hold_steps=1 (a hold count depends on the episode's history)")
+
+
+def needs_prev(cores: Sequence[RewardCore]) -> bool:
+    """Whether any core's reward depends on ``s`` as well as ``s'``."""
+    return any(isinstance(c, PBRSCore) or (isinstance(c, ProgressCore) and c.output == "delta") for c in cores)
+
+
+def _values(core: RewardCore, frames: Frames, chunk: int) -> np.ndarray:
+    n = len(next(iter(frames.values())))
+    out = np.empty(n, np.float64)
+    for start in range(0, n, chunk):
+        out[start : start + chunk] = core.feed.values({k: v[start : start + chunk] for k, v in frames.items()})
+    return out
+
+
+def transition_rewards(cores: Sequence[RewardCore], prev: Frames, nxt: Frames, env_reward: np.ndarray,
+                       terminated: np.ndarray, *, chunk: int = 512) -> np.ndarray:
+    """The reward a stack of cores (innermost first) pays for each of a batch of transitions.
+
+    ``prev``/``nxt`` hold the models' inputs at ``s``/``s'`` (``prev`` may be empty when no core
+    needs it), ``env_reward`` the env's own reward, ``terminated`` the termination flags (not
+    truncation). Each core's current model and threshold are used.
+    """
+    check_relabelable(cores)
+    ops = NumpyOps()
+    reward = np.asarray(env_reward, np.float64).reshape(-1).copy()
+    terminated = np.asarray(terminated, bool).reshape(-1)
+    for core in cores:
+        raw_next = _values(core, nxt, chunk)
+        if isinstance(core, LearnedRewardCore):
+            score = success_score(raw_next, core.kind, ops)
+            learned = learned_output(raw_next, score, score > core.threshold, core.output, ops)
+            reward = combine_rewards(reward, learned, core.mode, core.env_weight, core.model_weight)
+        elif isinstance(core, ProgressCore):
+            learned = raw_next - _values(core, prev, chunk) if core.output == "delta" else raw_next
+            reward = combine_rewards(reward, learned, core.mode, core.env_weight, core.model_weight)
+        elif isinstance(core, PBRSCore):
+            phi_prev = potential_values(_values(core, prev, chunk), core.kind, ops)
+            reward = reward + pbrs_shaping(phi_prev, potential_values(raw_next, core.kind, ops), terminated, core.gamma, ops)
+        else:  # pragma: no cover - a new core kind must say how it pays a transition
+            raise TypeError(f"no transition reward for {type(core).__name__}")
+    return reward
