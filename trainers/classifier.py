@@ -14,6 +14,7 @@ PosixPath('classifier.pt')
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import pathlib
@@ -78,6 +79,8 @@ def fit_classifier(
     device: str = "auto",
     logdir: str | os.PathLike | None = None,
     progress: bool = True,
+    init: TorchRewardModel | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> pathlib.Path:
     """Train a success classifier; write the checkpoint to ``out`` and return its path.
 
@@ -88,7 +91,13 @@ def fit_classifier(
     ``window > 1`` classifies frame ``t`` from the causal window ``t - window + 1 .. t`` (first frame
     repeated at an episode start, as the wrappers feed it online): motion becomes visible, e.g.
     ManiSkill's "robot is static" part of success, which no single frame shows.
+
+    ``init`` fine-tunes a copy of an existing classifier (its architecture, weights and state
+    normalisation; ``inputs``, ``window``, ``encoder`` and ``hidden`` are taken from it) instead of
+    a fresh network: the in-training refits do this. ``metadata`` is added to the checkpoint's.
     """
+    if init is not None:
+        inputs, window = tuple(init.spec.inputs), init.spec.window
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     rng = seed_everything(seed)
@@ -111,10 +120,16 @@ def fit_classifier(
             )
 
     spec = ModelSpec(inputs=specs, window=window, output="logit")
-    model = TorchRewardModel.build(spec, encoder=encoder, hidden=hidden)
+    if init is not None:
+        if dict(init.spec.inputs) != specs:
+            raise ValueError(f"init model reads {dict(init.spec.inputs)}, the data has {specs}")
+        model = TorchRewardModel(copy.deepcopy(init.net), spec, init.arch, init.metadata)
+        encoder = str(init.arch.get("kwargs", {}).get("encoder", encoder))
+    else:
+        model = TorchRewardModel.build(spec, encoder=encoder, hidden=hidden)
     net = model.net.to(torch_device)
     for key, inp in specs.items():
-        if len(inp.shape) == 1:
+        if len(inp.shape) == 1 and init is None:
             net.set_state_normalization(key, *state_statistics(train, key))
     if pretrained is not None:
         _load_pretrained_encoder(net, pretrained)
@@ -202,7 +217,9 @@ def fit_classifier(
         "history": history,
         "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
     }
-    out = save_reward_model(model, out, metadata={"report": {k: v for k, v in report.items() if k != "history"}, "data": str(data) if isinstance(data, (str, os.PathLike)) else None})
+    out = save_reward_model(model, out, metadata={"report": {k: v for k, v in report.items() if k != "history"},
+                                                  "data": str(data) if isinstance(data, (str, os.PathLike)) else None,
+                                                  **(metadata or {})})
     write_json_atomic(report_path(out, ".report.json"), report)
     write_error_grid(report_path(out, ".errors.png"), val, val_table, probs)
     if writer is not None:
