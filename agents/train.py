@@ -31,9 +31,10 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNormalize
 
 import envs
+from agents import correction
 from agents.callbacks import RewardLogger, TrueSuccessEval
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import RewardModel
+from reward_wrappers.base import RewardModel, SwappableModel
 
 ALGOS = {"ppo": PPO, "sac": SAC}
 LEARNED_KINDS = ("classifier", "progress", "preference")
@@ -82,6 +83,14 @@ class TrainConfig:
     normalize_obs: bool | None = None
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     verbose: int = 0
+    monitor: bool = True
+    monitor_min_precision: float = 0.9
+    refit_every: int | None = None
+    label_budget: int = 0
+    refit_epochs: int = 3
+    refit_data: str | None = None
+    demos: str | None = None
+    demo_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -103,6 +112,7 @@ class TrainConfig:
             raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
         if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
             raise ValueError(f"--ignore-terminations is available for built-in and ManiSkill envs only, not {self.env!r}")
+        check_correction(self, kind)
         ends_on_success = not resolve_ignore_terminations(self.env, self.ignore_terminations)
         if kind == "progress" and (self.reward_output or "progress") == "progress" and ends_on_success:
             warnings.warn(
@@ -110,6 +120,30 @@ class TrainConfig:
                 "success: hovering just short of the goal earns ~0.9 per step (~0.9/(1-gamma) in all), more than "
                 "finishing, which ends the episode. Prefer --pbrs with the progress model, --reward-output delta, "
                 "or --ignore-terminations yes (reward-semantics notes)", RuntimeWarning, stacklevel=3)
+
+
+def check_correction(cfg: TrainConfig, kind: str) -> None:
+    """Errors for refit, demonstration and monitor settings that cannot work together."""
+    if cfg.refit_every is not None:
+        if kind != "classifier":
+            raise ValueError(f"--refit-every refits a success classifier; --reward {cfg.reward} is not classifier:PATH")
+        if cfg.refit_every <= 0 or cfg.label_budget <= 0:
+            raise ValueError(f"--refit-every and --label-budget must be positive (got {cfg.refit_every}, {cfg.label_budget})")
+        if cfg.refit_epochs <= 0:
+            raise ValueError(f"--refit-epochs must be positive, got {cfg.refit_epochs}")
+        if cfg.refit_data is not None and not pathlib.Path(cfg.refit_data).is_dir():
+            raise FileNotFoundError(f"--refit-data: buffer directory {cfg.refit_data} does not exist")
+    elif cfg.label_budget:
+        raise ValueError("--label-budget is spent by refits: give --refit-every N too")
+    if cfg.demos is not None:
+        if cfg.algo != "sac":
+            raise ValueError("--demos puts demonstrations in SAC's replay buffer: use --algo sac")
+        if not pathlib.Path(cfg.demos).is_dir():
+            raise FileNotFoundError(f"--demos: buffer directory {cfg.demos} does not exist")
+    if not 0.0 <= cfg.demo_ratio < 1.0:
+        raise ValueError(f"--demo-ratio must be in [0, 1), got {cfg.demo_ratio}")
+    if not 0.0 < cfg.monitor_min_precision <= 1.0:
+        raise ValueError(f"--monitor-min-precision must be in (0, 1], got {cfg.monitor_min_precision}")
 
 
 def parse_reward(reward: str) -> tuple[str, str | None]:
@@ -178,8 +212,11 @@ class TimedModel:
 
     def __init__(self, model: RewardModel) -> None:
         self.model = model
-        self.spec = model.spec
         self.seconds = 0.0
+
+    @property
+    def spec(self):  # noqa: ANN201 - the wrapped model's, which a refit may swap
+        return self.model.spec
 
     def predict(self, batch):  # noqa: ANN001 - same signature as the wrapped model
         start = time.perf_counter()
@@ -235,7 +272,8 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     run_dir = pathlib.Path(cfg.logdir)
     run_dir.mkdir(parents=True, exist_ok=True)
     kind, path = parse_reward(cfg.reward)
-    reward_model = TimedModel(load_reward_model(path)) if path else None
+    live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
+    reward_model = TimedModel(live) if live is not None else None
     potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
@@ -264,6 +302,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
 
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
                         collect_dir=cfg.collect, info_keys=())
+    venv, frames = correction.frame_store(venv, cfg, models)  # what the models read, for refits and replay
     if kind == "classifier":
         venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "prob")
     elif kind == "progress":
@@ -292,12 +331,19 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     if normalize:
         eval_env = VecNormalize(eval_env, training=False, **norm_kwargs)
 
+    if cfg.algo == "sac" and frames is not None:
+        sb3_kwargs.update(correction.replay_kwargs(cfg, venv, frames))
     policy = "MultiInputPolicy" if "+" in cfg.policy_obs else ("CnnPolicy" if cfg.policy_obs == "rgb" else "MlpPolicy")
     agent = ALGOS[cfg.algo](policy, venv, seed=cfg.seed, verbose=cfg.verbose, device="cpu",
                             tensorboard_log=str(run_dir / "tb"), **sb3_kwargs)
+    # The buffer is built; its kwargs (the frame store, the reward models) must not be pickled into model.zip.
+    agent.replay_buffer_kwargs = {}
     evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000, report=report)
+    extra, monitor, refit = correction.callbacks(cfg, frames, live, run_dir, has_reward_model=bool(models),
+                                                 verbose=1 if report else 0)
     start = time.perf_counter()
-    agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), evaluator], tb_log_name="run", progress_bar=False)
+    agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), *extra, evaluator], tb_log_name="run",
+                progress_bar=False)
     wall = time.perf_counter() - start
     inference = sum(m.seconds for m in models)
 
@@ -319,6 +365,11 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "reward_inference_seconds": inference,
         "reward_inference_share": inference / wall if wall > 0 else 0.0,
         "curve": curve,
+        "monitor": None if monitor is None else monitor.report(),
+        "labels_used": 0 if refit is None else refit.labeller.used,
+        "refits": [] if refit is None else refit.records,
+        "refit_seconds": 0.0 if refit is None else refit.seconds,
+        "demo_transitions": len(getattr(agent.replay_buffer, "demos", None) or ()) if cfg.algo == "sac" else 0,
     }
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     (run_dir / "run_config.json").write_text(json.dumps({
@@ -377,6 +428,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads for the learner (default: torch's, one per core; always 1 when a "
                              "simulator renders images in this process); give 1 to each of several train-agent "
                              "processes running at once, or they fight for the cores")
+    group = parser.add_argument_group("keeping a learned reward honest (HIL-SERL's recipe)")
+    group.add_argument("--no-monitor", dest="monitor", action="store_false",
+                       help="turn off the reward monitor (on whenever a reward model pays the agent and the env reports "
+                            "success: learned vs true success on the training frames, reward_monitor/* in TensorBoard, "
+                            "reward_monitor.json)")
+    group.add_argument("--monitor-min-precision", type=float, default=0.9,
+                       help="warn once when the learned success decision's precision over recent frames falls below this")
+    group.add_argument("--refit-every", type=int, default=None, metavar="N",
+                       help="every N env steps, label frames of the agent's recent rollouts (those the classifier calls "
+                            "successes plus a sample of the rest; the env's success flag stands in for a human) and "
+                            "fine-tune the classifier on its buffers plus every label so far")
+    group.add_argument("--label-budget", type=int, default=0, metavar="L", help="labels the refits may spend in all")
+    group.add_argument("--refit-epochs", type=int, default=3, help="fine-tuning epochs per refit")
+    group.add_argument("--refit-data", default=None, metavar="DIR",
+                       help="the classifier's original buffers (default: the directory its checkpoint names)")
+    group.add_argument("--demos", default=None, metavar="DIR",
+                       help="SAC: successful trajectories of DIR in the replay buffer, rewards from the current reward model")
+    group.add_argument("--demo-ratio", type=float, default=0.5, help="share of each SAC batch drawn from --demos")
     parser.add_argument("-v", "--verbose", type=int, default=0)
 
 
@@ -403,7 +472,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         reward_output=args.reward_output,
         normalize_obs=AUTO_YES_NO[args.normalize_obs],
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
-        algo_kwargs=parse_algo_kwargs(args.algo_kwargs),
+        algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
+        monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
+        refit_epochs=args.refit_epochs, refit_data=args.refit_data, demos=args.demos, demo_ratio=args.demo_ratio,
     )
 
 
@@ -421,6 +492,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"training {cfg.algo.upper()} on {cfg.env} with reward {cfg.reward}"
           f"{' + PBRS(' + cfg.pbrs + ')' if cfg.pbrs else ''} for {cfg.steps} steps; deterministic evaluation on true success:")
     summary = train_agent(cfg, command=command, report=True)
+    if summary["monitor"] is not None and summary["monitor"]["final"] is not None:
+        final = summary["monitor"]["final"]
+        print(f"reward monitor: precision {final['precision']}  recall {final['recall']} over the last "
+              f"{int(final['frames'])} training frames; labels used {summary['labels_used']}")
     print(f"final true success {summary['final_true_success']:.2f}  steps to 80%: {summary['steps_to_80']}  "
           f"wall {summary['wall_seconds']:.0f}s  reward inference {100 * summary['reward_inference_share']:.1f}%  "
           f"-> {cfg.logdir}")
