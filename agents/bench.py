@@ -4,6 +4,8 @@ Conditions are rewards as for ``train-agent``, optionally followed by ``+pbrs:PA
 ``sparse``, ``env``, ``classifier:c.pt``, ``classifier:c.pt+pbrs:p.pt``, ``progress:p.pt``,
 ``preference:b.pt``; a trailing ``@gamma=G`` gives that condition its own discount
 (``classifier:c.pt+pbrs:p.pt@gamma=0.95``), otherwise ``--gamma`` or the env's default applies.
+Any other ``train-agent`` option of the refits and demonstrations may follow the same way:
+``classifier:c.pt@refit-every=2000@label-budget=2000@demos=buffers`` (see ``agents.compare``).
 Runs go to parallel processes (``--jobs``); the output directory receives ``results.json`` (mean
 and spread per condition, per-seed curves, versions), ``report.md`` and ``curves.png``.
 ``--resume`` reuses the runs in ``--out`` that already finished with the same settings, so the
@@ -13,6 +15,7 @@ same command continues an interrupted bench.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import os
 import platform
 import shlex
@@ -25,7 +28,8 @@ from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, parse_alg
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
-    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare (see above): REWARD[+pbrs:PATH][@gamma=G]")
+    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare: REWARD[+pbrs:PATH][@name=value]..., name one of gamma, refit-every, "
+                             "label-budget, refit-epochs, refit-data, demos, demo-ratio (train-agent's options)")
     parser.add_argument("--names", nargs="+", default=None, help="display names, one per condition")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps per run")
@@ -59,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
                            gamma=args.gamma, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
-        for c in conditions:  # validate every checkpoint path before any run starts
-            TrainConfig(reward=c.reward, pbrs=c.pbrs)
+        for c in conditions:  # validate every checkpoint path and option before any run starts
+            replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options))
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap bench: error: {exc}", file=sys.stderr)
         return 2

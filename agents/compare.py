@@ -2,8 +2,9 @@
 
 A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``, ``env``,
 ``classifier:c.pt``, ``progress:p.pt``, ``preference:b.pt``, or any of them followed by
-``+pbrs:p.pt``, and optionally by ``@gamma=G``: that condition's agent discount (and so its PBRS
-gamma), for rewards whose best discount differs from the env reward's. Each (condition, seed) is
+``+pbrs:p.pt``, and optionally by ``@name=value`` options of ``train-agent``: ``@gamma=G`` (that
+condition's agent discount, and so its PBRS gamma), ``@refit-every=N``, ``@label-budget=L``,
+``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``. Each (condition, seed) is
 one ``train_agent`` run in its own process; the results are summarised in ``results.json``,
 ``report.md`` and ``curves.png``.
 """
@@ -21,7 +22,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from agents.monitor import precision_since
 from agents.train import TrainConfig, check_discount, package_versions, resolve_ignore_terminations, train_agent
+
+
+#: ``@name=value`` options a condition may carry: the ``train-agent`` option of that name
+#: (without ``--``) -> (TrainConfig field, type).
+CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
+    "gamma": ("gamma", float),
+    "refit-every": ("refit_every", int),
+    "label-budget": ("label_budget", int),
+    "refit-epochs": ("refit_epochs", int),
+    "refit-data": ("refit_data", str),
+    "demos": ("demos", str),
+    "demo-ratio": ("demo_ratio", float),
+}
 
 
 @dataclass(frozen=True)
@@ -30,35 +45,49 @@ class Condition:
     reward: str
     pbrs: str | None = None
     gamma: float | None = None  # None: the run's (``--gamma`` or the per-env default)
+    #: further TrainConfig settings of this condition, as (field, value) pairs
+    options: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def parse(cls, text: str, name: str | None = None) -> "Condition":
-        """``"classifier:c.pt+pbrs:p.pt@gamma=0.95"`` -> Condition(reward="classifier:c.pt", pbrs="p.pt", gamma=0.95).
+        """``REWARD[+pbrs:PATH][@name=value]...``, each ``@name=value`` a ``train-agent`` option.
 
         >>> Condition.parse("env@gamma=0.9")
-        Condition(name='env@0.9', reward='env', pbrs=None, gamma=0.9)
+        Condition(name='env@0.9', reward='env', pbrs=None, gamma=0.9, options=())
+        >>> c = Condition.parse("classifier:c.pt@refit-every=5000@label-budget=2000@demos=buf")
+        >>> c.name, c.options
+        ('classifier+refit+demos', (('refit_every', 5000), ('label_budget', 2000), ('demos', 'buf')))
         """
         spec = text
-        text, at, gamma_text = spec.partition("@gamma=")
-        gamma = None
-        if at:
+        text, *parts = re.split(r"@(?=[a-z-]+=)", spec)
+        if "@" in text and re.search(r"@\w", text):
+            raise ValueError(f"condition {spec!r}: after '@' expected name=value with name one of {sorted(CONDITION_OPTIONS)}")
+        gamma, options = None, []
+        for part in parts:
+            key, _, value = part.partition("=")
+            if key not in CONDITION_OPTIONS:
+                raise ValueError(f"condition {spec!r}: unknown option @{key}=; expected one of {sorted(CONDITION_OPTIONS)}")
+            field_name, kind = CONDITION_OPTIONS[key]
             try:
-                gamma = float(gamma_text)
+                parsed = kind(value)
             except ValueError:
-                raise ValueError(f"condition {spec!r}: expected @gamma=G with G a number in (0, 1]") from None
-            check_discount(gamma, f"condition {spec!r}: gamma")
-        elif re.search(r"@\w+=", spec):
-            raise ValueError(f"condition {spec!r}: after '@' expected gamma=G")
+                raise ValueError(f"condition {spec!r}: @{key}= expects {'an integer' if kind is int else 'a number'}, "
+                                 f"got {value!r}") from None
+            if key == "gamma":
+                gamma = check_discount(parsed, f"condition {spec!r}: gamma")
+            else:
+                options.append((field_name, parsed))
         reward, _, pbrs = text.partition("+pbrs:")
         if not pbrs and re.search(r"\+\w+:", text):  # a '+' inside a path is fine; '+other:' is not
             raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH")
         pbrs = pbrs or None
-        return cls(name or _short_name(reward, pbrs, gamma), reward, pbrs, gamma)
+        return cls(name or _short_name(reward, pbrs, gamma, dict(options)), reward, pbrs, gamma, tuple(options))
 
 
-def _short_name(reward: str, pbrs: str | None, gamma: float | None) -> str:
+def _short_name(reward: str, pbrs: str | None, gamma: float | None, options: dict[str, Any]) -> str:
     base = reward.split(":", 1)[0]
-    return base + ("+pbrs" if pbrs else "") + ("" if gamma is None else f"@{gamma:g}")
+    extras = ("+refit" if options.get("refit_every") else "") + ("+demos" if options.get("demos") else "")
+    return base + ("+pbrs" if pbrs else "") + extras + ("" if gamma is None else f"@{gamma:g}")
 
 
 def _run_one(cfg: TrainConfig) -> dict[str, Any]:
@@ -114,7 +143,7 @@ def run_conditions(
     out_dir = pathlib.Path(out_dir)
     configs = [
         replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, gamma=base.gamma if c.gamma is None else c.gamma,
-                logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"))
+                logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"), **dict(c.options))
         for c in conditions
         for s in seeds
     ]
@@ -168,6 +197,13 @@ def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: di
             "wall_seconds_mean": float(np.mean([r["wall_seconds"] for r in runs])),
             "reward_inference_share_mean": float(np.mean([r["reward_inference_share"] for r in runs])),
             "curves": [r["curve"] for r in runs],
+            "labels_used_per_seed": [r.get("labels_used", 0) for r in runs],
+            "monitor_warned_per_seed": [bool((r.get("monitor") or {}).get("warned")) for r in runs],
+            # precision of the learned success decision on the training frames of the last 20 % of steps
+            "monitor_precision_last20_per_seed": [
+                precision_since((r.get("monitor") or {}).get("history") or [], int(0.8 * base.steps)) for r in runs],
+            "monitor_curves": [[{"steps": p["steps"], "precision": p["precision"], "labels_used": p["labels_used"]}
+                                for p in ((r.get("monitor") or {}).get("history") or [])] for r in runs],
         })
     return {
         "env": base.env,
@@ -183,13 +219,17 @@ def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: di
 def format_table(summary: dict[str, Any]) -> str:
     n = len(summary["seeds"])
     lines = [
-        f"| condition | gamma | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | wall time (s) | reward inference share |",
-        "|---|---|---|---|---|---|",
+        f"| condition | gamma | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | "
+        "monitor precision, last 20 % (per seed) | labels used (per seed) | wall time (s) | reward inference share |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["conditions"]:
         steps = "never" if row["steps_to_80_median"] is None else f"{row['steps_to_80_median']:.0f} ({row['seeds_reaching_80']}/{n})"
+        precision = " / ".join("–" if p is None else f"{p:.2f}" for p in row.get("monitor_precision_last20_per_seed", []))
+        labels = " / ".join(str(v) for v in row.get("labels_used_per_seed", []))
         lines.append(
             f"| {row['condition']} | {row['gamma']:g} | {row['final_true_success_mean']:.2f} ± {row['final_true_success_std']:.2f} | {steps} | "
+            f"{precision or '–'} | {labels or '–'} | "
             f"{row['wall_seconds_mean']:.1f} | {100 * row['reward_inference_share_mean']:.1f}% |"
         )
     return "\n".join(lines)
@@ -201,7 +241,9 @@ def plot_curves(summary: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    monitored = [row for row in summary["conditions"] if any(row.get("monitor_curves", []))]
+    fig, axes = plt.subplots(1, 2 if monitored else 1, figsize=(12 if monitored else 7, 4.2), squeeze=False)
+    ax = axes[0, 0]
     for row in summary["conditions"]:
         steps = np.array([c["steps"] for c in row["curves"][0]])
         # Seeds evaluate at the same step counts; align on the shortest curve.
@@ -216,10 +258,29 @@ def plot_curves(summary: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     ax.set_title(f"{summary['env']}, {summary['algo'].upper()}, {len(summary['seeds'])} seed(s)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    if monitored:
+        plot_monitor(monitored, axes[0, 1])
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_monitor(rows: Sequence[dict[str, Any]], ax: Any) -> None:
+    """Monitor precision (recent training frames) against steps, one line per seed; labels used in the legend."""
+    for k, row in enumerate(rows):
+        for seed, curve in enumerate(row["monitor_curves"]):
+            points = [(p["steps"], p["precision"]) for p in curve if p["precision"] is not None]
+            if not points:
+                continue
+            labels = curve[-1]["labels_used"]
+            ax.plot(*zip(*points), color=f"C{k}", alpha=0.8,
+                    label=f"{row['condition']} ({labels} labels)" if seed == 0 else None)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("reward monitor precision (training frames)")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
 
 
 def write_report(summary: dict[str, Any], out_dir: pathlib.Path, preamble: str = "") -> None:

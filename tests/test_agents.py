@@ -105,10 +105,13 @@ def test_condition_parsing():
         Condition.parse("classifier:c.pt+shaping:p.pt")
     c = Condition.parse("classifier:c.pt+pbrs:p.pt@gamma=0.95")
     assert (c.name, c.reward, c.pbrs, c.gamma) == ("classifier+pbrs@0.95", "classifier:c.pt", "p.pt", 0.95)
-    for bad, message in [("env@gamma=1.5", "gamma must be in"), ("env@gamma=x", "expected @gamma=G"),
-                         ("env@lr=0.1", "expected gamma=G")]:
+    for bad, message in [("env@gamma=1.5", "gamma must be in"), ("env@gamma=x", "@gamma= expects a number"),
+                         ("env@lr=0.1", "unknown option @lr="), ("env@refit-every=many", "@refit-every= expects an integer")]:
         with pytest.raises(ValueError, match=message):
             Condition.parse(bad)
+    c = Condition.parse("classifier:c.pt+pbrs:p.pt@gamma=0.9@refit-every=500@label-budget=60@demos=dir@demo-ratio=0.25")
+    assert (c.name, c.pbrs, c.gamma) == ("classifier+pbrs+refit+demos@0.9", "p.pt", 0.9)
+    assert dict(c.options) == {"refit_every": 500, "label_budget": 60, "demos": "dir", "demo_ratio": 0.25}
 
 
 def test_condition_gamma_reaches_its_runs_only(tmp_path):
