@@ -1,6 +1,6 @@
 """Wiring of the reward monitor, in-training refits, replay relabelling and demonstrations into a run.
 
-``train-agent`` calls these in order: :func:`frame_store` (under the reward wrappers), then, with
+``train-agent`` calls these in order: :func:`check_settings` (with its config), :func:`frame_store` (under the reward wrappers), then, with
 the stack built, :func:`replay_kwargs` (SAC only) and :func:`callbacks`. Each piece lives in its
 own module: :mod:`agents.monitor`, :mod:`agents.refit`, :mod:`agents.replay`,
 :mod:`reward_wrappers.transitions`.
@@ -29,6 +29,30 @@ from reward_wrappers.transitions import (
 
 #: The refit's ring of recent frames holds at most this many bytes (64x64 rgb: ~87k frames).
 RECENT_FRAMES_BYTES = 1 << 30
+
+
+def check_settings(cfg: Any, kind: str) -> None:
+    """Errors for refit, demonstration and monitor settings that cannot work together."""
+    if cfg.refit_every is not None:
+        if kind != "classifier":
+            raise ValueError(f"--refit-every refits a success classifier; --reward {cfg.reward} is not classifier:PATH")
+        if cfg.refit_every <= 0 or cfg.label_budget <= 0:
+            raise ValueError(f"--refit-every and --label-budget must be positive (got {cfg.refit_every}, {cfg.label_budget})")
+        if cfg.refit_epochs <= 0:
+            raise ValueError(f"--refit-epochs must be positive, got {cfg.refit_epochs}")
+        if cfg.refit_data is not None and not pathlib.Path(cfg.refit_data).is_dir():
+            raise FileNotFoundError(f"--refit-data: buffer directory {cfg.refit_data} does not exist")
+    elif cfg.label_budget:
+        raise ValueError("--label-budget is spent by refits: give --refit-every N too")
+    if cfg.demos is not None:
+        if cfg.algo != "sac":
+            raise ValueError("--demos puts demonstrations in SAC's replay buffer: use --algo sac")
+        if not pathlib.Path(cfg.demos).is_dir():
+            raise FileNotFoundError(f"--demos: buffer directory {cfg.demos} does not exist")
+    if not 0.0 <= cfg.demo_ratio < 1.0:
+        raise ValueError(f"--demo-ratio must be in [0, 1), got {cfg.demo_ratio}")
+    if not 0.0 < cfg.monitor_min_precision <= 1.0:
+        raise ValueError(f"--monitor-min-precision must be in (0, 1], got {cfg.monitor_min_precision}")
 
 
 def model_input_keys(models: Sequence[RewardModel]) -> tuple[str, ...]:

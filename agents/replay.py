@@ -103,10 +103,17 @@ def load_demonstrations(data: str | os.PathLike | list[Any], observation_space: 
 
 
 class RelabelingMixin:
-    """Replay-buffer additions shared by the Box and Dict twins (see the module docstring)."""
+    """Replay-buffer additions shared by the Box and Dict twins (see the module docstring); it
+    comes first in their bases, so ``super()`` is SB3's ``ReplayBuffer`` or ``DictReplayBuffer``."""
 
-    def _setup_relabeling(self, frames: Optional[VecTransitionFrames], reward_fn: Optional[RewardFunction],
-                          demos: Optional[Demonstrations], demo_ratio: float) -> None:
+    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space, device: Any = "auto",
+                 n_envs: int = 1, optimize_memory_usage: bool = False, handle_timeout_termination: bool = True, *,
+                 frames: Optional[VecTransitionFrames] = None, reward_fn: Optional[RewardFunction] = None,
+                 demos: Optional[Demonstrations] = None, demo_ratio: float = 0.5) -> None:
+        if optimize_memory_usage:
+            raise ValueError("relabelling replay buffers keep next observations: optimize_memory_usage must be False")
+        super().__init__(buffer_size, observation_space, action_space, device, n_envs, False,  # type: ignore[call-arg]
+                         handle_timeout_termination)
         if not 0.0 <= demo_ratio < 1.0:
             raise ValueError(f"demo_ratio must be in [0, 1), got {demo_ratio}")
         self.frames = frames
@@ -124,6 +131,7 @@ class RelabelingMixin:
                 self.next_frames[key] = np.zeros((*shape, *space.shape), space.dtype)
                 if frames.keep_prev:
                     self.prev_frames[key] = np.zeros((*shape, *space.shape), space.dtype)
+        self._policy_key = next(iter(key_spaces(observation_space)))  # a Box's key in the demonstrations
         if demos is not None and reward_fn is not None:
             demos.rewards = reward_fn(demos.prev_frames, demos.next_frames, demos.env_rewards, demos.terminated)
 
@@ -132,10 +140,13 @@ class RelabelingMixin:
         """Bytes reserved for the reward models' inputs (committed only as transitions arrive)."""
         return int(sum(v.nbytes for v in (*self.next_frames.values(), *self.prev_frames.values())))
 
-    def _record_frames(self) -> None:
+    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # noqa: ANN001 - SB3's signature
         last = self.frames.last if self.frames is not None else None
-        if last is None:
-            return
+        if last is not None:
+            self._record_frames(last)
+        super().add(obs, next_obs, action, reward, done, infos)  # type: ignore[misc]
+
+    def _record_frames(self, last: Any) -> None:
         for key, store in self.next_frames.items():
             store[self.pos] = last.next[key]
         for key, store in self.prev_frames.items():
@@ -181,47 +192,20 @@ class RelabelingMixin:
 class RelabelingReplayBuffer(RelabelingMixin, ReplayBuffer):
     """SB3 ``ReplayBuffer`` (Box observations) with stored model inputs, relabelling and demonstrations."""
 
-    def __init__(self, buffer_size: int, observation_space: spaces.Space, action_space: spaces.Space, device: Any = "auto",
-                 n_envs: int = 1, optimize_memory_usage: bool = False, handle_timeout_termination: bool = True, *,
-                 frames: Optional[VecTransitionFrames] = None, reward_fn: Optional[RewardFunction] = None,
-                 demos: Optional[Demonstrations] = None, demo_ratio: float = 0.5) -> None:
-        if optimize_memory_usage:
-            raise ValueError("relabelling replay buffers keep next observations: optimize_memory_usage must be False")
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs, False, handle_timeout_termination)
-        self._setup_relabeling(frames, reward_fn, demos, demo_ratio)
-        self._key = next(iter(key_spaces(observation_space)))
-
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # noqa: ANN001 - SB3's signature
-        self._record_frames()
-        super().add(obs, next_obs, action, reward, done, infos)
-
     def sample(self, batch_size: int, env: Any = None) -> ReplayBufferSamples:
         n_demo = self._demo_part(batch_size)
         online = super().sample(batch_size - n_demo, env)
         if n_demo == 0:
             return online
         obs, nxt, actions, dones, rewards = self._demo_arrays(n_demo, env)
-        demo = ReplayBufferSamples(*map(self.to_torch, (self._normalize_obs(obs[self._key], env), actions,
-                                                       self._normalize_obs(nxt[self._key], env), dones,
+        demo = ReplayBufferSamples(*map(self.to_torch, (self._normalize_obs(obs[self._policy_key], env), actions,
+                                                       self._normalize_obs(nxt[self._policy_key], env), dones,
                                                        self._normalize_reward(rewards, env))))
         return ReplayBufferSamples(*(th.cat([a, b]) for a, b in zip(online[:5], demo[:5])))
 
 
 class RelabelingDictReplayBuffer(RelabelingMixin, DictReplayBuffer):
     """SB3 ``DictReplayBuffer`` twin of :class:`RelabelingReplayBuffer`."""
-
-    def __init__(self, buffer_size: int, observation_space: spaces.Dict, action_space: spaces.Space, device: Any = "auto",
-                 n_envs: int = 1, optimize_memory_usage: bool = False, handle_timeout_termination: bool = True, *,
-                 frames: Optional[VecTransitionFrames] = None, reward_fn: Optional[RewardFunction] = None,
-                 demos: Optional[Demonstrations] = None, demo_ratio: float = 0.5) -> None:
-        if optimize_memory_usage:
-            raise ValueError("relabelling replay buffers keep next observations: optimize_memory_usage must be False")
-        super().__init__(buffer_size, observation_space, action_space, device, n_envs, False, handle_timeout_termination)
-        self._setup_relabeling(frames, reward_fn, demos, demo_ratio)
-
-    def add(self, obs, next_obs, action, reward, done, infos) -> None:  # noqa: ANN001 - SB3's signature
-        self._record_frames()
-        super().add(obs, next_obs, action, reward, done, infos)
 
     def sample(self, batch_size: int, env: Any = None) -> DictReplayBufferSamples:
         n_demo = self._demo_part(batch_size)

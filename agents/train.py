@@ -112,7 +112,7 @@ class TrainConfig:
             raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
         if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
             raise ValueError(f"--ignore-terminations is available for built-in and ManiSkill envs only, not {self.env!r}")
-        check_correction(self, kind)
+        correction.check_settings(self, kind)
         ends_on_success = not resolve_ignore_terminations(self.env, self.ignore_terminations)
         if kind == "progress" and (self.reward_output or "progress") == "progress" and ends_on_success:
             warnings.warn(
@@ -120,30 +120,6 @@ class TrainConfig:
                 "success: hovering just short of the goal earns ~0.9 per step (~0.9/(1-gamma) in all), more than "
                 "finishing, which ends the episode. Prefer --pbrs with the progress model, --reward-output delta, "
                 "or --ignore-terminations yes (reward-semantics notes)", RuntimeWarning, stacklevel=3)
-
-
-def check_correction(cfg: TrainConfig, kind: str) -> None:
-    """Errors for refit, demonstration and monitor settings that cannot work together."""
-    if cfg.refit_every is not None:
-        if kind != "classifier":
-            raise ValueError(f"--refit-every refits a success classifier; --reward {cfg.reward} is not classifier:PATH")
-        if cfg.refit_every <= 0 or cfg.label_budget <= 0:
-            raise ValueError(f"--refit-every and --label-budget must be positive (got {cfg.refit_every}, {cfg.label_budget})")
-        if cfg.refit_epochs <= 0:
-            raise ValueError(f"--refit-epochs must be positive, got {cfg.refit_epochs}")
-        if cfg.refit_data is not None and not pathlib.Path(cfg.refit_data).is_dir():
-            raise FileNotFoundError(f"--refit-data: buffer directory {cfg.refit_data} does not exist")
-    elif cfg.label_budget:
-        raise ValueError("--label-budget is spent by refits: give --refit-every N too")
-    if cfg.demos is not None:
-        if cfg.algo != "sac":
-            raise ValueError("--demos puts demonstrations in SAC's replay buffer: use --algo sac")
-        if not pathlib.Path(cfg.demos).is_dir():
-            raise FileNotFoundError(f"--demos: buffer directory {cfg.demos} does not exist")
-    if not 0.0 <= cfg.demo_ratio < 1.0:
-        raise ValueError(f"--demo-ratio must be in [0, 1), got {cfg.demo_ratio}")
-    if not 0.0 < cfg.monitor_min_precision <= 1.0:
-        raise ValueError(f"--monitor-min-precision must be in (0, 1], got {cfg.monitor_min_precision}")
 
 
 def parse_reward(reward: str) -> tuple[str, str | None]:
@@ -338,6 +314,10 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
                             tensorboard_log=str(run_dir / "tb"), **sb3_kwargs)
     # The buffer is built; its kwargs (the frame store, the reward models) must not be pickled into model.zip.
     agent.replay_buffer_kwargs = {}
+    frame_memory = getattr(agent.replay_buffer, "frame_memory_bytes", 0) if cfg.algo == "sac" else 0
+    if frame_memory and report:
+        print(f"the replay buffer keeps the reward models' inputs of every transition for relabelling: "
+              f"{frame_memory / 2**20:.0f} MiB at most (committed as transitions arrive)")
     evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000, report=report)
     extra, monitor, refit = correction.callbacks(cfg, frames, live, run_dir, has_reward_model=bool(models),
                                                  verbose=1 if report else 0)
@@ -369,6 +349,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "labels_used": 0 if refit is None else refit.labeller.used,
         "refits": [] if refit is None else refit.records,
         "refit_seconds": 0.0 if refit is None else refit.seconds,
+        "relabel_frame_memory_bytes": frame_memory,
         "demo_transitions": len(getattr(agent.replay_buffer, "demos", None) or ()) if cfg.algo == "sac" else 0,
     }
     (run_dir / "eval.json").write_text(json.dumps(summary, indent=2) + "\n")

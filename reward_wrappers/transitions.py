@@ -70,7 +70,7 @@ class VecTransitionFrames(VecEnvWrapper):
 
     ``last`` is the :class:`Transition` of the latest step; ``recent_frames()`` returns the ring's
     frames ``s'`` oldest first. The env's success flag of each ring frame (``success_key`` of the
-    step's info) is kept privately for :class:`SuccessLabeller`.
+    step's info, else SB3's ``is_success``) is kept privately for :class:`SuccessLabeller`.
     """
 
     def __init__(self, venv: VecEnv, keys: Sequence[str], *, keep_prev: bool = False, recent: int = 0,
@@ -92,6 +92,8 @@ class VecTransitionFrames(VecEnvWrapper):
         self._ring_pos = 0
         self._ring_size = 0
         self.frames_seen = 0
+        #: whether any step's info carried ``success_key`` (or SB3's ``is_success``)
+        self.reports_success = False
         self._current: Optional[Frames] = None
         self.last: Optional[Transition] = None
 
@@ -128,7 +130,9 @@ class VecTransitionFrames(VecEnvWrapper):
                 pos = self._ring_pos
                 for k in self.keys:
                     self._ring[k][pos] = nxt[k][i]
-                self._ring_success[pos] = bool(info.get(self.success_key, False))
+                flag = info.get(self.success_key, info.get("is_success"))
+                self.reports_success |= flag is not None
+                self._ring_success[pos] = bool(flag)
                 self._ring_pos = (pos + 1) % self.capacity
                 self._ring_size = min(self._ring_size + 1, self.capacity)
         self.frames_seen += len(dones)
@@ -169,6 +173,9 @@ class SuccessLabeller:
     def label(self, indices: np.ndarray) -> np.ndarray:
         """True success of ring frames ``indices`` (as ``recent_frames()`` orders them), at most
         ``remaining`` of them: the first ones are answered, the rest refused (a shorter result)."""
+        if not self.store.reports_success:
+            raise ValueError(f"the env's infos carry no {self.store.success_key!r} (nor 'is_success') flag: there is "
+                             "nothing to stand in for a labeller; refits need an env that reports success")
         indices = np.asarray(indices, dtype=np.int64)[: self.remaining]
         self.used += len(indices)
         return self.store._true_success(indices)

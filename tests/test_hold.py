@@ -284,3 +284,11 @@ def test_correction_settings_are_checked_before_training(tmp_path):
                             (dict(reward="env", algo="sac", demo_ratio=1.0), "demo-ratio")]:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**kwargs)
+
+
+def test_refits_refuse_an_env_without_a_success_flag():
+    store = VecTransitionFrames(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), ("state",), recent=4)
+    store.reset()
+    store.step(np.zeros((1, 1), np.float32))
+    with pytest.raises(ValueError, match="nothing to stand in for a labeller"):
+        SuccessLabeller(store, budget=3).label(np.array([0]))
