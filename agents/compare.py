@@ -159,7 +159,7 @@ def run_conditions(
         keys = [key for key in keys if key not in results]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(configs), desc="training runs", unit="run", disable=not progress)
+    bar = tqdm(total=len(configs), desc="training runs", unit="run", disable=None if progress else True)  # None: off when not a tty
     if jobs <= 1:
         for key, cfg in zip(keys, configs):
             bar.set_postfix_str(f"{key[0]} seed {key[1]}")

@@ -47,6 +47,9 @@ def check_settings(cfg: Any, kind: str) -> None:
     if cfg.demos is not None:
         if cfg.algo != "sac":
             raise ValueError("--demos puts demonstrations in SAC's replay buffer: use --algo sac")
+        if kind in ("env", "sparse"):
+            raise ValueError(f"--demos takes the demonstrations' rewards from the reward model; --reward {cfg.reward} has "
+                             "none (the recorded rewards may come from another reward mode): use a learned reward")
         if not pathlib.Path(cfg.demos).is_dir():
             raise FileNotFoundError(f"--demos: buffer directory {cfg.demos} does not exist")
     if not 0.0 <= cfg.demo_ratio < 1.0:

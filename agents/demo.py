@@ -91,7 +91,7 @@ def collect_mixed(
         noise = noise_levels[episode % len(noise_levels)]
         return envs.expert_policy(recorder, noise=1.0 if noise is None else noise, seed=seed + episode)
 
-    bar = tqdm(total=episodes, desc="collect", unit="ep", disable=not progress)
+    bar = tqdm(total=episodes, desc="collect", unit="ep", disable=None if progress else True)  # None: off when not a tty
     try:
         steps = record_episodes(recorder, policy_for, range(episodes), seed=seed, on_episode=lambda *_: bar.update(1))
     finally:

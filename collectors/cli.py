@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
     n_workers = min(args.n_envs, args.episodes)
     shards = [list(range(i, args.episodes, n_workers)) for i in range(n_workers)]
-    bar = tqdm(total=args.episodes, desc=f"collect {args.env}", unit="ep", disable=args.no_progress)
+    bar = tqdm(total=args.episodes, desc=f"collect {args.env}", unit="ep", disable=True if args.no_progress else None)  # None: off when not a tty
     counts = {"success": 0, "steps": 0}
 
     def on_event(event: tuple) -> None:

@@ -281,6 +281,7 @@ def test_correction_settings_are_checked_before_training(tmp_path):
                             (dict(reward=f"classifier:{ckpt}", refit_every=10), "must be positive"),
                             (dict(reward="env", label_budget=5), "give --refit-every"),
                             (dict(reward="env", demos=str(tmp_path)), "use --algo sac"),
+                            (dict(reward="sparse", algo="sac", demos=str(tmp_path)), "use a learned reward"),
                             (dict(reward="env", algo="sac", demo_ratio=1.0), "demo-ratio")]:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**kwargs)

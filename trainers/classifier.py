@@ -148,7 +148,7 @@ def fit_classifier(
     history: list[dict[str, float]] = []
     frames_seen, train_seconds = 0, 0.0
 
-    bar = tqdm(total=epochs * steps, desc="classifier", unit="batch", disable=not progress)
+    bar = tqdm(total=epochs * steps, desc="classifier", unit="batch", disable=None if progress else True)  # None: off when not a tty
     for epoch in range(epochs):
         net.train()
         epoch_start, losses = time.perf_counter(), []

@@ -312,7 +312,7 @@ def fit_preference(
     history: list[dict[str, float]] = []
     pairs_seen, train_seconds = 0, 0.0
 
-    bar = tqdm(total=epochs * steps, desc="preference", unit="batch", disable=not progress)
+    bar = tqdm(total=epochs * steps, desc="preference", unit="batch", disable=None if progress else True)  # None: off when not a tty
     for epoch in range(epochs):
         net.train()
         epoch_start, losses = time.perf_counter(), []

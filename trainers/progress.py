@@ -474,7 +474,8 @@ def fit_progress(
     history: list[dict[str, float]] = []
     frames_seen, train_seconds = 0, 0.0
 
-    bar = tqdm(total=epochs * steps, desc="stage-progress" if stage_source else "progress", unit="batch", disable=not progress)
+    bar = tqdm(total=epochs * steps, desc="stage-progress" if stage_source else "progress", unit="batch",
+               disable=None if progress else True)  # None: off when not a tty
     for epoch in range(epochs):
         net.train()
         epoch_start, losses = time.perf_counter(), []

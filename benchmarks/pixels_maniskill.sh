@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# From pixels on ManiSkill: a success classifier on the camera image replaces the env reward; the
+# policy reads state, SAC learns with scripted-expert demonstrations and in-training refits under a
+# label budget. Beside it: SAC on the env's dense reward (same budget and seeds) and, as a separate
+# bench, PPO on the classifier with refits.
+#
+#   ENV=PushCube-v1 bash benchmarks/pixels_maniskill.sh [OUT]   (default OUT: benchmarks/results/pushcube_pixels)
+#
+# Knobs (environment variables): STEPS (60000), SEEDS (2), EPISODES (120 expert episodes, noise 0.3,
+# full length), EPOCHS (10), REFIT_EVERY (10000), LABELS (3000), JOBS (2), PPO (1: run the PPO bench).
+set -euo pipefail
+ENV=${ENV:-PushCube-v1}
+OUT=${OUT:-${1:-benchmarks/results/pushcube_pixels}}
+WORK=${WORK:-/tmp/pixels_$ENV}
+STEPS=${STEPS:-60000}; SEEDS=${SEEDS:-2}; EPISODES=${EPISODES:-120}; EPOCHS=${EPOCHS:-10}
+REFIT_EVERY=${REFIT_EVERY:-10000}; LABELS=${LABELS:-3000}; JOBS=${JOBS:-2}; NOISE=${NOISE:-0.3}
+PY=${PY:-python}
+mkdir -p "$WORK" "$OUT"
+if [ ! -f "$WORK/expert/.done" ]; then
+  rm -rf "$WORK/expert"
+  $PY - "$ENV" "$WORK/expert" "$EPISODES" "$NOISE" <<'PYEOF'
+import sys, torch
+torch.set_num_threads(1)
+import collectors, envs
+env_id, out, episodes, noise = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+env = collectors.TrajectoryRecorder(envs.make(env_id, obs="state+rgb", render_size=64, ignore_terminations=True), out)
+collectors.record_episodes(env, lambda e: envs.expert_policy(env, noise=noise, seed=e), range(episodes), seed=0)
+env.close()
+PYEOF
+  touch "$WORK/expert/.done"
+fi
+[ -f "$WORK/rgb.pt" ] || rewardswap train-reward classifier --data "$WORK/expert" --out "$WORK/rgb.pt" --inputs rgb \
+  --epochs "$EPOCHS" --seed 0 --logdir "$WORK/rgb_tb"
+cp "$WORK/rgb.report.json" "$OUT/classifier.report.json"
+C="classifier:$WORK/rgb.pt"
+rewardswap bench --env "$ENV" --algo sac --policy-obs state --seeds "$SEEDS" --steps "$STEPS" --eval-freq 10000 \
+  --eval-episodes 50 --jobs "$JOBS" --out "$OUT" --resume \
+  --conditions env "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@demos=$WORK/expert" \
+  --names dense_env rgb_classifier+demos+refits
+if [ "${PPO:-1}" = 1 ]; then
+  rewardswap bench --env "$ENV" --algo ppo --policy-obs state --seeds 1 --steps "$STEPS" --eval-freq 10000 \
+    --eval-episodes 50 --jobs 1 --out "$OUT/ppo" --resume \
+    --conditions "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS" --names rgb_classifier+refits
+fi
