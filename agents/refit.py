@@ -95,7 +95,9 @@ class RefitCallback(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        if self.num_timesteps - self._last >= self.every and self.labeller.remaining > 0:
+        # No refit once the step budget is reached: nothing would train on it.
+        finished = self.num_timesteps >= getattr(self.model, "_total_timesteps", float("inf"))
+        if self.num_timesteps - self._last >= self.every and self.labeller.remaining > 0 and not finished:
             self._last = self.num_timesteps
             self.refit()
 
@@ -168,10 +170,10 @@ class RefitCallback(BaseCallback):
 
 
 def labels_per_refit(budget: int, steps: int, every: int) -> int:
-    """An even share of the budget for each refit the run will make.
+    """An even share of the budget for each refit the run will make (none at the very end).
 
     >>> labels_per_refit(1000, 30_000, 5_000)
-    167
+    200
     """
-    return max(1, math.ceil(budget / max(1, steps // every)))
+    return max(1, math.ceil(budget / max(1, (steps - 1) // every)))
 

@@ -261,6 +261,8 @@ def test_train_agent_refits_within_the_budget_and_reports_every_count(tmp_path, 
     assert [r["labels_used"] for r in report["refits"]] == [sum(r["labelled"] for r in summary["refits"][: k + 1])
                                                             for k in range(len(report["refits"]))]
     assert len(list((run / "refits").glob("refit_*.pt"))) == len(summary["refits"]) >= 2
+    assert all(r["steps"] < 384 for r in summary["refits"])  # no refit once the budget is reached
+    assert all(r["labelled"] <= 50 for r in summary["refits"])  # 100 labels shared by the 2 refits before the end
     from reward_wrappers import load_reward_model
 
     meta = load_reward_model(run / "refits" / "refit_001.pt").metadata["refit"]
