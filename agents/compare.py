@@ -33,6 +33,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "refit-every": ("refit_every", int),
     "label-budget": ("label_budget", int),
     "refit-epochs": ("refit_epochs", int),
+    "refit-precision": ("refit_precision", float),
     "refit-data": ("refit_data", str),
     "demos": ("demos", str),
     "demo-ratio": ("demo_ratio", float),
@@ -100,7 +101,8 @@ def _run_one(cfg: TrainConfig) -> dict[str, Any]:
 def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
     """The summary of a run that already finished in ``cfg.logdir`` with these settings, else None.
 
-    Settings are compared as ``run_config.json`` saved them, except ``logdir`` and ``verbose``
+    Settings are compared as ``run_config.json`` saved them (a setting it lacks, added to
+    ``TrainConfig`` later, as its default), except ``logdir`` and ``verbose``
     (they do not change what is trained) and ``ignore_terminations``, compared as resolved (None
     means the env's default, so a ``train-agent`` run matches a ``bench`` one); ``eval.json`` and
     ``run_config.json`` are written last, so a run that was cut off has neither.
@@ -112,9 +114,11 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     wanted = json.loads(json.dumps(asdict(cfg), default=str))  # tuples become lists, as saved
+    defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
 
     def settings(config: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in config.items() if k not in ("logdir", "verbose")}
+        # A setting added after a run was saved ran at its default (new options keep old behaviour).
+        out = {k: v for k, v in {**defaults, **config}.items() if k not in ("logdir", "verbose")}
         if "env" in out:
             out["ignore_terminations"] = resolve_ignore_terminations(out["env"], out.get("ignore_terminations"))
         return out

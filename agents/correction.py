@@ -38,6 +38,8 @@ def check_settings(cfg: Any, kind: str) -> None:
             raise ValueError(f"--refit-every refits a success classifier; --reward {cfg.reward} is not classifier:PATH")
         if cfg.refit_every <= 0 or cfg.label_budget <= 0:
             raise ValueError(f"--refit-every and --label-budget must be positive (got {cfg.refit_every}, {cfg.label_budget})")
+        if not 0.0 < cfg.refit_precision <= 1.0:
+            raise ValueError(f"--refit-precision must be in (0, 1], got {cfg.refit_precision}")
         if cfg.refit_epochs <= 0:
             raise ValueError(f"--refit-epochs must be positive, got {cfg.refit_epochs}")
         if cfg.refit_data is not None and not pathlib.Path(cfg.refit_data).is_dir():
@@ -112,5 +114,6 @@ def callbacks(cfg: Any, frames: Optional[VecTransitionFrames], live: Optional[Sw
                              "directory here; give --refit-data DIR")
         refit = RefitCallback(model=live, frames=frames, labeller=labeller, base_data=base, every=cfg.refit_every,
                               labels_per_refit=labels_per_refit(cfg.label_budget, cfg.steps, cfg.refit_every),
-                              run_dir=run_dir, epochs=cfg.refit_epochs, seed=cfg.seed, monitor=monitor, verbose=verbose)
+                              run_dir=run_dir, epochs=cfg.refit_epochs, seed=cfg.seed, monitor=monitor,
+                              precision=cfg.refit_precision, verbose=verbose)
     return [c for c in (monitor, refit) if c is not None], monitor, refit

@@ -8,7 +8,9 @@ from one model), :class:`RefitCallback`:
 2. asks the labeller about those the classifier calls successes (the false positives an agent
    exploits) plus a random sample of the rest; each answer costs one label of the budget, and
    nothing is asked once it is spent. The env's success flag stands in for the human here;
-3. fine-tunes the classifier on its original buffers plus every frame labelled so far, saves it
+3. fine-tunes the classifier on its original buffers plus every frame labelled so far (its
+   threshold raised where needed to reach ``precision`` on held-out frames, labelled ones among
+   them: false positives are what the agent exploits), saves it
    as ``refits/refit_<k>.pt`` (with its label count) and swaps it into the run's reward wrappers
    (a :class:`~reward_wrappers.base.SwappableModel`, in this process only);
 4. recomputes every reward stored in an off-policy replay buffer (:mod:`agents.replay`).
@@ -73,7 +75,8 @@ class RefitCallback(BaseCallback):
 
     def __init__(self, *, model: SwappableModel, frames: VecTransitionFrames, labeller: SuccessLabeller,
                  base_data: str, every: int, labels_per_refit: int, run_dir: str | pathlib.Path, epochs: int = 3,
-                 lr: float = 1e-4, seed: int = 0, monitor: Any = None, verbose: int = 1) -> None:
+                 lr: float = 1e-4, seed: int = 0, monitor: Any = None, precision: float | None = 0.95,
+                 verbose: int = 1) -> None:
         super().__init__(verbose)
         self.live = model
         self.frames = frames
@@ -84,6 +87,7 @@ class RefitCallback(BaseCallback):
         self.run_dir = pathlib.Path(run_dir)
         self.epochs, self.lr, self.seed = int(epochs), float(lr), int(seed)
         self.monitor = monitor
+        self.precision = precision
         self.rng = np.random.default_rng(seed)
         self.labelled: list[LabelledFrames] = []
         self.records: list[dict[str, Any]] = []
@@ -145,7 +149,8 @@ class RefitCallback(BaseCallback):
         out = self.run_dir / "refits" / f"refit_{k:03d}.pt"
         current = getattr(self.live, "current", self.live)
         path = fit_classifier([*self._base, *self.labelled], out, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
-                              progress=False, init=current, metadata={"refit": record})
+                              progress=False, init=current, metadata={"refit": record},
+                              threshold_precision=self.precision)
         from reward_wrappers import load_reward_model
 
         new = load_reward_model(path)

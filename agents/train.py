@@ -88,6 +88,7 @@ class TrainConfig:
     refit_every: int | None = None
     label_budget: int = 0
     refit_epochs: int = 3
+    refit_precision: float = 0.95
     refit_data: str | None = None
     demos: str | None = None
     demo_ratio: float = 0.5
@@ -422,6 +423,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "fine-tune the classifier on its buffers plus every label so far")
     group.add_argument("--label-budget", type=int, default=0, metavar="L", help="labels the refits may spend in all")
     group.add_argument("--refit-epochs", type=int, default=3, help="fine-tuning epochs per refit")
+    group.add_argument("--refit-precision", type=float, default=0.95,
+                       help="a refit's threshold is raised, where needed, until its held-out precision reaches this")
     group.add_argument("--refit-data", default=None, metavar="DIR",
                        help="the classifier's original buffers (default: the directory its checkpoint names)")
     group.add_argument("--demos", default=None, metavar="DIR",
@@ -455,7 +458,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
         monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
-        refit_epochs=args.refit_epochs, refit_data=args.refit_data, demos=args.demos, demo_ratio=args.demo_ratio,
+        refit_epochs=args.refit_epochs, refit_precision=args.refit_precision, refit_data=args.refit_data,
+        demos=args.demos, demo_ratio=args.demo_ratio,
     )
 
 

@@ -26,5 +26,5 @@ C="classifier:$WORK/weak.pt"
 rewardswap bench --env PointReach-v0 --algo sac --policy-obs state --seeds 3 --steps 30000 --n-envs 4 \
   --eval-freq 3000 --eval-episodes 20 --jobs 2 --out "$OUT" --resume \
   --algo-kwargs '{"gradient_steps": 2, "batch_size": 128, "policy_kwargs": {"net_arch": [64, 64]}}' \
-  --conditions env "$C" "$C@refit-every=5000@label-budget=1500" "$C@refit-every=5000@label-budget=1500@demos=$WORK/expert" \
+  --conditions env "$C" "$C@refit-every=2500@label-budget=1500" "$C@refit-every=2500@label-budget=1500@demos=$WORK/expert" \
   --names dense_env classifier classifier+refit classifier+refit+demos

@@ -295,3 +295,13 @@ def test_refits_refuse_an_env_without_a_success_flag():
     store.step(np.zeros((1, 1), np.float32))
     with pytest.raises(ValueError, match="nothing to stand in for a labeller"):
         SuccessLabeller(store, budget=3).label(np.array([0]))
+
+
+def test_precision_threshold_by_hand():
+    from trainers.metrics import precision_threshold
+
+    probs, labels = np.array([0.95, 0.9, 0.8, 0.7, 0.6, 0.3]), np.array([1, 1, 0, 1, 1, 0])
+    # called from the top: precision 1, 1, 2/3, 3/4, 4/5, 4/6
+    assert precision_threshold(probs, labels, 0.8) == pytest.approx(0.45)  # 4 of the first 5 are right
+    assert precision_threshold(probs, labels, 0.9) == pytest.approx(0.85)  # only the first two
+    assert precision_threshold(np.array([0.9, 0.9, 0.1]), np.array([1, 0, 0]), 0.9) is None  # a tie cannot be split

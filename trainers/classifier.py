@@ -52,7 +52,7 @@ from trainers.data import (
     split_by_trajectory,
     state_statistics,
 )
-from trainers.metrics import best_f1_threshold, binary_metrics, roc_auc
+from trainers.metrics import best_f1_threshold, binary_metrics, precision_threshold, roc_auc
 
 SHIFT_PAD = 4  # pixels of random shift at 64x64, as in DrQ
 
@@ -81,6 +81,7 @@ def fit_classifier(
     progress: bool = True,
     init: TorchRewardModel | None = None,
     metadata: dict[str, Any] | None = None,
+    threshold_precision: float | None = None,
 ) -> pathlib.Path:
     """Train a success classifier; write the checkpoint to ``out`` and return its path.
 
@@ -95,6 +96,10 @@ def fit_classifier(
     ``init`` fine-tunes a copy of an existing classifier (its architecture, weights and state
     normalisation; ``inputs``, ``window``, ``encoder`` and ``hidden`` are taken from it) instead of
     a fresh network: the in-training refits do this. ``metadata`` is added to the checkpoint's.
+
+    The saved threshold maximises held-out F1; with ``threshold_precision`` it is raised, where
+    needed, to the lowest one whose held-out precision reaches that value (agents exploit false
+    positives, so a refit trades recall for precision).
     """
     if init is not None:
         inputs, window = tuple(init.spec.inputs), init.spec.window
@@ -191,6 +196,9 @@ def fit_classifier(
     scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
     probs = sigmoid(scores)
     threshold = best_f1_threshold(probs, val_table.label)
+    if threshold_precision is not None:
+        precise = precision_threshold(probs, val_table.label, threshold_precision)
+        threshold = threshold if precise is None else max(threshold, precise)
     model.spec = ModelSpec(inputs=specs, window=window, output="logit", threshold=threshold)
     report = {
         "kind": "classifier",
@@ -201,6 +209,7 @@ def fit_classifier(
         "val_auc": roc_auc(scores, val_table.label),
         "val_loss": balanced_bce(scores, val_table.label),
         "suggested_threshold": threshold,
+        "threshold_precision": threshold_precision,
         "at_suggested_threshold": binary_metrics(probs, val_table.label, threshold),
         "at_threshold_0.5": binary_metrics(probs, val_table.label, 0.5),
         "counts": {

@@ -93,3 +93,25 @@ def best_f1_threshold(probs: np.ndarray, labels: np.ndarray) -> float:
         if f1 >= best_f1:
             best, best_f1 = float(t), f1
     return best
+
+
+def precision_threshold(probs: np.ndarray, labels: np.ndarray, precision: float) -> float | None:
+    """The lowest probability threshold at which held-out precision reaches ``precision`` (the
+    most recall that precision allows), or None when no threshold with a positive call reaches it.
+
+    >>> round(precision_threshold(np.array([0.2, 0.6, 0.7, 0.9]), np.array([0, 0, 1, 1]), 0.9), 3)
+    0.65
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    truth = np.asarray(labels).reshape(-1) > 0.5
+    order = np.argsort(-probs, kind="stable")
+    sorted_probs, hits = probs[order], np.cumsum(truth[order])
+    called = np.arange(1, len(probs) + 1)
+    # Only cut between distinct scores: a threshold cannot split tied frames.
+    last_of_tie = np.r_[sorted_probs[1:] != sorted_probs[:-1], True]
+    ok = np.flatnonzero((hits / called >= precision) & last_of_tie)
+    if len(ok) == 0:
+        return None
+    k = ok[-1]
+    below = sorted_probs[k + 1] if k + 1 < len(sorted_probs) else max(sorted_probs[k] - 1e-6, 0.0)
+    return float(0.5 * (sorted_probs[k] + below))
