@@ -245,7 +245,8 @@ def plot_curves(summary: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    monitored = [row for row in summary["conditions"] if any(row.get("monitor_curves", []))]
+    # (colour index, row): a condition keeps its colour in both panels
+    monitored = [(k, row) for k, row in enumerate(summary["conditions"]) if any(row.get("monitor_curves", []))]
     fig, axes = plt.subplots(1, 2 if monitored else 1, figsize=(12 if monitored else 7, 4.2), squeeze=False)
     ax = axes[0, 0]
     for row in summary["conditions"]:
@@ -270,9 +271,9 @@ def plot_curves(summary: dict[str, Any], path: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def plot_monitor(rows: Sequence[dict[str, Any]], ax: Any) -> None:
+def plot_monitor(rows: Sequence[tuple[int, dict[str, Any]]], ax: Any) -> None:
     """Monitor precision (recent training frames) against steps, one line per seed; labels used in the legend."""
-    for k, row in enumerate(rows):
+    for k, row in rows:
         for seed, curve in enumerate(row["monitor_curves"]):
             points = [(p["steps"], p["precision"]) for p in curve if p["precision"] is not None]
             if not points:
