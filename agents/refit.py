@@ -23,13 +23,16 @@ import pathlib
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from collectors import load_trajectories
+from reward_wrappers import load_reward_model
 from reward_wrappers.base import SwappableModel, sigmoid
 from reward_wrappers.transitions import SuccessLabeller, VecTransitionFrames
+from trainers.classifier import fit_classifier
 
 #: Share of a refit's labels that may go to frames the classifier calls successes; the rest (at
 #: least a quarter) is a uniform sample of the others, which also finds missed successes.
@@ -113,8 +116,6 @@ class RefitCallback(BaseCallback):
 
     def refit(self) -> Optional[dict[str, Any]]:
         """Label, fine-tune, swap, relabel; return what happened (None when nothing was labelled)."""
-        from trainers.classifier import fit_classifier
-
         start = time.perf_counter()
         frames = self.frames.recent_frames()
         threshold = float(self.live.spec.threshold) if self.live.spec is not None else 0.5
@@ -130,8 +131,6 @@ class RefitCallback(BaseCallback):
             self.labelled.append(LabelledFrames({key: v[rows].copy() for key, v in frames.items()},
                                                 labels[start_row : start_row + CHUNK].astype(np.float32), f"refit{k}_{c}"))
         if self._base is None:
-            from collectors import load_trajectories
-
             self._base = list(load_trajectories(self.base_data))
         was_called = called[chosen]
         record = {
@@ -151,8 +150,6 @@ class RefitCallback(BaseCallback):
         path = fit_classifier([*self._base, *self.labelled], out, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
                               progress=False, init=current, metadata={"refit": record},
                               threshold_precision=self.precision)
-        from reward_wrappers import load_reward_model
-
         new = load_reward_model(path)
         if self.monitor is not None:
             self.monitor.record_refit(record)
