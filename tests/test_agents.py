@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 
@@ -402,3 +403,17 @@ def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, caps
         assert report["seed"] == 3 and report["epochs_run"] == 2, kind
         assert report["counts"]["val_trajectories"] == 4, kind  # 30 % of 12 trajectories
     assert (tmp_path / "tb").is_dir()
+
+
+@pytest.mark.parametrize("kind", ["classifier", "progress", "preference"])
+@pytest.mark.parametrize("option, value, message", [("--epochs", "-1", "expected a positive integer, got -1"),
+                                                    ("--batch-size", "0", "expected a positive integer, got 0"),
+                                                    ("--lr", "nan", "expected a positive number"),
+                                                    ("--val-fraction", "1.5", r"expected a number in \(0, 1\)")])
+def test_train_reward_rejects_bad_shared_options_before_any_work(tmp_path, capsys, kind, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train-reward", kind, "--data", str(tmp_path), "--out", str(tmp_path / "m.pt"), option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and re.search(message, err)
+    assert not (tmp_path / "m.pt").exists()

@@ -103,14 +103,49 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (the message names what was given).
+
+    >>> positive_int("3")
+    3
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and np.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    value = positive_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
+
+
 def add_fit_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 128, batch_help: str | None = None) -> None:
     """The ``train-reward`` options every model kind shares (same names, meanings and defaults)."""
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=batch_help)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--val-fraction", type=float, default=0.2, help="fraction of trajectories held out")
+    parser.add_argument("--epochs", type=positive_int, default=20)
+    parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
+    parser.add_argument("--lr", type=positive_float, default=3e-4)
+    parser.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of trajectories held out")
     parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation of images")
-    parser.add_argument("--patience", type=int, default=5, help="early-stopping patience in epochs")
+    parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience in epochs")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a terminal)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
@@ -120,7 +155,7 @@ def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """``fit_*`` keyword arguments from the options :func:`add_fit_arguments` added."""
     return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
                 augment=not args.no_augment, patience=args.patience, seed=args.seed, device=args.device,
-                logdir=args.logdir)
+                logdir=args.logdir, progress=not args.no_progress)
 
 
 def report_path(out: str | os.PathLike, suffix: str) -> pathlib.Path:
