@@ -300,6 +300,9 @@ def learned_output(raw: Array, score: Array, success: Mask, output: str, ops: Op
 
 def validate_mode(mode: str, env_weight: float, model_weight: float) -> None:
     check_choice("mode", mode, REWARD_MODES)
+    for name, value in (("env_weight", env_weight), ("model_weight", model_weight)):
+        if not np.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value}")
     if mode != "weighted" and env_weight != 0.0:
         raise ValueError(f"env_weight is only used with mode='weighted' (got mode={mode!r}, env_weight={env_weight})")
 
@@ -539,6 +542,10 @@ class LearnedRewardCore:
         self.mode, self.env_weight, self.model_weight = mode, float(env_weight), float(model_weight)
         self.output = output
         self._threshold = None if threshold is None else float(threshold)
+        if self._threshold is not None and not (
+                0.0 <= self._threshold <= 1.0 if self.kind == "logit" else np.isfinite(self._threshold)):
+            raise ValueError(f"threshold must be {'a probability in [0, 1]' if self.kind == 'logit' else 'finite'} "
+                             f"for this model (output {self.kind!r}), got {threshold}")
         self.terminate_on_success = bool(terminate_on_success)
         self.feed = ModelFeed(self.model, num_envs, self.ops)
         self.hold = HoldCounter(num_envs, hold_steps, self.ops)
@@ -576,7 +583,8 @@ class LearnedRewardCore:
             positive = positive & ~fresh
         success = self.hold.update(positive)
         learned = learned_output(raw, score, success, self.output, ops)
-        reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
+        reward = ops.check_finite(combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight),
+                                  "the mixed reward (env and learned rewards with their weights)")
         if has_fresh:  # a reset step (NEXT_STEP autoreset) is not a transition: no reward
             reward = ops.where(fresh, 0.0, reward)
             learned = ops.where(fresh, 0.0, learned)
@@ -632,7 +640,7 @@ class PBRSCore:
         shaping = pbrs_shaping(self.phi, phi_next, terminated, self.gamma, ops)
         if ops.any(fresh):  # reset step: Phi(s_0) is cached, nothing is paid
             shaping = ops.where(fresh, 0.0, shaping)
-        reward = env_reward + shaping
+        reward = ops.check_finite(env_reward + shaping, "the shaped reward (reward + gamma * Phi(s') - Phi(s))")
         self.phi = phi_next
         if restart_raw is not None:
             self.phi = ops.where(ended, self._potential(restart_raw), self.phi)
@@ -688,7 +696,8 @@ class ProgressCore:
             frames, fresh=fresh, ended=ended, restart_frames=restart_frames, want_restart_values=delta
         )
         learned = progress - self.previous if delta else progress
-        reward = combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight)
+        reward = ops.check_finite(combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight),
+                                  "the mixed reward (env and learned rewards with their weights)")
         if ops.any(fresh):  # a reset step pays nothing
             learned = ops.where(fresh, 0.0, learned)
             reward = ops.where(fresh, 0.0, reward)

@@ -340,6 +340,26 @@ def test_batch_check_accepts_numpy_and_torch_and_names_expected_and_actual() -> 
         check({"rgb": np.zeros((4, 2, 3), np.float32)})
 
 
+def test_weights_and_thresholds_are_checked_at_construction_and_the_paid_reward_is_finite() -> None:
+    logit = lambda batch: np.full(len(batch["state"]), 1e308)  # noqa: E731 - finite, but not once weighted
+    for kwargs, message in [(dict(model_weight=math.inf), "model_weight must be a finite number"),
+                            (dict(mode="weighted", env_weight=math.nan), "env_weight must be a finite number"),
+                            (dict(threshold=2.0), r"threshold must be a probability in \[0, 1\]")]:
+        with pytest.raises(ValueError, match=message):
+            LearnedReward(counting_env(), logit, **kwargs)
+    with pytest.raises(ValueError, match="must be a finite number"):
+        ProgressReward(counting_env(), logit, model_weight=math.nan)
+    env = LearnedReward(counting_env(), logit, output="raw", model_weight=10.0)
+    env.reset(seed=0)
+    with pytest.raises(FloatingPointError, match="mixed reward"):
+        env.step(np.zeros(1, np.float32))
+    # Phi(s_0) = -1e308, Phi(s_1) = +1e308: each finite, the shaping term 2e308 is not
+    env = PBRS(counting_env(), lambda batch: np.where(batch["state"][:, 0] % 2 == 1, 1e308, -1e308), gamma=1.0)
+    env.reset(seed=0)
+    with pytest.raises(FloatingPointError, match="shaped reward"):
+        env.step(np.zeros(1, np.float32))
+
+
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
 @pytest.mark.parametrize("make", [
     lambda env, f: LearnedReward(env, f),
