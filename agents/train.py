@@ -15,6 +15,7 @@ potential, using the agent's own discount.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import pathlib
@@ -275,7 +276,9 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     if cfg.gamma is not None:
         hyper["gamma"] = cfg.gamma
     gamma = float(hyper.get("gamma", 0.99))
-    sb3_kwargs = sb3_hyperparameters(hyper)
+    # A copy: SB3 writes into nested dicts (policy_kwargs gets use_sde), which would change what
+    # run_config.json records and so what --resume compares.
+    sb3_kwargs = copy.deepcopy(sb3_hyperparameters(hyper))
 
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
                         collect_dir=cfg.collect, info_keys=())

@@ -417,3 +417,15 @@ def test_train_reward_rejects_bad_shared_options_before_any_work(tmp_path, capsy
     err = capsys.readouterr().err
     assert option in err and re.search(message, err)
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_run_with_policy_kwargs_is_found_again_by_resume(tmp_path):
+    from agents.compare import finished_run
+    from agents.train import TrainConfig, train_agent
+
+    kwargs = {"learning_starts": 64, "batch_size": 32, "policy_kwargs": {"net_arch": [8]}}
+    cfg = TrainConfig(env="PointReach-v0", algo="sac", steps=128, n_envs=2, eval_freq=128, eval_episodes=2,
+                      logdir=str(tmp_path / "run"), algo_kwargs=json.loads(json.dumps(kwargs)))
+    train_agent(cfg)
+    assert cfg.algo_kwargs == kwargs  # SAC adds use_sde to the policy_kwargs it gets: a copy
+    assert finished_run(cfg) is not None
