@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
     parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare: REWARD[+pbrs:PATH][@name=value]..., name one of gamma, refit-every, "
-                             "label-budget, refit-epochs, refit-data, demos, demo-ratio (train-agent's options)")
+                             "label-budget, refit-epochs, refit-precision, refit-data, demos, demo-ratio "
+                             "(train-agent's options)")
     parser.add_argument("--names", nargs="+", default=None, help="display names, one per condition")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps per run")
