@@ -415,9 +415,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "processes running at once, or they fight for the cores")
     group = parser.add_argument_group("keeping a learned reward honest (HIL-SERL's recipe)")
     group.add_argument("--no-monitor", dest="monitor", action="store_false",
-                       help="turn off the reward monitor (on whenever a reward model pays the agent and the env reports "
-                            "success: learned vs true success on the training frames, reward_monitor/* in TensorBoard, "
-                            "reward_monitor.json)")
+                       help="turn off the reward monitor; monitor=True means it is on whenever a reward model pays the "
+                            "agent and the env reports success: learned vs true success on the training frames, "
+                            "reward_monitor/* in TensorBoard, reward_monitor.json")
     group.add_argument("--monitor-min-precision", type=float, default=0.9,
                        help="warn once when the learned success decision's precision over recent frames falls below this")
     group.add_argument("--refit-every", type=int, default=None, metavar="N",
@@ -429,7 +429,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--refit-precision", type=float, default=0.95,
                        help="a refit's threshold is raised, where needed, until its held-out precision reaches this")
     group.add_argument("--refit-data", default=None, metavar="DIR",
-                       help="the classifier's original buffers (default: the directory its checkpoint names)")
+                       help="the classifier's original buffers; None: the directory its checkpoint names")
     group.add_argument("--demos", default=None, metavar="DIR",
                        help="SAC: successful trajectories of DIR in the replay buffer, rewards from the current reward model")
     group.add_argument("--demo-ratio", type=float, default=0.5, help="share of each SAC batch drawn from --demos")
