@@ -270,6 +270,10 @@ def test_train_agent_refits_within_the_budget_and_reports_every_count(tmp_path, 
     saved = json.loads((run / "run_config.json").read_text())["config"]
     assert (saved["refit_every"], saved["label_budget"]) == (128, 100)
     if algo == "sac":
+        import zipfile
+
+        saved_agent = json.loads(zipfile.ZipFile(run / "model.zip").read("data"))
+        assert saved_agent["replay_buffer_kwargs"] == {}  # the frame store and reward models stay out of model.zip
         assert summary["demo_transitions"] > 0
         assert all(r["relabelled_transitions"] > summary["demo_transitions"] for r in summary["refits"])
 
