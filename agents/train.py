@@ -97,6 +97,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"--algo must be one of {sorted(ALGOS)}, got {self.algo!r}")
+        envs.check_env_id(self.env)  # here, not in eight worker processes
         kind, _ = parse_reward(self.reward)
         if kind in LEARNED_KINDS:
             path = self.reward.split(":", 1)[1]

@@ -13,7 +13,7 @@ True
 """
 
 from envs.experts import SUPPORTED_EXPERT_ENV_IDS, expert_policy
-from envs.factory import BUILTIN_ENV_IDS, is_maniskill_id, make, register_builtin_envs, supports_ignore_terminations
+from envs.factory import BUILTIN_ENV_IDS, check_env_id, is_maniskill_id, make, register_builtin_envs, supports_ignore_terminations
 from envs.spaces import ObsDict, default_key, is_image_space, key_spaces, obs_keys, obs_to_dict
 
 register_builtin_envs()
@@ -22,6 +22,7 @@ __all__ = [
     "BUILTIN_ENV_IDS",
     "SUPPORTED_EXPERT_ENV_IDS",
     "ObsDict",
+    "check_env_id",
     "default_key",
     "expert_policy",
     "is_image_space",

@@ -90,6 +90,19 @@ def supports_ignore_terminations(env_id: str) -> bool:
     return env_id in _BUILTIN_SPECS or is_maniskill_id(env_id)
 
 
+def check_env_id(env_id: str) -> None:
+    """Raise the ``ValueError`` :func:`make` would, in this process, for an id it cannot build
+    (so a command fails once, clearly, before any worker process starts).
+
+    >>> check_env_id("PointReach-v0")
+    """
+    if env_id in _BUILTIN_SPECS or env_id in gym.registry:
+        return
+    ms_ids = _maniskill_ids()
+    if ms_ids is None or env_id not in ms_ids:
+        raise _unknown_id_error(env_id, ms_ids is not None)
+
+
 def _unknown_id_error(env_id: str, maniskill_installed: bool) -> ValueError:
     hint = (
         "ManiSkill is installed but has no such task (e.g. 'PickCube-v1', 'PushCube-v1')."

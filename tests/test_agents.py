@@ -52,6 +52,7 @@ def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
         (["--algo-kwargs", "{n_epochs: 4}"], "--algo-kwargs must be a JSON object"),
         (["--algo-kwargs", "[4]"], "--algo-kwargs must be a JSON object"),
         (["--threads", "0"], "--threads must be >= 1"),
+        (["--env", "NoSuchEnv-v9"], "unknown env id 'NoSuchEnv-v9'"),
     ],
 )
 def test_train_agent_argument_errors_are_clear(argv, message, capsys):
