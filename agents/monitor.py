@@ -21,7 +21,6 @@ The true success flag is used here to *measure*, never to pay the agent.
 
 from __future__ import annotations
 
-import json
 import pathlib
 import sys
 import warnings
@@ -32,6 +31,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from reward_wrappers.core import LEARNED_REWARD, LEARNED_SUCCESS, PROGRESS, ENV_REWARD
+from trainers.common import write_json_atomic
 from trainers.metrics import spearman
 
 #: Info key of the env's true success flag (``envs.make`` writes it; SB3 logs ``is_success``).
@@ -57,6 +57,12 @@ def json_safe(obj: Any) -> Any:
 
 def _ratio(num: int, den: int) -> float:
     return float(num) / den if den else float("nan")
+
+
+def rates(counts: dict[str, int]) -> dict[str, float]:
+    """Precision, recall and false-positive rate of confusion counts (NaN where undefined)."""
+    tp, fp, fn, tn = counts["tp"], counts["fp"], counts["fn"], counts["tn"]
+    return {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "false_positive_rate": _ratio(fp, fp + tn)}
 
 
 class SuccessMonitor:
@@ -110,9 +116,7 @@ class SuccessMonitor:
         """Figures over the recent window (frames) and the recent episodes; NaN where undefined."""
         c = self.recent_counts()
         out = {
-            "precision": _ratio(c["tp"], c["tp"] + c["fp"]),
-            "recall": _ratio(c["tp"], c["tp"] + c["fn"]),
-            "false_positive_rate": _ratio(c["fp"], c["fp"] + c["tn"]),
+            **rates(c),
             "frames": float(sum(c.values())),
             "predicted_positive_frames": float(c["tp"] + c["fp"]),
         }
@@ -128,13 +132,7 @@ class SuccessMonitor:
 
     def total_figures(self) -> dict[str, float]:
         """Precision, recall and false-positive rate over every frame seen."""
-        c = self.totals
-        return {
-            "precision": _ratio(c["tp"], c["tp"] + c["fp"]),
-            "recall": _ratio(c["tp"], c["tp"] + c["fn"]),
-            "false_positive_rate": _ratio(c["fp"], c["fp"] + c["tn"]),
-            **{k: float(v) for k, v in c.items()},
-        }
+        return {**rates(self.totals), **{k: float(v) for k, v in self.totals.items()}}
 
 
 def decision_from_infos(infos: list[dict[str, Any]], progress_threshold: float) -> Optional[np.ndarray]:
@@ -252,8 +250,7 @@ class RewardMonitor(BaseCallback):
 
     def write(self) -> None:
         if self.report_path is not None:
-            self.report_path.parent.mkdir(parents=True, exist_ok=True)
-            self.report_path.write_text(json.dumps(self.report(), indent=2) + "\n")
+            write_json_atomic(self.report_path, self.report())
 
 
 def precision_since(history: list[dict[str, Any]], start_step: int) -> Optional[float]:

@@ -30,8 +30,9 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from collectors import load_trajectories
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import SwappableModel, sigmoid
-from reward_wrappers.transitions import SuccessLabeller, VecTransitionFrames
+from reward_wrappers.base import SwappableModel
+from reward_wrappers.core import NumpyOps, output_kind, success_score
+from reward_wrappers.transitions import SuccessLabeller, VecTransitionFrames, predict_in_chunks
 from trainers.classifier import fit_classifier
 
 #: Share of a refit's labels that may go to frames the classifier calls successes; the rest (at
@@ -108,11 +109,9 @@ class RefitCallback(BaseCallback):
             self._last = self.num_timesteps
             self.refit()
 
-    def _scores(self, frames: dict[str, np.ndarray], chunk: int = 512) -> np.ndarray:
-        n = len(next(iter(frames.values())))
-        raw = np.concatenate([self.live.predict({k: v[s : s + chunk] for k, v in frames.items()})
-                              for s in range(0, n, chunk)]) if n else np.zeros(0)
-        return sigmoid(raw) if self.live.spec is None or self.live.spec.output == "logit" else raw
+    def _scores(self, frames: dict[str, np.ndarray]) -> np.ndarray:
+        """What the wrappers compare with the threshold: the probability, for a classifier."""
+        return success_score(predict_in_chunks(self.live.predict, frames), output_kind(self.live), NumpyOps())
 
     def refit(self) -> Optional[dict[str, Any]]:
         """Label, fine-tune, swap, relabel; return what happened (None when nothing was labelled)."""

@@ -23,7 +23,7 @@ wrappers use: a learned reward at ``s'``, progress (or its delta), PBRS with the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
@@ -44,7 +44,8 @@ from reward_wrappers.core import (
     success_score,
 )
 
-__all__ = ["VecTransitionFrames", "SuccessLabeller", "transition_rewards", "reward_cores", "check_relabelable"]
+__all__ = ["VecTransitionFrames", "SuccessLabeller", "transition_rewards", "reward_cores", "check_relabelable",
+           "predict_in_chunks"]
 
 Frames = dict[str, np.ndarray]
 
@@ -123,18 +124,17 @@ class VecTransitionFrames(VecEnvWrapper):
                 nxt[k][i] = terminal[k]
             truncated[i] = bool(infos[i].get("TimeLimit.truncated", False))
         prev = self._current if self.keep_prev else {}
-        self.last = Transition(prev or {}, nxt, np.asarray(rewards, np.float64).copy(), dones & ~truncated)
+        self.last = Transition(prev, nxt, np.asarray(rewards, np.float64).copy(), dones & ~truncated)
         self._current = returned
         if self.capacity:
-            for i, info in enumerate(infos):
-                pos = self._ring_pos
-                for k in self.keys:
-                    self._ring[k][pos] = nxt[k][i]
-                flag = info.get(self.success_key, info.get("is_success"))
-                self.reports_success |= flag is not None
-                self._ring_success[pos] = bool(flag)
-                self._ring_pos = (pos + 1) % self.capacity
-                self._ring_size = min(self._ring_size + 1, self.capacity)
+            flags = [info.get(self.success_key, info.get("is_success")) for info in infos]
+            self.reports_success |= any(flag is not None for flag in flags)
+            rows = (self._ring_pos + np.arange(len(dones))) % self.capacity
+            for k in self.keys:
+                self._ring[k][rows] = nxt[k]
+            self._ring_success[rows] = [bool(flag) for flag in flags]
+            self._ring_pos = int(rows[-1] + 1) % self.capacity
+            self._ring_size = min(self._ring_size + len(dones), self.capacity)
         self.frames_seen += len(dones)
         return obs, rewards, dones, infos
 
@@ -208,12 +208,21 @@ def needs_prev(cores: Sequence[RewardCore]) -> bool:
     return any(isinstance(c, PBRSCore) or (isinstance(c, ProgressCore) and c.output == "delta") for c in cores)
 
 
-def _values(core: RewardCore, frames: Frames, chunk: int) -> np.ndarray:
+def predict_in_chunks(predict: Callable[[Frames], Any], frames: Frames, chunk: int = 512) -> np.ndarray:
+    """``predict`` over a large batch of frames, ``chunk`` rows at a time (bounded memory), as float64.
+
+    >>> predict_in_chunks(lambda b: b["state"][:, 0] * 2, {"state": np.arange(5.0)[:, None]}, chunk=2).tolist()
+    [0.0, 2.0, 4.0, 6.0, 8.0]
+    """
     n = len(next(iter(frames.values())))
     out = np.empty(n, np.float64)
     for start in range(0, n, chunk):
-        out[start : start + chunk] = core.feed.values({k: v[start : start + chunk] for k, v in frames.items()})
+        out[start : start + chunk] = np.asarray(predict({k: v[start : start + chunk] for k, v in frames.items()})).reshape(-1)
     return out
+
+
+def _values(core: RewardCore, frames: Frames, chunk: int) -> np.ndarray:
+    return predict_in_chunks(core.feed.values, frames, chunk)
 
 
 def transition_rewards(cores: Sequence[RewardCore], prev: Frames, nxt: Frames, env_reward: np.ndarray,
