@@ -21,12 +21,14 @@ import platform
 import shlex
 import sys
 
+import envs
 from agents.compare import Condition, format_table, run_conditions
-from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, parse_algo_kwargs
+from agents.defaults import parse_algo_kwargs
+from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_recorded_env, probe_env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make")
+    envs.add_env_arguments(parser, default_env="PointReach-v0")
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
     parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare: REWARD[+pbrs:PATH][@name=value]..., name one of gamma, refit-every, "
                              "label-budget, refit-epochs, refit-precision, refit-data, demos, demo-ratio "
@@ -60,12 +62,14 @@ def run(args: argparse.Namespace) -> int:
         conditions = [Condition.parse(c, n) for c, n in zip(args.conditions, names)]
         if len({c.name for c in conditions}) != len(conditions):
             raise ValueError("two conditions share a name; give --names")
-        base = TrainConfig(env=args.env, algo=args.algo, steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
+        base = TrainConfig(env=args.env, env_kwargs=envs.parse_env_kwargs(args.env_kwargs),
+                           max_episode_steps=args.max_episode_steps, render_size=args.render_size, algo=args.algo, steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
                            gamma=args.gamma, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
         for c in conditions:  # validate every checkpoint path and option before any run starts
-            replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options))
+            check_recorded_env(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
+        probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap bench: error: {exc}", file=sys.stderr)
         return 2

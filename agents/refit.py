@@ -8,7 +8,8 @@ from one model), :class:`RefitCallback`:
 2. asks the labeller about those the classifier calls successes (the false positives an agent
    exploits) plus a random sample of the rest; each answer costs one label of the budget, and
    nothing is asked once it is spent. The env's success flag stands in for the human here;
-3. fine-tunes the classifier on its original buffers plus every frame labelled so far (its
+3. fine-tunes the classifier on its original buffers plus every frame labelled so far, the
+   labelled frames taking half of each class's share of a batch (its
    threshold raised where needed to reach ``precision`` on held-out frames, labelled ones among
    them: false positives are what the agent exploits), saves it
    as ``refits/refit_<k>.pt`` (with its label count) and swaps it into the run's reward wrappers
@@ -146,7 +147,7 @@ class RefitCallback(BaseCallback):
         }
         out = self.run_dir / "refits" / f"refit_{k:03d}.pt"
         current = getattr(self.live, "current", self.live)
-        path = fit_classifier([*self._base, *self.labelled], out, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
+        path = fit_classifier(self._base, out, focus=self.labelled, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
                               progress=False, init=current, metadata={"refit": record},
                               threshold_precision=self.precision)
         new = load_reward_model(path)

@@ -34,6 +34,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNorma
 import envs
 from agents import correction
 from agents.callbacks import RewardLogger, TrueSuccessEval
+from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
 
@@ -42,6 +43,8 @@ LEARNED_KINDS = ("classifier", "progress", "preference")
 OBS_CHOICES = ("state", "rgb", "state+rgb")
 #: ``--ignore-terminations`` / ``--normalize-obs`` choice -> TrainConfig value (None: decided per env)
 AUTO_YES_NO: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
+#: envs.make arguments a run sets itself; --env-kwargs may not override them.
+RESERVED_ENV_KWARGS = frozenset({"obs", "reward", "render_size", "seed", "max_episode_steps", "ignore_terminations"})
 
 
 def resolve_ignore_terminations(env_id: str, ignore_terminations: bool | None) -> bool:
@@ -81,6 +84,8 @@ class TrainConfig:
     eval_freq: int = 5_000
     eval_episodes: int = 20
     render_size: int = 64
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    max_episode_steps: int | None = None
     normalize_obs: bool | None = None
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
     verbose: int = 0
@@ -98,6 +103,14 @@ class TrainConfig:
         if self.algo not in ALGOS:
             raise ValueError(f"--algo must be one of {sorted(ALGOS)}, got {self.algo!r}")
         envs.check_env_id(self.env)  # here, not in eight worker processes
+        reserved = sorted(set(self.env_kwargs) & RESERVED_ENV_KWARGS)
+        if reserved:
+            raise ValueError(f"--env-kwargs sets {reserved}, which have options of their own "
+                             "(--policy-obs, --reward, --render-size, --seed, --max-episode-steps, --ignore-terminations)")
+        if self.max_episode_steps is not None and self.max_episode_steps <= 0:
+            raise ValueError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
+        if self.render_size < 8:
+            raise ValueError(f"--render-size must be >= 8, got {self.render_size}")
         kind, _ = parse_reward(self.reward)
         if kind in LEARNED_KINDS:
             path = self.reward.split(":", 1)[1]
@@ -125,6 +138,32 @@ class TrainConfig:
                 "or --ignore-terminations yes (reward-semantics notes)", RuntimeWarning, stacklevel=3)
 
 
+def reward_path(reward: str) -> str | None:
+    """The checkpoint of a learned ``--reward`` (None for env and sparse)."""
+    return parse_reward(reward)[1]
+
+
+def recorded_env_spec(path: str) -> dict[str, Any] | None:
+    """The env spec a checkpoint records (from the data it was fitted on), if any."""
+    return load_reward_model(path).metadata.get("env")
+
+
+def check_recorded_env(cfg: TrainConfig, models: dict[str, RewardModel] | None = None) -> None:
+    """Refuse a reward model fitted on data from another env (id or constructor arguments), saying
+    what differs. ``models``: option -> loaded model (else the checkpoints are read)."""
+    wanted = envs.env_spec(cfg.env, cfg.env_kwargs, cfg.max_episode_steps, cfg.render_size)
+    paths = {"--reward": reward_path(cfg.reward), "--pbrs": cfg.pbrs}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        model = (models or {}).get(option)
+        recorded = (getattr(model, "metadata", None) or {}).get("env") if model is not None else recorded_env_spec(path)
+        differences = envs.spec_differences(recorded, wanted, keys=("id", "kwargs")) if recorded else []
+        if differences:
+            raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
+                             "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
+
+
 def parse_reward(reward: str) -> tuple[str, str | None]:
     """``"classifier:model.pt"`` -> ``("classifier", "model.pt")``; ``"env"`` -> ``("env", None)``."""
     kind, _, path = reward.partition(":")
@@ -135,55 +174,6 @@ def parse_reward(reward: str) -> tuple[str, str | None]:
     raise ValueError(
         f"--reward {reward!r} not understood: use env, sparse, or classifier:PATH, progress:PATH, preference:PATH"
     )
-
-
-def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
-    """Settings that train in a few minutes on 2 CPU cores (ManiSkill: see platform notes)."""
-    maniskill = env_id not in envs.BUILTIN_ENV_IDS
-    if algo == "ppo":
-        if maniskill:
-            # Annealed learning rate: at a constant rate PushCube's success peaked and then fell back.
-            # Initial action std 0.2 (log -1.6), not SB3's 1: a unit of envs.make's default
-            # pd_ee_delta_pos action moves the gripper 10 cm, and PushCube pays for pushing only
-            # with the gripper within 1 cm of the cube's back. At std 1 (and 0.6) the dense reward's
-            # success swung between 0.2 and 0.8 over 200k steps; at 0.2 it ends 160k steps at
-            # 0.58-0.90 (4 runs, 3 seeds; benchmarks/results/README.md).
-            # gamma 0.95, not ManiSkill's 0.8 (tuned for thousands of GPU envs that end episodes on
-            # success): with 8 envs and full-length episodes, PushCube's dense reward ended 300k steps
-            # at 0.98 / 0.96 (seeds 0 / 1) against 0.56 at 0.8, and PBRS on a learned progress
-            # model learns only with the longer horizon (0.88 / 0.00).
-            return dict(n_steps=64, batch_size=512, n_epochs=8, gamma=0.95, gae_lambda=0.9, learning_rate=3e-4,
-                        lr_schedule="linear", ent_coef=0.0, clip_range=0.2, target_kl=0.1,
-                        policy_kwargs=dict(net_arch=[256, 256, 256], log_std_init=-1.6))
-        return dict(n_steps=64, batch_size=256, n_epochs=5, gamma=0.95, gae_lambda=0.95, learning_rate=1e-3,
-                    ent_coef=0.0, policy_kwargs=dict(net_arch=[64, 64]))
-    # A bounded replay buffer: SB3's default (1M) would need ~12 GB for 64x64 images.
-    # gamma 0.95 for ManiSkill too, as for PPO: on PushCube's dense reward (8 envs, full-length
-    # episodes, 100k steps) SAC ended at 1.00 / 0.65 (seeds 0 / 1) against 0.30 / 0.55 at
-    # ManiSkill's 0.8, and had first successes by 40k steps against 80k
-    # (benchmarks/results/pushcube_sac_gamma/).
-    return dict(learning_starts=1_000, batch_size=256, buffer_size=100_000, gamma=0.95,
-                train_freq=1, gradient_steps=1, policy_kwargs=dict(net_arch=[256, 256]))
-
-
-def sb3_hyperparameters(hyper: dict[str, Any]) -> dict[str, Any]:
-    """SB3 keyword arguments from our JSON-able hyperparameters.
-
-    ``lr_schedule="linear"`` anneals ``learning_rate`` to 0 over the run (SB3 takes a function of
-    the remaining progress; the run config keeps the readable form).
-
-    >>> kwargs = sb3_hyperparameters({"learning_rate": 3e-4, "lr_schedule": "linear"})
-    >>> kwargs["learning_rate"](0.5)
-    0.00015
-    """
-    kwargs = dict(hyper)
-    schedule = kwargs.pop("lr_schedule", "constant")
-    if schedule == "linear":
-        initial = float(kwargs.get("learning_rate", 3e-4))
-        kwargs["learning_rate"] = lambda progress_remaining: progress_remaining * initial
-    elif schedule != "constant":
-        raise ValueError(f"lr_schedule must be 'constant' or 'linear', got {schedule!r}")
-    return kwargs
 
 
 class TimedModel:
@@ -242,8 +232,19 @@ def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
     return VecExtractDictObs(venv, policy_obs)
 
 
-def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = False) -> dict[str, Any]:
-    """Run one training job; return a summary (final true success, curve, timings)."""
+def probe_env(cfg: TrainConfig) -> float | None:
+    """Make one env of the run here (``envs.step_seconds``): bad constructor arguments fail once, in
+    this process, and a foreign env's step cost decides whether worker processes pay for
+    themselves. None (nothing made) for built-in and ManiSkill envs without ``env_kwargs``."""
+    if envs.env_family(cfg.env) != "gymnasium" and not cfg.env_kwargs:
+        return None
+    return envs.step_seconds(cfg.env, max_episode_steps=cfg.max_episode_steps, **cfg.env_kwargs)
+
+
+def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = False,
+                step_seconds: float | None = None) -> dict[str, Any]:
+    """Run one training job; return a summary (final true success, curve, timings).
+    ``step_seconds``: :func:`probe_env`'s figure when the caller measured it already."""
     from agents.vec import make_vec_env
     from reward_wrappers.sb3 import VecLearnedReward, VecPBRS, VecProgressReward
 
@@ -254,6 +255,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
     reward_model = TimedModel(live) if live is not None else None
     potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
+    check_recorded_env(cfg, {"--reward": live, "--pbrs": potential})
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
     if renders_in_learner_process(cfg.env, env_obs, cfg.policy_obs, cfg.n_envs):
@@ -266,11 +268,16 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     # normalized_dense pays ~0.5 per step just outside the goal (~2.5 at gamma 0.8, ~10 at 0.95) and
     # 1 once on success (benchmarks/results/README.md).
     ignore_terminations = resolve_ignore_terminations(cfg.env, cfg.ignore_terminations)
-    make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense",
-                       render_size=cfg.render_size, ignore_terminations=ignore_terminations)
+    make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense", render_size=cfg.render_size,
+                       ignore_terminations=ignore_terminations, max_episode_steps=cfg.max_episode_steps,
+                       **cfg.env_kwargs)
+    probe = step_seconds if step_seconds is not None else probe_env(cfg)
+    defaults = family_defaults(cfg.algo, cfg.env, step_seconds=probe)
 
-    hyper = {**default_hyperparameters(cfg.algo, cfg.env), **cfg.algo_kwargs}
-    if cfg.algo == "ppo" and "batch_size" not in cfg.algo_kwargs:
+    hyper = {**defaults.hyperparameters, **cfg.algo_kwargs}
+    if cfg.algo == "sac" and "rgb" in env_obs.split("+") and "buffer_size" not in hyper:
+        hyper["buffer_size"] = 100_000  # SB3's 1M would need ~12 GB for 64x64 images
+    if cfg.algo == "ppo" and "batch_size" not in cfg.algo_kwargs and {"batch_size", "n_steps"} <= hyper.keys():
         # The default minibatch must fit in one rollout (n_steps x n_envs); with fewer envs SB3 would
         # otherwise train on one truncated minibatch per epoch.
         hyper["batch_size"] = min(hyper["batch_size"], hyper["n_steps"] * cfg.n_envs)
@@ -282,7 +289,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     sb3_kwargs = copy.deepcopy(sb3_hyperparameters(hyper))
 
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
-                        collect_dir=cfg.collect, info_keys=())
+                        collect_dir=cfg.collect, info_keys=(), subprocess=defaults.subprocess and cfg.n_envs > 1)
     venv, frames = correction.frame_store(venv, cfg, models)  # what the models read, for refits and replay
     if kind == "classifier":
         venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "prob")
@@ -298,7 +305,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     # Running mean/std of the policy's state observations: ManiSkill states mix joint angles,
     # velocities and positions of very different scales. Above the reward wrappers, so models see
     # raw observations; images are left as uint8 so SB3 still gives them a CNN.
-    normalize = cfg.env not in envs.BUILTIN_ENV_IDS if cfg.normalize_obs is None else cfg.normalize_obs
+    normalize = defaults.normalize_obs if cfg.normalize_obs is None else cfg.normalize_obs
     normalize = normalize and "state" in cfg.policy_obs.split("+")
     norm_kwargs = dict(norm_obs=True, norm_reward=False, gamma=gamma,
                        norm_obs_keys=["state"] if "+" in cfg.policy_obs else None)
@@ -307,8 +314,8 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
 
     # Evaluation needs only what the policy sees: no reward model, so no extra rendering.
     eval_kwargs = {**make_kwargs, "obs": cfg.policy_obs}
-    eval_env = make_vec_env(cfg.env, n_envs=min(cfg.n_envs, 4) if cfg.env in envs.BUILTIN_ENV_IDS else 1,
-                            seed=cfg.seed + 10_000, make_kwargs=eval_kwargs)
+    eval_env = make_vec_env(cfg.env, n_envs=1 if defaults.subprocess else min(cfg.n_envs, 4),
+                            seed=cfg.seed + 10_000, make_kwargs=eval_kwargs, subprocess=False)
     if normalize:
         eval_env = VecNormalize(eval_env, training=False, **norm_kwargs)
 
@@ -361,6 +368,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     (run_dir / "run_config.json").write_text(json.dumps({
         "config": dataclasses.asdict(cfg),
         "hyperparameters": hyper,
+        "defaults": {"family": defaults.family, **defaults.reasons},
         "pbrs_gamma": pbrs_gamma,
         "env_obs": env_obs,
         "ignore_terminations": ignore_terminations,
@@ -387,7 +395,7 @@ def package_versions() -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--env", default="PointReach-v0", help="env id for envs.make (built-in, ManiSkill or gymnasium)")
+    envs.add_env_arguments(parser, default_env=None)
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
     parser.add_argument("--reward", default="env",
                         help="env | sparse | classifier:PATH | progress:PATH | preference:PATH")
@@ -405,7 +413,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
                         help="how the learned model's output becomes a reward (default per kind)")
     parser.add_argument("--normalize-obs", choices=["auto", "yes", "no"], default="auto",
-                        help="running mean/std normalisation of the policy's state observations; auto: yes for ManiSkill")
+                        help="running mean/std normalisation of the policy's state observations; auto: per env family "
+                             "(ManiSkill yes, others no; run_config.json says why)")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--algo-kwargs", default="{}", metavar="JSON",
@@ -437,24 +446,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", type=int, default=0)
 
 
-def parse_algo_kwargs(text: str) -> dict[str, Any]:
-    """``--algo-kwargs`` JSON -> dict of SB3 hyperparameters (a clear error for anything else).
-
-    >>> parse_algo_kwargs('{"n_epochs": 4, "gae_lambda": 0.95}')
-    {'n_epochs': 4, 'gae_lambda': 0.95}
-    """
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--algo-kwargs must be a JSON object such as '{{\"n_epochs\": 4}}': {exc} in {text!r}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"--algo-kwargs must be a JSON object such as '{{\"n_epochs\": 4}}', got {text!r}")
-    return value
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    env, env_kwargs = args.env, envs.parse_env_kwargs(args.env_kwargs)
+    if env is None:  # the env the reward model was fitted on, else the default
+        path = reward_path(args.reward) or args.pbrs
+        recorded = recorded_env_spec(path) if path and pathlib.Path(path).is_file() else None
+        env, env_kwargs = (recorded["id"], {**recorded.get("kwargs", {}), **env_kwargs}) if recorded else (TrainConfig.env, env_kwargs)
     return TrainConfig(
-        env=args.env, algo=args.algo, reward=args.reward, pbrs=args.pbrs, gamma=args.gamma,
+        env=env, env_kwargs=env_kwargs, max_episode_steps=args.max_episode_steps,
+        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
         reward_output=args.reward_output,
@@ -472,6 +472,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        check_recorded_env(cfg)
+        step_seconds = probe_env(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap train-agent: error: {exc}", file=sys.stderr)
         return 2
@@ -480,7 +482,7 @@ def run(args: argparse.Namespace) -> int:
     command = "rewardswap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"training {cfg.algo.upper()} on {cfg.env} with reward {cfg.reward}"
           f"{' + PBRS(' + cfg.pbrs + ')' if cfg.pbrs else ''} for {cfg.steps} steps; deterministic evaluation on true success:")
-    summary = train_agent(cfg, command=command, report=True)
+    summary = train_agent(cfg, command=command, report=True, step_seconds=step_seconds)
     if summary["monitor"] is not None and summary["monitor"]["final"] is not None:
         final = summary["monitor"]["final"]
         print(f"reward monitor: precision {final['precision']}  recall {final['recall']} over the last "

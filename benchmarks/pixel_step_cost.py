@@ -46,7 +46,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     import envs
-    from agents.train import default_hyperparameters, sb3_hyperparameters
+    from agents.defaults import default_hyperparameters, sb3_hyperparameters
     from reward_wrappers import load_reward_model
     from reward_wrappers.base import InputSpec, ModelSpec
     from reward_wrappers.networks import TorchRewardModel

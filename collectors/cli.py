@@ -6,21 +6,28 @@ model, and writes each finished episode under ``OUT/positive/`` or ``OUT/negativ
 reproducible and ``meta.json`` names each episode's seed. With ``--n-envs K`` the episodes are
 split over K worker processes writing into the same buffer.
 
+``--policy module:factory`` imports ``module`` and calls ``factory(env, seed)``, which returns
+``policy(obs) -> action`` (a suite's own scripted policy, say); ``--noise`` is applied on top.
+
 Examples:
   rewardswap collect --env PointReach-v0 --policy expert --noise 0.5 --episodes 200 --obs rgb --out data/reach
   rewardswap collect --env PickCube-v1 --policy runs/ppo.zip --episodes 50 --n-envs 2 --out data/pick
+  rewardswap collect --env PushCube-v1 --env-kwargs '{"camera_view": "workspace"}' --obs state+rgb --episodes 20 --out data/push
+  rewardswap collect --env my_suite:Lift-v0 --env-kwargs '{"task": "lift"}' --policy my_suite.policies:scripted --episodes 50 --out data/lift
   rewardswap collect --import-rlinf reward_data/ --out data/rlinf --allow-pickle
 """
 
 from __future__ import annotations
 
 import argparse
+import queue
 import sys
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import envs
 from collectors.format import SPLITS
 
 
@@ -28,16 +35,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # Keep the examples' line breaks; defaults are spelled out in each help text instead.
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "examples:" + (__doc__ or "").split("Examples:", 1)[-1]
-    parser.add_argument("--env", help="env id for envs.make: PointReach-v0, PointKeyDoor-v0, a ManiSkill or gymnasium id")
+    envs.add_env_arguments(parser, default_env=None)
     parser.add_argument("--policy", default="expert",
-                        help="'expert' (envs.expert_policy), 'random', or PATH.zip of a saved SB3 model (default: expert)")
+                        help="'expert' (envs.expert_policy), 'random', PATH.zip of a saved SB3 model, or "
+                             "module:factory, a callable factory(env, seed) -> policy(obs) -> action (default: expert)")
     parser.add_argument("--algo", choices=("auto", "ppo", "sac"), default="auto",
                         help="SB3 class for PATH.zip; auto tries PPO then SAC (default: auto)")
     parser.add_argument("--episodes", type=int, help="episodes to run (each is written unless its split is full)")
     parser.add_argument("--out", required=True, help="buffer root: OUT/positive/<id>/, OUT/negative/<id>/")
     parser.add_argument("--obs", choices=("state", "rgb", "state+rgb"), default="state",
                         help="observation mode; every key is stored (default: state)")
-    parser.add_argument("--render-size", type=int, default=64, help="image side for rgb modes (default: 64)")
     parser.add_argument("--noise", type=float, default=0.0,
                         help="action noise in [0, 1] for expert and model policies: 0 clean, 1 random (default: 0)")
     parser.add_argument("--n-envs", type=int, default=1, help="worker processes, one env each (default: 1)")
@@ -47,7 +54,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--success-key", default="success", help="info key of the per-frame success flag (default: success)")
     parser.add_argument("--max-positive", type=int, default=None, help="cap on trajectories in OUT/positive (counted on disk)")
     parser.add_argument("--max-negative", type=int, default=None, help="cap on trajectories in OUT/negative (counted on disk)")
-    parser.add_argument("--max-episode-steps", type=int, default=None, help="override the env's time limit")
     parser.add_argument("--sync-write", action="store_true", help="write on the stepping thread (default: a background thread)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--import-rlinf", metavar="SRC", default=None,
@@ -65,15 +71,41 @@ def make_policy(args: argparse.Namespace, env: Any, seed: int) -> Callable[[Any]
         env.action_space.seed(seed)
         return lambda obs: env.action_space.sample()
     if args.policy == "expert":
-        import envs
-
         return envs.expert_policy(env, noise=args.noise, seed=seed)
-    path = Path(args.policy)
-    if path.suffix != ".zip" or not path.is_file():
-        raise ValueError(f"--policy must be 'expert', 'random' or an existing SB3 .zip file, got {args.policy!r}")
-    model = load_sb3_model(path, args.algo)
-    act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+    if is_factory_reference(args.policy):
+        act = load_policy_factory(args.policy)(env, seed)
+        if not callable(act):
+            raise ValueError(f"--policy {args.policy}: the factory returned {type(act).__name__}, not a policy(obs) -> action")
+    else:
+        path = Path(args.policy)
+        if path.suffix != ".zip" or not path.is_file():
+            raise ValueError(f"--policy must be 'expert', 'random', an existing SB3 .zip file or module:factory, "
+                             f"got {args.policy!r}")
+        model = load_sb3_model(path, args.algo)
+        act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
     return add_noise(act, env.action_space, args.noise, seed) if args.noise else act
+
+
+def is_factory_reference(policy: str) -> bool:
+    """``module:factory`` (not a file path)."""
+    module, sep, name = policy.partition(":")
+    return bool(sep and module and name.isidentifier() and not Path(policy).exists())
+
+
+def load_policy_factory(reference: str) -> Callable[[Any, int], Callable[[Any], Any]]:
+    """Import ``module`` and return its attribute ``factory``, named by the user on the command line."""
+    import importlib
+
+    module_name, _, name = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), name)
+    except ImportError as exc:
+        raise ValueError(f"--policy {reference}: cannot import module {module_name!r} ({exc})") from None
+    except AttributeError:
+        raise ValueError(f"--policy {reference}: module {module_name!r} has no attribute {name!r}") from None
+    if not callable(factory):
+        raise ValueError(f"--policy {reference}: {name!r} is not callable; expected factory(env, seed) -> policy")
+    return factory
 
 
 def load_sb3_model(path: Path, algo: str) -> Any:
@@ -96,16 +128,17 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
     import torch
 
     torch.set_num_threads(1)  # software rendering and torch threads fight for the cores
-    import envs
     from collectors.recorder import TrajectoryRecorder
     from collectors.rollout import record_episodes
 
-    kwargs = {} if args.max_episode_steps is None else {"max_episode_steps": args.max_episode_steps}
-    env = envs.make(args.env, obs=args.obs, render_size=args.render_size, **kwargs)
+    env_kwargs = envs.parse_env_kwargs(args.env_kwargs)
+    env = envs.make(args.env, obs=args.obs, render_size=args.render_size, max_episode_steps=args.max_episode_steps,
+                    **env_kwargs)
+    spec = envs.env_spec(args.env, env_kwargs, args.max_episode_steps, args.render_size)
     recorder = TrajectoryRecorder(
         env, args.out, success_key=args.success_key, info_keys=tuple(args.info_keys),
         max_positive=args.max_positive, max_negative=args.max_negative, async_write=not args.sync_write,
-        metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs},
+        metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs, "env": spec},
     )
     try:
         policy = make_policy(args, recorder, args.seed + (episodes[0] if episodes else 0))
@@ -126,6 +159,22 @@ def _worker(args: argparse.Namespace, episodes: list[int], events: Any) -> None:
         events.put(("done", result))
     except BaseException:  # shown by the parent, which decides the exit code
         events.put(("error", traceback.format_exc()))
+
+
+def _env_problems(args: argparse.Namespace) -> list[str]:
+    """An unknown id, bad JSON or bad constructor arguments, found here before any worker starts."""
+    try:
+        env_kwargs = envs.parse_env_kwargs(args.env_kwargs)
+        if env_kwargs:
+            envs.step_seconds(args.env, steps=1, obs=args.obs, render_size=args.render_size,
+                              max_episode_steps=args.max_episode_steps, **env_kwargs)
+        else:
+            envs.check_env_id(args.env)
+    except ValueError as exc:
+        return [str(exc)]
+    if args.max_episode_steps is not None and args.max_episode_steps < 1:
+        return [f"--max-episode-steps must be >= 1, got {args.max_episode_steps}"]
+    return []
 
 
 def _merge(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -171,8 +220,12 @@ def run(args: argparse.Namespace) -> int:
         problems.append("--n-envs must be >= 1")
     if not 0.0 <= args.noise <= 1.0:
         problems.append("--noise must be in [0, 1]")
-    if args.policy not in ("expert", "random") and not (args.policy.endswith(".zip") and Path(args.policy).is_file()):
-        problems.append(f"--policy must be 'expert', 'random' or an existing SB3 .zip file, got {args.policy!r}")
+    if args.policy not in ("expert", "random") and not is_factory_reference(args.policy) and not (
+            args.policy.endswith(".zip") and Path(args.policy).is_file()):
+        problems.append(f"--policy must be 'expert', 'random', an existing SB3 .zip file or module:factory, "
+                        f"got {args.policy!r}")
+    if not problems and args.env is not None:
+        problems += _env_problems(args)
     if problems:
         print("rewardswap collect: " + "; ".join(problems), file=sys.stderr)
         return 2
@@ -205,19 +258,29 @@ def run(args: argparse.Namespace) -> int:
             procs = [ctx.Process(target=_worker, args=(args, shard, events), daemon=True) for shard in shards]
             for p in procs:
                 p.start()
-            pending = len(procs)
-            while pending:
-                event = events.get()
-                if event[0] == "done":
-                    results.append(event[1])
-                    pending -= 1
-                elif event[0] == "error":
-                    errors.append(event[1])
-                    pending -= 1
+            finished = 0
+            while finished < len(procs):
+                try:
+                    event = events.get(timeout=1.0)
+                except queue.Empty:
+                    # A worker killed from outside (OOM, kill -9) never reports; without this the
+                    # parent would wait forever. Its finished trajectories are already on disk.
+                    dead = [p for p in procs if p.exitcode not in (None, 0)]
+                    if dead and finished + len(dead) >= len(procs) and events.empty():
+                        errors += [f"worker pid {p.pid} died with exit code {p.exitcode} before reporting; "
+                                   "the trajectories it finished are in the buffer, its summary counts are lost"
+                                   for p in dead]
+                        break
+                    continue
+                if event[0] in ("done", "error"):
+                    (results if event[0] == "done" else errors).append(event[1])
+                    finished += 1
                 else:
                     on_event(event)
             for p in procs:
-                p.join()
+                p.join(timeout=5.0)
+                if p.is_alive():
+                    p.terminate()
     except Exception:
         errors.append(traceback.format_exc())
     finally:

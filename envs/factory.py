@@ -19,12 +19,13 @@ Every env it returns follows the same contract (see ``ARCHITECTURE.md``):
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 import gymnasium as gym
 
 from envs.point_base import OBS_MODES, REWARD_MODES
-from envs.wrappers import RenderObservation, SeedFirstReset, SuccessInfo
+from envs.wrappers import Float32State, RenderObservation, SeedFirstReset, SuccessInfo, needs_float32
 
 #: Ids of the envs that ship with this package (registered with gymnasium on ``import envs``).
 BUILTIN_ENV_IDS: tuple[str, ...] = ("PointReach-v0", "PointKeyDoor-v0")
@@ -72,6 +73,7 @@ def is_maniskill_id(env_id: str) -> bool:
     >>> is_maniskill_id("PointReach-v0")
     False
     """
+    env_id = resolve_env_id(env_id)
     if env_id in _BUILTIN_SPECS:
         return False
     spec = gym.registry.get(env_id)
@@ -87,7 +89,44 @@ def supports_ignore_terminations(env_id: str) -> bool:
     >>> supports_ignore_terminations("PointReach-v0"), supports_ignore_terminations("CartPole-v1")
     (True, False)
     """
-    return env_id in _BUILTIN_SPECS or is_maniskill_id(env_id)
+    return resolve_env_id(env_id) in _BUILTIN_SPECS or is_maniskill_id(env_id)
+
+
+#: The env families training defaults are chosen for (:func:`env_family`).
+ENV_FAMILIES: tuple[str, ...] = ("builtin", "maniskill", "gymnasium")
+
+
+def env_family(env_id: str) -> str:
+    """``"builtin"``, ``"maniskill"`` or ``"gymnasium"`` (any other registered id).
+
+    >>> env_family("PointReach-v0"), env_family("CartPole-v1")
+    ('builtin', 'gymnasium')
+    """
+    if resolve_env_id(env_id) in _BUILTIN_SPECS:
+        return "builtin"
+    return "maniskill" if is_maniskill_id(env_id) else "gymnasium"
+
+
+def resolve_env_id(env_id: str) -> str:
+    """The plain id of ``"module:Env-id"`` (gymnasium's form), after importing ``module``, which
+    registers it; other ids unchanged. The user names the module on the command line; nothing is
+    imported because a file says so.
+
+    >>> resolve_env_id("envs.point_reach:PointReach-v0")
+    'PointReach-v0'
+    """
+    if not isinstance(env_id, str):
+        raise ValueError(f"env_id must be a string, got {env_id!r}")
+    module, sep, plain = env_id.rpartition(":")
+    if not sep:
+        return env_id
+    if not module or not plain:
+        raise ValueError(f"env id {env_id!r}: use 'Env-id' or 'module:Env-id' (the module registers the id)")
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        raise ValueError(f"env id {env_id!r}: cannot import module {module!r} ({exc})") from None
+    return plain
 
 
 def check_env_id(env_id: str) -> None:
@@ -96,6 +135,7 @@ def check_env_id(env_id: str) -> None:
 
     >>> check_env_id("PointReach-v0")
     """
+    env_id = resolve_env_id(env_id)
     if env_id in _BUILTIN_SPECS or env_id in gym.registry:
         return
     ms_ids = _maniskill_ids()
@@ -131,7 +171,8 @@ def make(
 
     Args:
         env_id: a built-in id (:data:`BUILTIN_ENV_IDS`), a ManiSkill id (``"PickCube-v1"``...;
-            needs ``mani_skill``, imported only then) or any other registered gymnasium id.
+            needs ``mani_skill``, imported only then), any other registered gymnasium id, or
+            ``"module:Env-id"`` (``module`` is imported first; it registers the id).
         obs: ``"state"``, ``"rgb"`` or ``"state+rgb"``.
         reward: ``"dense"`` (the task's shaped reward; ManiSkill ``normalized_dense``) or
             ``"sparse"`` (``1.0`` on success steps, else ``0.0``).
@@ -158,21 +199,16 @@ def make(
         raise ValueError(f"obs must be one of {OBS_MODES}, got {obs!r}")
     if reward not in REWARD_MODES:
         raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
-    if not isinstance(env_id, str):
-        raise ValueError(f"env_id must be a string, got {env_id!r}")
+    env_id = resolve_env_id(env_id)
     register_builtin_envs()
     limit = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
 
     if env_id in _BUILTIN_SPECS:
-        env = gym.make(
-            env_id,
-            obs_mode=obs,
-            reward_mode=reward,
-            render_size=render_size,
-            ignore_terminations=ignore_terminations,
-            **limit,
-            **kwargs,
-        )
+        try:
+            env = gym.make(env_id, obs_mode=obs, reward_mode=reward, render_size=render_size,
+                           ignore_terminations=ignore_terminations, **limit, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"{env_id!r} cannot be made with kwargs {kwargs}: {exc}") from None
     else:
         spec = gym.registry.get(env_id)
         maniskill = spec is not None and _is_maniskill_spec(spec)
@@ -217,9 +253,40 @@ def _make_gym(
         )
     if obs != "state":
         kwargs = {"render_mode": "rgb_array", **kwargs}
-    env = gym.make(env_id, **limit, **kwargs)
+    try:
+        env = gym.make(env_id, **limit, **kwargs)
+    except TypeError as exc:  # an unknown or missing constructor argument
+        raise ValueError(f"{env_id!r} cannot be made with kwargs {kwargs}: {exc}") from None
     if obs != "state":
         if env.render_mode != "rgb_array":
             raise ValueError(f"obs={obs!r} needs {env_id!r} to support render_mode='rgb_array'")
         env = RenderObservation(env, size=render_size, keep_state=obs == "state+rgb")
+    elif needs_float32(env.observation_space):
+        env = Float32State(env)  # ``state`` is float32 for every family (ARCHITECTURE.md)
     return SuccessInfo(env, sparse=reward == "sparse")
+
+
+def step_seconds(env_id: str, *, steps: int = 10, **make_kwargs: Any) -> float:
+    """Make one env in this process, reset it and take ``steps`` random actions; return the median
+    seconds per step. A bad id or constructor argument fails here, once, with a ``ValueError``
+    (commands call this before they start worker processes), and the cost of a step tells
+    whether worker processes pay for themselves.
+
+    >>> step_seconds("PointReach-v0", steps=3) < 1.0
+    True
+    """
+    import time
+
+    env = make(env_id, seed=0, **make_kwargs)
+    try:
+        env.reset()
+        times = []
+        for _ in range(steps):
+            start = time.perf_counter()
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            times.append(time.perf_counter() - start)
+            if terminated or truncated:
+                env.reset()
+        return sorted(times)[len(times) // 2]
+    finally:
+        env.close()

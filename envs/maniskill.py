@@ -84,9 +84,12 @@ class ManiSkillObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
 #: ManiSkill's default cameras are framed for 128x128 and wide (fov 90 deg): at 64x64 a 4 cm cube
 #: and the goal marker are ~3 pixels. ``"workspace"`` looks diagonally down at the table area where
 #: the tabletop tasks place objects and goals (x, y in [-0.1, 0.1] m, goals up to 0.3 m high), so
-#: both are ~8 pixels and their 3-D offset shows along two image axes.
+#: both are ~8 pixels and their 3-D offset shows along two image axes. ``"side"`` looks across
+#: the table surface from +y at x in [-0.1, 0.35] m, for tasks on the table (PushCube): the arm
+#: comes in from -x, so it does not hide the cube it pushes, as it does from above or behind.
 CAMERA_VIEWS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float], float]] = {
     "workspace": ((0.35, 0.35, 0.4), (0.0, 0.0, 0.12), 1.0),
+    "side": ((0.12, 0.42, 0.3), (0.12, 0.0, 0.0), 0.95),
 }
 
 
@@ -152,7 +155,10 @@ def make_maniskill(
         "num_envs": 1,
         "sensor_configs": sensor_configs,
     }
-    env = gym.make(env_id, **limit, **make_kwargs)
+    try:
+        env = gym.make(env_id, **limit, **make_kwargs)
+    except TypeError as exc:  # an unknown constructor argument
+        raise ValueError(f"{env_id!r} cannot be made with kwargs {kwargs}: {exc}") from None
     if show_goal if show_goal is not None else obs != "state":
         _show_hidden_goals(env.unwrapped)
     env = CPUGymWrapper(env, ignore_terminations=ignore_terminations)

@@ -7,6 +7,8 @@
   Python ``float`` reward / ``bool`` flags that SB3's ``check_env`` demands.
 * :class:`RenderObservation` - image observations for any gymnasium env that renders
   ``rgb_array`` frames (resized to a square ``size``), alone or beside the state.
+* :class:`Float32State` - a floating ``Box`` observation of another dtype (MuJoCo's float64) as
+  float32, the dtype the ``state`` key has everywhere else.
 
 >>> import gymnasium as gym
 >>> env = SuccessInfo(gym.make("CartPole-v1"), default=False)
@@ -190,3 +192,36 @@ class RenderObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
         if not self.keep_state:
             return rgb
         return {"state": np.asarray(observation, np.float32).reshape(-1), "rgb": rgb}
+
+
+class Float32State(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
+    """Cast a floating ``Box`` observation (float64, float16) to float32; leave others alone.
+
+    >>> import gymnasium as gym
+    >>> float64_env = gym.wrappers.DtypeObservation(gym.make("Pendulum-v1"), np.float64)  # as MuJoCo's
+    >>> env = Float32State(float64_env)
+    >>> env.observation_space.dtype, env.reset(seed=0)[0].dtype
+    (dtype('float32'), dtype('float32'))
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self)
+        gym.ObservationWrapper.__init__(self, env)
+        inner = env.observation_space
+        if not needs_float32(inner):
+            raise ValueError(f"Float32State needs a floating Box observation space that is not float32, got {inner}")
+        self.observation_space = spaces.Box(
+            np.asarray(inner.low, np.float32), np.asarray(inner.high, np.float32), inner.shape, np.float32
+        )
+
+    def observation(self, observation: Any) -> np.ndarray:
+        return np.asarray(observation, np.float32)
+
+
+def needs_float32(space: gym.Space) -> bool:
+    """Whether ``space`` is a floating ``Box`` of a dtype other than float32.
+
+    >>> needs_float32(spaces.Box(0, 1, (2,), np.float64)), needs_float32(spaces.Box(0, 255, (2,), np.uint8))
+    (True, False)
+    """
+    return isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating) and space.dtype != np.float32

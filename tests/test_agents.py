@@ -251,7 +251,8 @@ def test_observation_normalisation_leaves_images_to_a_cnn(tmp_path):
 
 
 def test_default_ppo_minibatch_fits_one_rollout_of_few_envs(tmp_path, recwarn):
-    from agents.train import TrainConfig, default_hyperparameters, train_agent
+    from agents.defaults import default_hyperparameters
+    from agents.train import TrainConfig, train_agent
 
     assert default_hyperparameters("ppo", "PointReach-v0")["batch_size"] > 32 * 2
     train_agent(TrainConfig(steps=128, n_envs=2, eval_freq=128, eval_episodes=1, logdir=str(tmp_path),
@@ -347,7 +348,7 @@ def test_raw_progress_reward_on_episodes_that_end_on_success_warns(tmp_path):
 
 
 def test_linear_learning_rate_schedule_anneals_to_zero_and_bad_names_are_rejected():
-    from agents.train import default_hyperparameters, sb3_hyperparameters
+    from agents.defaults import default_hyperparameters, sb3_hyperparameters
 
     hyper = default_hyperparameters("ppo", "PushCube-v1")
     assert hyper["lr_schedule"] == "linear"

@@ -137,5 +137,5 @@ def test_workspace_camera_view_magnifies_the_cube() -> None:
 
     default, workspace = red_pixels(None), red_pixels("workspace")
     assert workspace >= 4 * max(default, 1), (default, workspace)
-    with pytest.raises(ValueError, match=r"camera_view='top' is not known; choose one of \['workspace'\]"):
+    with pytest.raises(ValueError, match=r"camera_view='top' is not known; choose one of \['side', 'workspace'\]"):
         envs.make("PickCube-v1", obs="rgb", camera_view="top")

@@ -49,6 +49,7 @@ from trainers.data import (
     iterate_rows,
     load_buffers,
     random_shift,
+    recorded_env,
     split_by_trajectory,
     state_statistics,
 )
@@ -82,6 +83,8 @@ def fit_classifier(
     init: TorchRewardModel | None = None,
     metadata: dict[str, Any] | None = None,
     threshold_precision: float | None = None,
+    focus: Sequence[Any] = (),
+    focus_share: float = 0.5,
 ) -> pathlib.Path:
     """Train a success classifier; write the checkpoint to ``out`` and return its path.
 
@@ -92,6 +95,10 @@ def fit_classifier(
     ``window > 1`` classifies frame ``t`` from the causal window ``t - window + 1 .. t`` (first frame
     repeated at an episode start, as the wrappers feed it online): motion becomes visible, e.g.
     ManiSkill's "robot is static" part of success, which no single frame shows.
+
+    ``focus`` trajectories are added to ``data`` and take ``focus_share`` of each class's half of
+    every training batch (see :func:`trainers.data.balanced_indices`): the refits pass the frames
+    labelled during training, a few hundred beside thousands of recorded ones.
 
     ``init`` fine-tunes a copy of an existing classifier (its architecture, weights and state
     normalisation; ``inputs``, ``window``, ``encoder`` and ``hidden`` are taken from it) instead of
@@ -108,7 +115,10 @@ def fit_classifier(
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
     inputs = tuple(inputs)
-    trajectories = load_buffers(data)
+    if not 0.0 <= focus_share < 1.0:
+        raise ValueError(f"focus_share must be in [0, 1), got {focus_share}")
+    recorded = load_buffers(data)
+    trajectories = [*recorded, *focus]
     specs = input_specs(trajectories, inputs)
     if not any(float(np.max(t.labels)) > 0.5 for t in trajectories):
         raise ValueError(
@@ -117,6 +127,8 @@ def fit_classifier(
         )
     train, val = split_by_trajectory(trajectories, val_fraction, seed)
     train_table, val_table = FrameTable.from_trajectories(train), FrameTable.from_trajectories(val)
+    focused = {id(t) for t in focus}
+    focus_rows = np.array([id(train[i]) in focused for i in train_table.traj], bool) if focused else None
     for name, table in (("train", train_table), ("val", val_table)):
         if len(table.positives) == 0 or len(table.negatives) == 0:
             raise ValueError(
@@ -158,7 +170,7 @@ def fit_classifier(
         net.train()
         epoch_start, losses = time.perf_counter(), []
         for _ in range(steps):
-            rows = balanced_indices(train_table, batch_size, rng)
+            rows = balanced_indices(train_table, batch_size, rng, focus_rows, focus_share)
             batch = gather(train, train_table.traj[rows], train_table.frame[rows], inputs, window)
             if augment:
                 for key in image_keys:
@@ -226,7 +238,7 @@ def fit_classifier(
         "history": history,
         "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
     }
-    out = save_reward_model(model, out, metadata={"report": {k: v for k, v in report.items() if k != "history"},
+    out = save_reward_model(model, out, metadata={"env": recorded_env(recorded) or (init.metadata.get("env") if init is not None else None), "report": {k: v for k, v in report.items() if k != "history"},
                                                   "data": str(data) if isinstance(data, (str, os.PathLike)) else None,
                                                   **(metadata or {})})
     write_json_atomic(report_path(out, ".report.json"), report)

@@ -38,6 +38,14 @@ def load_buffers(data: DataLike) -> list[Any]:
     return trajectories
 
 
+def recorded_env(trajectories: Sequence[Any]) -> dict[str, Any] | None:
+    """The env spec (``envs.env_spec``) every trajectory's ``meta.json`` records, for the
+    checkpoint; ``None`` when some record none or they disagree (data from several envs)."""
+    specs = [getattr(t, "meta", {}).get("env") for t in trajectories]
+    first = specs[0] if specs else None
+    return first if first is not None and all(s == first for s in specs) else None
+
+
 def input_specs(trajectories: Sequence[Any], keys: Sequence[str]) -> dict[str, InputSpec]:
     """Per-frame shape and dtype of each key, checked identical across all trajectories."""
     if not keys:
@@ -140,16 +148,35 @@ def gather(
     return batch
 
 
-def balanced_indices(table: FrameTable, batch_size: int, rng: np.random.Generator) -> np.ndarray:
-    """Row indices of one batch: half positive frames, half negative, drawn with replacement."""
-    pos, neg = table.positives, table.negatives
-    if len(pos) == 0 or len(neg) == 0:
-        raise ValueError(
-            f"balanced batches need both classes; the training split has {len(pos)} positive and "
-            f"{len(neg)} negative frames"
-        )
-    n_pos = batch_size // 2
-    return np.concatenate([rng.choice(pos, n_pos), rng.choice(neg, batch_size - n_pos)])
+def balanced_indices(
+    table: FrameTable,
+    batch_size: int,
+    rng: np.random.Generator,
+    focus: np.ndarray | None = None,
+    focus_share: float = 0.0,
+) -> np.ndarray:
+    """Row indices of one batch: half positive frames, half negative, drawn with replacement.
+
+    ``focus`` (a boolean mask over the rows) marks frames that take ``focus_share`` of each
+    class's half wherever that class has some: frames labelled during training, few beside the
+    original data, would otherwise be drawn at their share of it and barely move the model.
+
+    >>> table = FrameTable(np.zeros(6, int), np.arange(6), np.array([1, 1, 0, 0, 0, 0], np.float32))
+    >>> rows = balanced_indices(table, 1000, np.random.default_rng(0), focus=np.arange(6) == 5, focus_share=0.5)
+    >>> round(float(np.mean(rows == 5)), 1), round(float(np.mean(rows < 2)), 1)
+    (0.3, 0.5)
+    """
+    halves = []
+    for rows, n in ((table.positives, batch_size // 2), (table.negatives, batch_size - batch_size // 2)):
+        if len(rows) == 0:
+            raise ValueError(
+                f"balanced batches need both classes; the training split has {len(table.positives)} positive and "
+                f"{len(table.negatives)} negative frames"
+            )
+        focused = rows[focus[rows]] if focus is not None else rows[:0]
+        n_focus = int(round(focus_share * n)) if len(focused) else 0
+        halves += [rng.choice(focused, n_focus), rng.choice(rows, n - n_focus)]
+    return np.concatenate(halves)
 
 
 def iterate_rows(n: int, batch_size: int) -> Iterator[np.ndarray]:

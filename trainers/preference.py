@@ -58,7 +58,8 @@ from trainers.common import (
     seed_everything,
     write_json_atomic,
 )
-from trainers.data import DataLike, gather_windows, input_specs, load_buffers, random_shift, split_by_trajectory, state_statistics
+from trainers.data import (DataLike, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
+                           split_by_trajectory, state_statistics)
 from trainers.evaluate import pair_metrics
 from trainers.metrics import spearman
 
@@ -382,7 +383,7 @@ def fit_preference(
         true_returns = np.array([np.sum(val[s.traj].rewards[s.start : s.start + s.length]) for s in val_pairs.a + val_pairs.b])
         report["val_return_spearman"] = spearman(np.r_[held_out["return_a"], held_out["return_b"]], true_returns)
     summary = {k: v for k, v in report.items() if k not in ("history", "val_trajectory_ids")}
-    out = save_reward_model(model, out, metadata={"report": summary, "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
+    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
     write_json_atomic(report_path(out, ".report.json"), report)
     if writer is not None:
         writer.close()

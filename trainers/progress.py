@@ -75,7 +75,8 @@ from trainers.common import (
     seed_everything,
     write_json_atomic,
 )
-from trainers.data import DataLike, gather_windows, input_specs, load_buffers, random_shift, split_by_trajectory, state_statistics
+from trainers.data import (DataLike, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
+                           split_by_trajectory, state_statistics)
 from trainers.evaluate import first_success_frame, network_outputs, progress_quality, stage_accuracy
 
 SHIFT_PAD = 4  # pixels of random shift at 64x64, as in DrQ (same as the classifier)
@@ -548,7 +549,7 @@ def fit_progress(
         "val_trajectory_ids": [_traj_name(t) for t in val],
     }
     summary = {k: v for k, v in report.items() if k not in ("history", "val_spearman_per_episode", "val_trajectory_ids")}
-    out = save_reward_model(model, out, metadata={"report": summary, "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
+    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
     write_json_atomic(report_path(out, ".report.json"), report)
     if writer is not None:
         writer.close()

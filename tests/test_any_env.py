@@ -1,0 +1,158 @@
+"""Any gymnasium env from the command line (issue 22): ``module:Env-id``, ``--env-kwargs``,
+``--policy module:factory``, env specs recorded and checked, per-family defaults, float32 state.
+
+The env lives in a throwaway module written to ``tmp_path`` (registered on import, with a
+required constructor argument and float64 observations, as third-party suites have), and every
+step goes through the CLI in a fresh process, as a user would run it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SUITE = textwrap.dedent(
+    """
+    import os
+    import gymnasium as gym
+    import numpy as np
+    from gymnasium import spaces
+
+
+    class Line(gym.Env):
+        '''Move x toward ``target`` (a required constructor argument); success within 0.1.'''
+
+        def __init__(self, target, render_mode=None):
+            self.target = float(target)
+            self.observation_space = spaces.Box(-1.0, 1.0, (2,), np.float64)
+            self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.x = float(self.np_random.uniform(-1.0, 1.0))
+            return self._obs(), {"is_success": self._success()}
+
+        def _obs(self):
+            return np.array([self.x, self.target])
+
+        def _success(self):
+            return abs(self.x - self.target) < 0.1
+
+        def step(self, action):
+            self.x = float(np.clip(self.x + 0.2 * float(action[0]), -1.0, 1.0))
+            return self._obs(), -abs(self.x - self.target), False, False, {"is_success": self._success()}
+
+
+    gym.register("ThrowawaySuite/Line-v0", entry_point=Line, max_episode_steps=20)
+
+
+    def scripted(env, seed):
+        '''The suite's own scripted policy: a factory (env, seed) -> policy(obs) -> action.'''
+        return lambda obs: np.array([np.clip((obs[1] - obs[0]) / 0.2, -1.0, 1.0)], np.float32)
+
+
+    def dies(env, seed):
+        '''A policy whose worker is killed from outside on its first action (seed 1's shard).'''
+        def act(obs):
+            if seed == 1:
+                os.kill(os.getpid(), 9)
+            return np.zeros(1, np.float32)
+        return act
+    """
+)
+ENV = "throwaway_suite:ThrowawaySuite/Line-v0"
+
+
+@pytest.fixture()
+def suite(tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "throwaway_suite.py").write_text(SUITE)
+    repo = Path(__file__).resolve().parents[1]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(repo)])}
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agents.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_collect_train_reward_train_agent_inspect_on_a_foreign_env_through_the_cli(tmp_path: Path, suite: dict[str, str]) -> None:
+    data, clf, run = tmp_path / "data", tmp_path / "clf.pt", tmp_path / "run"
+    kwargs = json.dumps({"target": 0.5})
+    done = cli(suite, "collect", "--env", ENV, "--env-kwargs", kwargs, "--policy", "throwaway_suite:scripted",
+               "--noise", "0.5", "--episodes", "12", "--max-episode-steps", "20", "--out", str(data), "--no-progress")
+    assert done.returncode == 0, done.stderr
+    from collectors import load_trajectories
+
+    trajectories = load_trajectories(data)
+    assert len(trajectories) == 12
+    assert trajectories[0].meta["env"] == {"id": ENV, "kwargs": {"target": 0.5}, "max_episode_steps": 20, "render_size": 64}
+    assert trajectories[0].obs["state"].dtype == np.float32  # the suite's float64, cast once in envs.make
+    assert trajectories[0].meta["policy"] == "throwaway_suite:scripted"
+
+    done = cli(suite, "train-reward", "classifier", "--data", str(data), "--out", str(clf), "--inputs", "state",
+               "--epochs", "2", "--no-progress")
+    assert done.returncode == 0, done.stderr
+
+    # No --env: the env (id and constructor arguments) comes from the checkpoint.
+    done = cli(suite, "train-agent", "--reward", f"classifier:{clf}", "--steps", "2048", "--n-envs", "2",
+               "--eval-freq", "1024", "--eval-episodes", "2", "--logdir", str(run))
+    assert done.returncode == 0, done.stderr
+    config = json.loads((run / "run_config.json").read_text())
+    assert config["config"]["env"] == ENV and config["config"]["env_kwargs"] == {"target": 0.5}
+    assert config["defaults"]["family"] == "gymnasium"
+    assert config["hyperparameters"] == {}  # SB3's own defaults for a gymnasium env
+    assert config["normalize_obs"] is False and "workers" in config["defaults"]
+    assert json.loads((run / "eval.json").read_text())["curve"]
+
+    # Another constructor argument than the classifier's data: refused, saying what differs.
+    done = cli(suite, "train-agent", "--env", ENV, "--env-kwargs", json.dumps({"target": -0.5}),
+               "--reward", f"classifier:{clf}", "--steps", "64", "--logdir", str(tmp_path / "other"))
+    assert done.returncode == 2
+    assert "kwargs: {'target': 0.5} -> {'target': -0.5}" in done.stderr
+
+    done = cli(suite, "inspect", str(clf), "--data", str(data), "--out", str(tmp_path / "review.html"))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "review.html").stat().st_size > 1000
+
+
+def test_bad_env_ids_and_kwargs_fail_once_in_the_main_process(tmp_path: Path, suite: dict[str, str]) -> None:
+    done = cli(suite, "train-agent", "--env", ENV, "--env-kwargs", json.dumps({"no_such_argument": 1}),
+               "--steps", "64", "--logdir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "cannot be made with kwargs" in done.stderr and "Traceback" not in done.stderr
+    done = cli(suite, "collect", "--env", "no_such_module:Line-v0", "--episodes", "1", "--out", str(tmp_path / "d"))
+    assert done.returncode == 2 and "cannot import module 'no_such_module'" in done.stderr
+    done = cli(suite, "bench", "--env", ENV, "--env-kwargs", "[1, 2]", "--out", str(tmp_path / "b"))
+    assert done.returncode == 2 and "--env-kwargs must be a JSON object" in done.stderr
+    done = cli(suite, "train-agent", "--env", ENV, "--env-kwargs", json.dumps({"target": 0.1, "obs": "rgb"}),
+               "--logdir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "['obs']" in done.stderr
+
+
+def test_collect_returns_when_a_worker_is_killed(tmp_path: Path, suite: dict[str, str]) -> None:
+    # Before: the parent waited forever for the dead worker's report.
+    done = cli(suite, "collect", "--env", ENV, "--env-kwargs", json.dumps({"target": 0.0}), "--policy",
+               "throwaway_suite:dies", "--episodes", "4", "--n-envs", "2", "--out", str(tmp_path / "d"),
+               "--no-progress", timeout=240)
+    assert done.returncode == 1
+    assert "died with exit code -9" in done.stderr
+
+
+def test_env_family_defaults() -> None:
+    import envs
+    from agents.defaults import family_defaults
+
+    assert envs.env_family("PointReach-v0") == "builtin"
+    assert envs.env_family("CartPole-v1") == "gymnasium"
+    slow = family_defaults("sac", "CartPole-v1", step_seconds=0.005)
+    fast = family_defaults("sac", "CartPole-v1", step_seconds=0.00001)
+    assert slow.subprocess and not fast.subprocess
+    assert "5.00 ms per step" in slow.reasons["workers"]
+    builtin = family_defaults("ppo", "PointReach-v0")
+    assert not builtin.subprocess and not builtin.normalize_obs and builtin.hyperparameters["n_steps"] == 64
