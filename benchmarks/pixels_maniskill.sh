@@ -6,39 +6,50 @@
 #
 #   ENV=PushCube-v1 bash benchmarks/pixels_maniskill.sh [OUT]   (default OUT: benchmarks/results/pushcube_pixels)
 #
-# Knobs (environment variables): STEPS (60000), SEEDS (2), EPISODES (120 expert episodes, noise 0.3,
-# full length), EPOCHS (10), REFIT_EVERY (10000), LABELS (3000), JOBS (2), PPO (1: run the PPO bench).
+# Knobs (environment variables): CAMERA (side: envs.make's camera_view), STEPS (60000), SEEDS (2),
+# EPISODES (120 expert episodes, noise NOISE=0.3, full length), EPOCHS (15), WINDOW (1: frames the
+# classifier reads), REFIT_EVERY (7500), LABELS (3000), JOBS (2), ALGO_KWARGS ('{"gradient_steps": 8}':
+# one SAC update per env step, for every condition), PPO (1: run the PPO bench), SAC (1: run the SAC bench).
 set -euo pipefail
 ENV=${ENV:-PushCube-v1}
 OUT=${OUT:-${1:-benchmarks/results/pushcube_pixels}}
-WORK=${WORK:-/tmp/pixels_$ENV}
-STEPS=${STEPS:-60000}; SEEDS=${SEEDS:-2}; EPISODES=${EPISODES:-120}; EPOCHS=${EPOCHS:-10}
-REFIT_EVERY=${REFIT_EVERY:-10000}; LABELS=${LABELS:-3000}; JOBS=${JOBS:-2}; NOISE=${NOISE:-0.3}
+CAMERA=${CAMERA:-side}
+WORK=${WORK:-/tmp/pixels_${ENV}_$CAMERA}
+STEPS=${STEPS:-60000}; SEEDS=${SEEDS:-2}; EPISODES=${EPISODES:-120}; EPOCHS=${EPOCHS:-15}; WINDOW=${WINDOW:-1}
+REFIT_EVERY=${REFIT_EVERY:-7500}; LABELS=${LABELS:-3000}; JOBS=${JOBS:-2}; NOISE=${NOISE:-0.3}
+ALGO_KWARGS=${ALGO_KWARGS:-'{"gradient_steps": 8}'}
+ENV_KWARGS="{\"camera_view\": \"$CAMERA\"}"
 PY=${PY:-python}
 mkdir -p "$WORK" "$OUT"
 if [ ! -f "$WORK/expert/.done" ]; then
   rm -rf "$WORK/expert"
-  $PY - "$ENV" "$WORK/expert" "$EPISODES" "$NOISE" <<'PYEOF'
+  # Full-length episodes (ignore_terminations), so successful ones hold many success frames.
+  $PY - "$ENV" "$WORK/expert" "$EPISODES" "$NOISE" "$CAMERA" <<'PYEOF'
 import sys, torch
 torch.set_num_threads(1)
 import collectors, envs
-env_id, out, episodes, noise = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-env = collectors.TrajectoryRecorder(envs.make(env_id, obs="state+rgb", render_size=64, ignore_terminations=True), out)
+env_id, out, episodes, noise, camera = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+made = envs.make(env_id, obs="state+rgb", render_size=64, ignore_terminations=True, camera_view=camera)
+env = collectors.TrajectoryRecorder(made, out, metadata={"env": envs.env_spec(env_id, {"camera_view": camera})})
 collectors.record_episodes(env, lambda e: envs.expert_policy(env, noise=noise, seed=e), range(episodes), seed=0)
 env.close()
 PYEOF
   touch "$WORK/expert/.done"
 fi
 [ -f "$WORK/rgb.pt" ] || rewardswap train-reward classifier --data "$WORK/expert" --out "$WORK/rgb.pt" --inputs rgb \
-  --epochs "$EPOCHS" --seed 0 --logdir "$WORK/rgb_tb"
+  --window "$WINDOW" --epochs "$EPOCHS" --seed 0 --logdir "$WORK/rgb_tb"
 cp "$WORK/rgb.report.json" "$OUT/classifier.report.json"
+cp "$WORK/rgb.errors.png" "$OUT/classifier.errors.png"
 C="classifier:$WORK/rgb.pt"
-rewardswap bench --env "$ENV" --algo sac --policy-obs state --seeds "$SEEDS" --steps "$STEPS" --eval-freq 10000 \
-  --eval-episodes 50 --jobs "$JOBS" --out "$OUT" --resume \
-  --conditions env "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@demos=$WORK/expert" \
-  --names dense_env rgb_classifier+demos+refits
+if [ "${SAC:-1}" = 1 ]; then
+  rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo sac --policy-obs state --seeds "$SEEDS" \
+    --steps "$STEPS" --eval-freq 10000 --eval-episodes 50 --jobs "$JOBS" --out "$OUT" --resume \
+    --algo-kwargs "$ALGO_KWARGS" \
+    --conditions env "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@demos=$WORK/expert" \
+    --names dense_env rgb_classifier+demos+refits
+fi
 if [ "${PPO:-1}" = 1 ]; then
-  rewardswap bench --env "$ENV" --algo ppo --policy-obs state --seeds 1 --steps "$STEPS" --eval-freq 10000 \
-    --eval-episodes 50 --jobs 1 --out "$OUT/ppo" --resume \
+  rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo ppo --policy-obs state --seeds 1 --steps "$STEPS" \
+    --eval-freq 10000 --eval-episodes 50 --jobs 1 --out "$OUT/ppo" --resume \
     --conditions "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS" --names rgb_classifier+refits
 fi
