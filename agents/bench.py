@@ -23,7 +23,7 @@ import sys
 
 import envs
 from agents.compare import Condition, format_table, run_conditions
-from agents.defaults import parse_algo_kwargs
+from agents.defaults import family_defaults, parse_algo_kwargs
 from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_recorded_env, probe_env
 
 
@@ -45,11 +45,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--algo-kwargs", default="{}", help="JSON dict of SB3 hyperparameters overriding the defaults")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs in parallel processes")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="runs in parallel processes (default: one per core, at most one per run); more than the "
+                             "cores is capped unless --oversubscribe")
+    parser.add_argument("--oversubscribe", action="store_true",
+                        help="allow more parallel runs than cores (each run then goes slower)")
     parser.add_argument("--out", default="bench_out", help="output directory")
     parser.add_argument("--resume", action="store_true",
                         help="reuse runs that already finished in --out with the same settings (continue an interrupted "
                              "bench); without it every run is trained afresh")
+
+
+def size_jobs(jobs: int | None, runs: int, base: TrainConfig, step_seconds: float | None, oversubscribe: bool,
+              cores: int | None = None) -> int:
+    """Parallel runs for ``runs`` runs on ``cores`` cores: one per core by default; more than the
+    cores only with ``oversubscribe``; a warning when learners plus env worker processes exceed
+    twice the cores (each run then crawls: 3 learners and 24 workers on 2 cores made ~200 steps/s).
+
+    >>> size_jobs(None, 6, TrainConfig(), None, False, cores=4)
+    4
+    """
+    cores = cores or os.cpu_count() or 1
+    if jobs is not None and jobs < 1:
+        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    chosen = min(cores, runs) if jobs is None else min(jobs, runs)
+    if chosen > cores and not oversubscribe:
+        print(f"rewardswap bench: --jobs {jobs} capped at {cores}, the cores this machine has "
+              "(--oversubscribe to run more at once)", file=sys.stderr)
+        chosen = cores
+    workers = base.n_envs if family_defaults(base.algo, base.env, step_seconds=step_seconds).subprocess else 0
+    processes = chosen * (1 + workers)
+    if processes > 2 * cores:
+        print(f"rewardswap bench: {chosen} parallel runs x (1 learner + {workers} env workers) = {processes} processes "
+              f"on {cores} cores; each run will go slower (fewer --jobs or --n-envs keep them apart)", file=sys.stderr)
+    return max(1, chosen)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,13 +92,15 @@ def run(args: argparse.Namespace) -> int:
         if len({c.name for c in conditions}) != len(conditions):
             raise ValueError("two conditions share a name; give --names")
         base = TrainConfig(env=args.env, env_kwargs=envs.parse_env_kwargs(args.env_kwargs),
-                           max_episode_steps=args.max_episode_steps, render_size=args.render_size, algo=args.algo, steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
+                           max_episode_steps=args.max_episode_steps, render_size=args.render_size, algo=args.algo,
+                           steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
                            gamma=args.gamma, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
         for c in conditions:  # validate every checkpoint path and option before any run starts
             check_recorded_env(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
-        probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
+        step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
+        jobs = size_jobs(args.jobs, len(conditions) * args.seeds, base, step_seconds, args.oversubscribe)
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap bench: error: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
     }
-    summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=args.jobs, extra=extra,
+    summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=jobs, extra=extra,
                              preamble=f"Command: `{extra['command']}`\n\n", resume=args.resume)
     print(format_table(summary))
     print(f"report: {args.out}/report.md")

@@ -45,10 +45,11 @@ COLLECT_NOISE: dict[str, tuple[float | None, ...]] = {
 DEFAULT_COLLECT_NOISE: tuple[float | None, ...] = (0.0, 0.0, 0.2, 0.4, 0.6, 0.8, None)
 
 
-def write_expert_gif(env_id: str, path: pathlib.Path, seed: int, episodes: int = 2, render_size: int = 128) -> pathlib.Path:
+def write_expert_gif(env_id: str, path: pathlib.Path, seed: int, episodes: int = 2, render_size: int = 128,
+                     env_kwargs: dict[str, Any] | None = None) -> pathlib.Path:
     import imageio.v2 as imageio
 
-    env = envs.make(env_id, obs="rgb", render_size=render_size, seed=seed)
+    env = envs.make(env_id, obs="rgb", render_size=render_size, seed=seed, **(env_kwargs or {}))
     policy = envs.expert_policy(env, seed=seed)
     frames = []
     for _ in range(episodes):
@@ -85,7 +86,8 @@ def collect_mixed(
         noise_levels = COLLECT_NOISE.get(env_id, DEFAULT_COLLECT_NOISE)
     made = envs.make(env_id, obs=obs, render_size=render_size, seed=seed, ignore_terminations=ignore_terminations,
                      **(make_kwargs or {}))
-    recorder = TrajectoryRecorder(made, out, info_keys=info_keys)
+    spec = envs.env_spec(env_id, make_kwargs, render_size=render_size)
+    recorder = TrajectoryRecorder(made, out, info_keys=info_keys, metadata={"env": spec})
 
     def policy_for(episode: int):
         noise = noise_levels[episode % len(noise_levels)]
@@ -120,6 +122,7 @@ def run_demo(
     jobs: int = 1,
     learned_gamma: float | None = None,
     progress: bool = True,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the demo (see the module docstring); ``conditions`` picks among a-e.
 
@@ -135,11 +138,13 @@ def run_demo(
     started = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
 
-    say(f"[1/5] expert rollout -> {write_expert_gif(env_id, out / 'expert.gif', seed=seeds[0])}")
+    env_kwargs = dict(env_kwargs or {})
+    say(f"[1/5] expert rollout -> {write_expert_gif(env_id, out / 'expert.gif', seed=seeds[0], env_kwargs=env_kwargs)}")
     say(f"[2/5] collecting {episodes} episodes on {env_id} (expert at mixed noise + random)")
     # Render only when a model needs pixels: ManiSkill renders ~15x slower than it simulates.
     collect_obs = "state+rgb" if "rgb" in classifier_inputs else "state"
-    counts = collect_mixed(env_id, out / "data", episodes, seed=seeds[0], obs=collect_obs, progress=progress)
+    counts = collect_mixed(env_id, out / "data", episodes, seed=seeds[0], obs=collect_obs, progress=progress,
+                           make_kwargs=env_kwargs)
     say(f"      {counts['positive']} successful, {counts['negative']} failed, {counts['frames']} frames")
 
     say(f"[3/5] fitting a success classifier on {'+'.join(classifier_inputs)} and a progress model on state")
@@ -158,7 +163,7 @@ def run_demo(
 
     # Same dynamics for every condition: episodes run their full length, so no condition
     # learns from termination on true success.
-    base = TrainConfig(env=env_id, algo="ppo", steps=steps, n_envs=n_envs, eval_freq=eval_freq,
+    base = TrainConfig(env=env_id, env_kwargs=env_kwargs, algo="ppo", steps=steps, n_envs=n_envs, eval_freq=eval_freq,
                        eval_episodes=eval_episodes, ignore_terminations=True)
     refinement = None
     if refine_steps > 0:
@@ -279,6 +284,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo_out", help="directory for data, checkpoints, runs and the report")
     parser.add_argument("--env", default="PointReach-v0",
                         help="env with a scripted expert: a built-in id, PickCube-v1 or PushCube-v1")
+    parser.add_argument("--env-kwargs", default=None, metavar="JSON",
+                        help="constructor arguments as a JSON object, e.g. '{\"camera_view\": \"side\"}' for ManiSkill")
     parser.add_argument("--episodes", type=int, default=200, help="episodes to collect")
     parser.add_argument("--classifier-inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads")
     parser.add_argument("--conditions", nargs="+", choices=CONDITION_LETTERS, default=list(CONDITION_LETTERS),
@@ -309,6 +316,11 @@ def run(args: argparse.Namespace) -> int:
                                   eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, conditions=tuple(args.conditions),
                                   progress_failure_fraction=args.progress_failure_fraction, refine_steps=args.refine_steps,
                                   refine_rounds=args.refine_rounds, learned_gamma=args.learned_gamma)
+    try:
+        kwargs["env_kwargs"] = envs.parse_env_kwargs(args.env_kwargs)
+    except ValueError as exc:
+        print(f"rewardswap demo: error: {exc}", file=sys.stderr)
+        return 2
     if args.quick:
         kwargs.update(episodes=min(args.episodes, 21), steps=min(args.steps, 2_048), classifier_epochs=1,
                       progress_epochs=1, eval_freq=1_024, n_envs=4, refine_steps=min(args.refine_steps, 1_024))

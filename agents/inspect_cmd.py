@@ -84,6 +84,7 @@ def write_review(checkpoint: str | os.PathLike, data: str | os.PathLike, out: st
     ylabel = {"logit": "p(success)", "progress": "progress", "reward": "reward"}[model.spec.output]
     # Rank by the mean output over the episode: what an agent paid by this model would collect.
     order = np.argsort([-float(s.mean()) for s in scores])
+    roles = trajectory_roles(model.metadata, trajectories, data)
     sections = []
     for title, picks in (("Highest scored", order[:top]), ("Lowest scored", order[::-1][:top])):
         items = []
@@ -91,7 +92,7 @@ def write_review(checkpoint: str | os.PathLike, data: str | os.PathLike, out: st
             traj, s = trajectories[int(i)], scores[int(i)]
             strip = _frame_strip(traj)
             items.append(
-                f"<div class='traj'><b>{html.escape(str(getattr(traj, 'id', traj.path)))}</b> "
+                f"<div class='traj'><b>{html.escape(str(getattr(traj, 'id', traj.path)))}</b> ({roles[int(i)]}) "
                 f"true success: {bool(traj.success)} &middot; mean {ylabel} {s.mean():.3f} &middot; last {s[-1]:.3f}<br>"
                 + (f"<img src='{_png(strip)}'><br>" if strip is not None else "")
                 + f"<img src='{_curve(s, traj.labels, ylabel)}'></div>"
@@ -101,10 +102,14 @@ def write_review(checkpoint: str | os.PathLike, data: str | os.PathLike, out: st
     means = np.array([float(s.mean()) for s in scores])
     from trainers.metrics import roc_auc
 
+    held = np.array([r == HELD_OUT for r in roles])
     metrics = {
-        "trajectories": len(trajectories),
+        "trajectories": f"{len(trajectories)} ({int(held.sum())} held out from the model's training, "
+                        f"{sum(r == TRAIN for r in roles)} in its training split)",
         "successful": int(success.sum()),
-        "AUC of mean output, successful vs failed episodes": roc_auc(means, success),
+        "AUC of mean output, successful vs failed episodes, all (training data included)": roc_auc(means, success),
+        "AUC of mean output, successful vs failed episodes, held out only": (
+            roc_auc(means[held], success[held]) if len(set(success[held])) == 2 else "n/a (needs both kinds held out)"),
         **model.metadata.get("report", {}),
     }
     rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v, default=str)[:300])}</td></tr>" for k, v in metrics.items())
@@ -119,6 +124,18 @@ img{{image-rendering:pixelated;max-width:100%}} td{{padding:2px 8px;border-botto
     tmp.write_text(page)
     os.replace(tmp, out)
     return out
+
+
+HELD_OUT, TRAIN, UNSEEN = "held out", "train", "not in its data"
+
+
+def trajectory_roles(metadata: dict[str, Any], trajectories: Sequence[Any], data: str | os.PathLike) -> list[str]:
+    """Each trajectory's part in the model's fitting, from the split its checkpoint records:
+    held out, train (same buffer, not held out), or not in its data (another buffer)."""
+    held = set(metadata.get("val_trajectory_ids") or metadata.get("report", {}).get("val_trajectory_ids") or ())
+    fitted_on = metadata.get("data")
+    same_buffer = fitted_on is not None and pathlib.Path(fitted_on).resolve() == pathlib.Path(data).resolve()
+    return [HELD_OUT if str(getattr(t, "id", t.path)) in held else TRAIN if same_buffer else UNSEEN for t in trajectories]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 A reward model has a :class:`ModelSpec` (which observation keys it reads, their shapes and
 dtypes, how many frames of history it needs, what its raw output means) and a batched
 ``predict(batch) -> np.ndarray`` of shape ``(B,)``. A plain callable ``f(batch) -> (B,)`` is
-accepted anywhere a model is; it is wrapped by :func:`as_reward_model` and is not validated.
+accepted anywhere a model is; it is wrapped by :func:`as_reward_model` and is not validated. The
+wrappers also accept a checkpoint path, which they load.
 
 Batch layout: ``batch[key]`` has shape ``(B, *shape)`` when ``spec.window == 1`` and
 ``(B, window, *shape)`` otherwise, oldest frame first and the current frame last. Early in an
@@ -19,6 +20,7 @@ array([3., 3.])
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Mapping, Protocol, Union, runtime_checkable
 
@@ -122,7 +124,8 @@ class CallableRewardModel:
         return f"CallableRewardModel({getattr(self.fn, '__name__', self.fn)!r})"
 
 
-ModelLike = Union[RewardModel, RewardFn]
+#: What the wrappers accept: a model, a plain ``f(batch)`` or a checkpoint path (loaded by them).
+ModelLike = Union[RewardModel, RewardFn, str, "os.PathLike[str]"]
 
 
 def as_reward_model(model: ModelLike) -> RewardModel:

@@ -35,6 +35,7 @@ Step protocol (``B`` envs; all masks are boolean ``(B,)``):
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -53,6 +54,7 @@ from reward_wrappers.base import (
     model_window,
     sigmoid,
 )
+from reward_wrappers.checkpoint import load_reward_model
 
 Array = Union[np.ndarray, torch.Tensor]
 #: Batched frames of a vector step: ``{key: (B, *shape)}`` (numpy arrays or tensors).
@@ -242,7 +244,11 @@ def batched_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) 
 
 
 def validated_model(model: ModelLike, observation_space: spaces.Space, *, what: str = "env") -> RewardModel:
-    """``as_reward_model`` plus a construction-time check of the space against ``model.spec``."""
+    """``as_reward_model`` plus a construction-time check of the space against ``model.spec``.
+    A checkpoint path is loaded (``load_reward_model``), so config files (rl-zoo3's
+    ``env_wrapper``, gymnasium env specs) can stack the wrappers by path."""
+    if isinstance(model, (str, os.PathLike)):
+        model = load_reward_model(model)
     model = as_reward_model(model)
     check_space_matches(model.spec, observation_space, what=what)
     return model

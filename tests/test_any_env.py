@@ -119,7 +119,11 @@ def test_collect_train_reward_train_agent_inspect_on_a_foreign_env_through_the_c
 
     done = cli(suite, "inspect", str(clf), "--data", str(data), "--out", str(tmp_path / "review.html"))
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "review.html").stat().st_size > 1000
+    page = (tmp_path / "review.html").read_text()
+    held_out = json.loads((tmp_path / "clf.report.json").read_text())["val_trajectory_ids"]
+    assert held_out and "held out only" in page and "(held out)" in page and "(train)" in page
+    assert f"{len(held_out)} held out from the model" in page
+    assert json.loads((tmp_path / "clf.report.json").read_text())["encoder"] is None  # a state-only model
 
 
 def test_bad_env_ids_and_kwargs_fail_once_in_the_main_process(tmp_path: Path, suite: dict[str, str]) -> None:
@@ -156,3 +160,15 @@ def test_env_family_defaults() -> None:
     assert "5.00 ms per step" in slow.reasons["workers"]
     builtin = family_defaults("ppo", "PointReach-v0")
     assert not builtin.subprocess and not builtin.normalize_obs and builtin.hyperparameters["n_steps"] == 64
+
+
+def test_bench_sizes_parallel_runs_to_the_cores(capsys: pytest.CaptureFixture[str]) -> None:
+    from agents.bench import size_jobs
+    from agents.train import TrainConfig
+
+    assert size_jobs(3, 6, TrainConfig(), None, False, cores=2) == 2  # capped, and it says so
+    assert "capped at 2" in capsys.readouterr().err
+    assert size_jobs(3, 6, TrainConfig(), None, True, cores=2) == 3  # --oversubscribe
+    assert size_jobs(None, 1, TrainConfig(), None, False, cores=16) == 1  # never more than the runs
+    size_jobs(2, 4, TrainConfig(env="PushCube-v1", n_envs=8), None, False, cores=2)
+    assert "18 processes on 2 cores" in capsys.readouterr().err  # 2 x (1 learner + 8 ManiSkill workers)

@@ -216,7 +216,7 @@ def fit_classifier(
         "kind": "classifier",
         "inputs": list(inputs),
         "window": window,
-        "encoder": encoder,
+        "encoder": encoder if any(len(v.shape) == 3 for v in specs.values()) else None,  # state-only: none
         "seed": seed,
         "val_auc": roc_auc(scores, val_table.label),
         "val_loss": balanced_bce(scores, val_table.label),

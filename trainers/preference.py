@@ -357,7 +357,7 @@ def fit_preference(
         "window": window,
         "segment_length": segment_length,
         "beta": beta,
-        "encoder": encoder,
+        "encoder": encoder if any(len(v.shape) == 3 for v in specs.values()) else None,  # state-only: none
         "seed": seed,
         "val_loss": held_out["loss"],
         "val_pair_accuracy": held_out["accuracy"],
@@ -383,7 +383,7 @@ def fit_preference(
         true_returns = np.array([np.sum(val[s.traj].rewards[s.start : s.start + s.length]) for s in val_pairs.a + val_pairs.b])
         report["val_return_spearman"] = spearman(np.r_[held_out["return_a"], held_out["return_b"]], true_returns)
     summary = {k: v for k, v in report.items() if k not in ("history", "val_trajectory_ids")}
-    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
+    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "val_trajectory_ids": report["val_trajectory_ids"], "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
     write_json_atomic(report_path(out, ".report.json"), report)
     if writer is not None:
         writer.close()

@@ -528,7 +528,7 @@ def fit_progress(
         "n_stages": n_stages,
         "stage_priors": [float(p) for p in priors] if priors is not None else None,
         "ensemble": ensemble,
-        "encoder": encoder,
+        "encoder": encoder if any(len(v.shape) == 3 for v in specs.values()) else None,  # state-only: none
         "seed": seed,
         "val_loss": _sample_loss(net, val, val_sample, inputs, torch_device, batch_size * 2),
         **final,
@@ -549,7 +549,7 @@ def fit_progress(
         "val_trajectory_ids": [_traj_name(t) for t in val],
     }
     summary = {k: v for k, v in report.items() if k not in ("history", "val_spearman_per_episode", "val_trajectory_ids")}
-    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
+    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "val_trajectory_ids": report["val_trajectory_ids"], "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
     write_json_atomic(report_path(out, ".report.json"), report)
     if writer is not None:
         writer.close()
