@@ -11,7 +11,7 @@ split over K worker processes writing into the same buffer.
 
 Examples:
   rewardswap collect --env PointReach-v0 --policy expert --noise 0.5 --episodes 200 --obs rgb --out data/reach
-  rewardswap collect --env PickCube-v1 --policy runs/ppo.zip --episodes 50 --n-envs 2 --out data/pick
+  rewardswap collect --env PickCube-v1 --policy runs/ppo.zip --trust-policy --episodes 50 --n-envs 2 --out data/pick
   rewardswap collect --env PushCube-v1 --env-kwargs '{"camera_view": "workspace"}' --obs state+rgb --episodes 20 --out data/push
   rewardswap collect --env my_suite:Lift-v0 --env-kwargs '{"task": "lift"}' --policy my_suite.policies:scripted --episodes 50 --out data/lift
   rewardswap collect --import-rlinf reward_data/ --out data/rlinf --allow-pickle
@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--policy", default="expert",
                         help="'expert' (envs.expert_policy), 'random', PATH.zip of a saved SB3 model, or "
                              "module:factory, a callable factory(env, seed) -> policy(obs) -> action (default: expert)")
+    parser.add_argument("--trust-policy", action="store_true",
+                        help="allow loading --policy PATH.zip: SB3 zips hold pickles, which run code when loaded; "
+                             "only for files you trust")
     parser.add_argument("--algo", choices=("auto", "ppo", "sac"), default="auto",
                         help="SB3 class for PATH.zip; auto tries PPO then SAC (default: auto)")
     parser.add_argument("--episodes", type=int, help="episodes to run (each is written unless its split is full)")
@@ -224,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
             args.policy.endswith(".zip") and Path(args.policy).is_file()):
         problems.append(f"--policy must be 'expert', 'random', an existing SB3 .zip file or module:factory, "
                         f"got {args.policy!r}")
+    if args.policy.endswith(".zip") and not args.trust_policy:
+        problems.append(f"--policy {args.policy}: SB3 zips hold pickles, and loading one runs whatever code it "
+                        "carries; pass --trust-policy if you trust this file")
     if not problems and args.env is not None:
         problems += _env_problems(args)
     if problems:

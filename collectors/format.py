@@ -29,7 +29,9 @@ and dtype; a reader checks the files against it and against the length ``T``.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +50,14 @@ TMP_DIR = ".tmp"
 PER_STEP_FIELDS: tuple[str, ...] = ("actions", "rewards", "terminated", "truncated")
 REQUIRED_FIELDS: tuple[str, ...] = ("actions", "rewards", "labels", "terminated", "truncated")
 META_REQUIRED: tuple[str, ...] = ("format", "format_version", "id", "split", "length", "success", "fields")
+#: ``meta.json`` keys the recorder writes itself; user metadata may not override them.
+RESERVED_META_KEYS: frozenset[str] = frozenset(META_REQUIRED) | {
+    "env_id", "seed", "seed_chain", "success_key", "success_once", "reset_label_from_info", "info_missing_at_reset",
+    "obs_keys", "info_keys", "episode_index", "created_unix", "host", "pid", "recorder"}
+#: Field names are plain file stems inside the trajectory directory: no separators, no "..".
+FIELD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")
+#: More elements than any array on a real machine: a header claiming more is corrupt.
+MAX_ELEMENTS = 2**40
 
 
 class TrajectoryFormatError(ValueError):
@@ -80,8 +90,10 @@ def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
         else:  # (3, 0): utf8 field names; numpy exposes no public reader for it
             shape, _fortran, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
         data_offset = f.tell()
+    if any(not isinstance(n, int) or n < 0 for n in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise ValueError(f"the header's shape {shape} is impossible (negative or over {MAX_ELEMENTS} elements)")
     if not dtype.hasobject:
-        needed = int(np.prod(shape)) * dtype.itemsize
+        needed = math.prod(shape) * dtype.itemsize  # Python ints: no int64 overflow
         on_disk = path.stat().st_size - data_offset
         if on_disk < needed:
             raise ValueError(f"truncated: {on_disk} bytes of data on disk, the header needs {needed}")
@@ -104,25 +116,35 @@ def read_meta(traj_dir: Path) -> dict[str, Any]:
         raise TrajectoryFormatError(traj_dir, f"{META_FILE} lacks {missing}")
     if meta["format"] != FORMAT_NAME:
         raise TrajectoryFormatError(traj_dir, f"{META_FILE} format is {meta['format']!r}, expected {FORMAT_NAME!r}")
-    if not isinstance(meta["format_version"], int) or meta["format_version"] > FORMAT_VERSION:
+    version = meta["format_version"]
+    if type(version) is not int or version < 1:
+        raise TrajectoryFormatError(traj_dir, f"format_version must be a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
         raise TrajectoryFormatError(
             traj_dir,
             f"format_version {meta['format_version']!r} is newer than this reader's {FORMAT_VERSION}; upgrade rewardswap",
         )
-    if not isinstance(meta["length"], int) or meta["length"] < 0:
+    if type(meta["length"]) is not int or meta["length"] < 0:
         raise TrajectoryFormatError(traj_dir, f"bad length {meta['length']!r} in {META_FILE}")
     if not isinstance(meta["fields"], dict):
         raise TrajectoryFormatError(traj_dir, f"'fields' in {META_FILE} is not an object")
     return meta
 
 
-def check_trajectory_dir(traj_dir: Path) -> dict[str, Any]:
+def check_trajectory_dir(traj_dir: Path, allow_symlinks: bool = False) -> dict[str, Any]:
     """Check one trajectory directory against its ``meta.json``; return the meta.
 
     Reads only ``.npy`` headers, so it is cheap and keeps no file open. Raises
-    :class:`TrajectoryFormatError` naming the directory and the problem.
+    :class:`TrajectoryFormatError` naming the directory and the problem. Field names must be
+    plain file stems; a symlinked trajectory directory or field file is refused unless
+    ``allow_symlinks`` (a buffer must not read files outside itself because its files say so).
     """
+    if not allow_symlinks and Path(traj_dir).is_symlink():
+        raise TrajectoryFormatError(traj_dir, "is a symlink; pass allow_symlinks=True to follow it")
     meta = read_meta(traj_dir)
+    if meta["split"] not in SPLITS or (Path(traj_dir).parent.name in SPLITS and meta["split"] != Path(traj_dir).parent.name):
+        raise TrajectoryFormatError(traj_dir, f"{META_FILE} says split {meta['split']!r} but the directory is in "
+                                              f"{Path(traj_dir).parent.name!r}")
     length: int = meta["length"]
     fields: dict[str, Any] = meta["fields"]
     lacking = [f for f in REQUIRED_FIELDS if f not in fields]
@@ -131,7 +153,11 @@ def check_trajectory_dir(traj_dir: Path) -> dict[str, Any]:
     if not any(f.startswith("obs.") for f in fields):
         raise TrajectoryFormatError(traj_dir, f"{META_FILE} 'fields' lists no obs.<key> field")
     for field, declared in fields.items():
+        if not isinstance(field, str) or not FIELD_NAME.fullmatch(field) or ".." in field:
+            raise TrajectoryFormatError(traj_dir, f"field name {field!r} in {META_FILE} is not a plain file stem")
         path = traj_dir / f"{field}.npy"
+        if not allow_symlinks and path.is_symlink():
+            raise TrajectoryFormatError(traj_dir, f"{path.name} is a symlink; pass allow_symlinks=True to follow it")
         if not path.is_file():
             raise TrajectoryFormatError(traj_dir, f"missing file {path.name}")
         try:

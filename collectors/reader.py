@@ -145,7 +145,7 @@ def _resolve(path: Path, split: str | None) -> list[Path]:
 
 
 def load_trajectories(
-    path: str | os.PathLike[str], split: str | None = None, skip_bad: bool = False
+    path: str | os.PathLike[str], split: str | None = None, skip_bad: bool = False, allow_symlinks: bool = False
 ) -> list[Trajectory]:
     """Load the trajectories under ``path``: a buffer root, a split directory or one trajectory.
 
@@ -158,6 +158,8 @@ def load_trajectories(
             trajectory directory.
         split: ``None`` (both), ``"positive"`` or ``"negative"``.
         skip_bad: skip corrupt or partial trajectories with a warning instead of raising.
+        allow_symlinks: follow symlinked trajectory directories and field files (refused by
+            default: a buffer reads only files inside itself).
 
     Raises:
         TrajectoryFormatError: a trajectory is missing a file, has a length mismatch or a bad
@@ -175,7 +177,7 @@ def load_trajectories(
     trajectories: list[Trajectory] = []
     for traj_dir in _resolve(path, split):
         try:
-            meta = check_trajectory_dir(traj_dir)
+            meta = check_trajectory_dir(traj_dir, allow_symlinks=allow_symlinks)
         except TrajectoryFormatError as exc:
             if not skip_bad:
                 raise

@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from collectors.format import SPLITS
+from collectors.format import RESERVED_META_KEYS, SPLITS
 from collectors.frames import FrameBuffer
 from collectors.process_writer import ProcessWriter, open_writer
 from collectors.writer import (
@@ -153,6 +153,9 @@ class TrajectoryRecorder(gym.Wrapper):
                 raise ValueError(f"{name} must be None or an int >= 0, got {cap!r}")
         self.caps: dict[str, int | None] = {"positive": max_positive, "negative": max_negative}
         self.metadata = dict(metadata or {})
+        reserved = sorted(set(self.metadata) & RESERVED_META_KEYS)
+        if reserved:
+            raise ValueError(f"metadata keys {reserved} are written by the recorder itself; choose other names")
         self._writer: TrajectoryWriter | ProcessWriter = open_writer(self.out_dir, async_write, fsync=fsync)
         self._dropped = self._writer.stats.dropped_full  # one dict for the writer's life
         spec = getattr(env, "spec", None)

@@ -118,7 +118,11 @@ class CallableRewardModel:
         self.spec = spec
 
     def predict(self, batch: Batch) -> np.ndarray:
-        return np.asarray(self.fn(batch), dtype=np.float64).reshape(-1)
+        out = self.fn(batch)
+        if out is None:
+            raise TypeError(f"reward function {getattr(self.fn, '__name__', self.fn)!r} returned None; it must return "
+                            "one number per frame of the batch, shape (B,)")
+        return np.asarray(out, dtype=np.float64).reshape(-1)
 
     def __repr__(self) -> str:
         return f"CallableRewardModel({getattr(self.fn, '__name__', self.fn)!r})"

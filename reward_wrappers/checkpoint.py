@@ -51,6 +51,10 @@ def save_reward_model(model: TorchRewardModel, path: PathLike, metadata: dict[st
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:  # torch reports a full disk as a bare RuntimeError
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise OSError(f"could not write the checkpoint {path} ({type(exc).__name__}: {exc}); "
+                      "nothing was written there") from exc
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)
         raise
@@ -64,6 +68,8 @@ def load_reward_model(path: PathLike, device: str | torch.device = "cpu") -> Tor
     anything that is not a RewardSwap checkpoint of a supported version.
     """
     path = pathlib.Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; a reward model checkpoint is a .pt file (from `rewardswap train-reward`)")
     if not path.is_file():
         raise FileNotFoundError(f"reward model checkpoint {path} does not exist")
     try:
@@ -75,14 +81,39 @@ def load_reward_model(path: PathLike, device: str | torch.device = "cpu") -> Tor
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ValueError(f"{path} is not a RewardSwap reward-model checkpoint (no format={FORMAT!r} key)")
-    if int(payload.get("version", 0)) > VERSION:
-        raise ValueError(f"{path} has checkpoint version {payload['version']}; this rewardswap reads up to {VERSION}: upgrade")
+    version = payload.get("version")
+    if type(version) is not int or version < 1:
+        raise ValueError(f"{path}: checkpoint version must be a positive integer, got {version!r}")
+    if version > VERSION:
+        raise ValueError(f"{path} has checkpoint version {version}; this rewardswap reads up to {VERSION}: upgrade")
     missing = [k for k in ("arch", "spec", "state_dict") if k not in payload]
     if missing:
         raise ValueError(f"{path} lacks checkpoint keys {missing}")
-    spec = ModelSpec.from_dict(payload["spec"])
-    arch = payload["arch"]
-    net = build_network(arch["name"], spec, **arch.get("kwargs", {}))
-    net.load_state_dict(payload["state_dict"])
+    arch, state = payload["arch"], payload["state_dict"]
+    if not isinstance(arch, dict) or not isinstance(arch.get("name"), str) or not isinstance(arch.get("kwargs", {}), dict):
+        raise ValueError(f"{path}: 'arch' must be {{'name': str, 'kwargs': dict}}, got {arch!r:.200}")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: 'state_dict' must map names to tensors")
+    try:
+        spec = ModelSpec.from_dict(payload["spec"])
+        check_shapes_before_allocating(arch, spec, state)
+        net = build_network(arch["name"], spec, **arch.get("kwargs", {}))
+        net.load_state_dict(state)
+    except (ValueError, TypeError, KeyError, RuntimeError) as exc:
+        raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
     net.to(device)
     return TorchRewardModel(net, spec, arch, payload.get("metadata", {}))
+
+
+def check_shapes_before_allocating(arch: dict[str, Any], spec: ModelSpec, state: dict[str, torch.Tensor]) -> None:
+    """Build the network on torch's ``meta`` device (shapes, no memory) and compare its tensors with
+    the stored ones: arch kwargs that do not match the weights the file holds (``hidden=10**7``
+    beside a small state dict) are refused before anything the size of the claim is allocated."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in build_network(arch["name"], spec, **arch.get("kwargs", {})).state_dict().items()}
+    stored = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != stored:
+        wrong = sorted(k for k in shapes.keys() | stored.keys() if shapes.get(k) != stored.get(k))[:5]
+        raise ValueError(f"the architecture {arch['name']!r} with kwargs {arch.get('kwargs', {})} does not match the "
+                         f"stored weights (first differing tensors: "
+                         + ", ".join(f"{k}: built {shapes.get(k)} stored {stored.get(k)}" for k in wrong) + ")")

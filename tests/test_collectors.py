@@ -863,7 +863,7 @@ def test_cli_collect_with_a_saved_sb3_policy(tmp_path: Path, capsys: pytest.Capt
     agent.save(tmp_path / "policy.zip")
     out = tmp_path / "buf"
     code = main(["collect", "--env", "PointReach-v0", "--policy", str(tmp_path / "policy.zip"), "--episodes", "2",
-                 "--out", str(out), "--seed", "0"])
+                 "--out", str(out), "--seed", "0", "--trust-policy"])
     assert code == 0, capsys.readouterr().err
     trajs = load_trajectories(out)
     assert len(trajs) == 2 and trajs[0].meta["policy"] == str(tmp_path / "policy.zip")
@@ -871,8 +871,33 @@ def test_cli_collect_with_a_saved_sb3_policy(tmp_path: Path, capsys: pytest.Capt
     expected, _ = agent.predict(np.asarray(trajs[0].obs["state"][:-1]), deterministic=True)
     np.testing.assert_allclose(np.asarray(trajs[0].actions), expected, atol=1e-5)
     assert main(["collect", "--env", "PointReach-v0", "--policy", str(tmp_path / "missing.zip"), "--episodes", "1",
-                 "--out", str(out)]) == 2
+                 "--out", str(out), "--trust-policy"]) == 2
     assert "missing.zip" in capsys.readouterr().err
+
+
+def test_cli_collect_refuses_an_sb3_zip_without_trust_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A zip crafted like an SB3 save whose pickled entry runs code on load: nothing is unpickled
+    # unless the user says they trust the file.
+    import base64
+    import pickle
+    import zipfile
+
+    from agents.cli import main
+
+    marker = tmp_path / "code_ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    data = {"policy_class": {":type:": "<class 'abc.ABCMeta'>",
+                             ":serialized:": base64.b64encode(pickle.dumps(Payload())).decode()}}
+    with zipfile.ZipFile(tmp_path / "evil.zip", "w") as z:
+        z.writestr("data", json.dumps(data))
+    code = main(["collect", "--env", "PointReach-v0", "--policy", str(tmp_path / "evil.zip"), "--episodes", "1",
+                 "--out", str(tmp_path / "buf")])
+    assert code == 2 and "--trust-policy" in capsys.readouterr().err
+    assert not marker.exists() and not (tmp_path / "buf").exists()
 
 
 def test_collected_write_errors_surface_as_one_naming_how_many_followed():

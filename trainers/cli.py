@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import pathlib
+import sys
 
 #: kind -> module with ``add_arguments(parser)`` and ``run(args) -> int``
 KINDS = {
@@ -27,4 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    problem = unwritable(args.out)
+    if problem:  # found now, not after the training it would throw away
+        print(f"rewardswap train-reward {args.kind}: error: --out {args.out}: {problem}", file=sys.stderr)
+        return 2
     return int(args._kind_run(args) or 0)
+
+
+def unwritable(out: str) -> str | None:
+    """Why a checkpoint cannot be written to ``out`` (None when it can): checked before training."""
+    path = pathlib.Path(out)
+    if path.is_dir():
+        return "is a directory; give a file name such as model.pt"
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the directory the missing ones will be created in
+    if not parent.is_dir():
+        return f"{parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"directory {parent} is not writable"
+    return None
