@@ -82,13 +82,16 @@ def per_frame(field: str) -> bool:
 def read_npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype of a ``.npy`` file from its header alone (no data read, no fd kept)."""
     with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:  # (3, 0): utf8 field names; numpy exposes no public reader for it
-            shape, _fortran, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
+        try:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            elif version == (2, 0):
+                shape, _fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            else:  # (3, 0): utf8 field names; numpy exposes no public reader for it
+                shape, _fortran, dtype = np.lib.format._read_array_header(f, version)  # type: ignore[attr-defined]
+        except Exception as exc:  # numpy's header parser raises several types (TokenError, SyntaxError...)
+            raise ValueError(f"not a readable .npy header ({type(exc).__name__}: {exc})") from None
         data_offset = f.tell()
     if any(not isinstance(n, int) or n < 0 for n in shape) or math.prod(shape) > MAX_ELEMENTS:
         raise ValueError(f"the header's shape {shape} is impossible (negative or over {MAX_ELEMENTS} elements)")

@@ -46,7 +46,10 @@ class _LazyFields(Mapping[str, np.ndarray]):
 
 
 def _load(path: Path) -> np.ndarray:
-    return np.load(path, mmap_mode="r", allow_pickle=False)
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except Exception as exc:  # changed on disk since the header check; numpy raises several types
+        raise TrajectoryFormatError(path.parent, f"unreadable {path.name} ({type(exc).__name__}: {exc})") from None
 
 
 class Trajectory:

@@ -94,6 +94,9 @@ def load_reward_model(path: PathLike, device: str | torch.device = "cpu") -> Tor
         raise ValueError(f"{path}: 'arch' must be {{'name': str, 'kwargs': dict}}, got {arch!r:.200}")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: 'state_dict' must map names to tensors")
+    metadata = payload.get("metadata", {})
+    if not isinstance(metadata, dict):
+        raise ValueError(f"{path}: 'metadata' must be a dict, got {type(metadata).__name__}")
     try:
         spec = ModelSpec.from_dict(payload["spec"])
         check_shapes_before_allocating(arch, spec, state)
@@ -102,7 +105,7 @@ def load_reward_model(path: PathLike, device: str | torch.device = "cpu") -> Tor
     except (ValueError, TypeError, KeyError, RuntimeError) as exc:
         raise ValueError(f"{path}: {type(exc).__name__}: {exc}") from None
     net.to(device)
-    return TorchRewardModel(net, spec, arch, payload.get("metadata", {}))
+    return TorchRewardModel(net, spec, arch, metadata)
 
 
 def check_shapes_before_allocating(arch: dict[str, Any], spec: ModelSpec, state: dict[str, torch.Tensor]) -> None:
