@@ -143,17 +143,23 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
         max_positive=args.max_positive, max_negative=args.max_negative, async_write=not args.sync_write,
         metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs, "env": spec},
     )
+    steps, errors = 0, []
     try:
         policy = make_policy(args, recorder, args.seed + (episodes[0] if episodes else 0))
         steps = record_episodes(recorder, lambda e: policy, episodes, seed=args.seed, success_key=args.success_key,
                                 on_episode=lambda e, n, success: report(("episode", n, success)))
         if recorder.full:
             report(("full",))
-    finally:
+    except Exception:
+        errors.append(traceback.format_exc())
+    try:
         recorder.close()
+    except Exception:
+        errors.append(traceback.format_exc())
+    # What reached the disk is counted even when a write failed (a full disk): the summary says so.
     stats = recorder.stats
     return {"written": dict(stats.written), "dropped_full": dict(stats.dropped_full), "frames": stats.frames,
-            "paths": [str(p) for p in stats.paths], "steps": steps}
+            "paths": [str(p) for p in stats.paths], "steps": steps, "errors": errors}
 
 
 def _worker(args: argparse.Namespace, episodes: list[int], events: Any) -> None:
@@ -292,6 +298,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     elapsed = time.perf_counter() - start
+    errors += [e for r in results for e in r.get("errors", [])]
     total = _merge(results)
     bytes_written = _dir_bytes(total["paths"])
     print(

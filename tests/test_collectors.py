@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -454,6 +455,32 @@ def test_failed_write_raises_and_leaves_nothing(tmp_path: Path, monkeypatch: pyt
     assert not any((tmp_path / ".tmp").iterdir())
 
 
+def test_collect_summary_counts_what_was_written_before_a_disk_full_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: the summary said 0 written when 8 were.
+    import collectors.writer as writer
+    from agents.cli import main
+
+    calls = {"n": 0}
+    real = writer._write_npy
+    files_per_trajectory = 6  # about: the failure comes after a few trajectories
+
+    def failing(path, arr, *, fsync=False):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 3 * files_per_trajectory:
+            raise OSError(28, "No space left on device")
+        return real(path, arr, fsync=fsync)
+
+    monkeypatch.setattr(writer, "_write_npy", failing)
+    code = main(["collect", "--env", "PointReach-v0", "--episodes", "6", "--out", str(tmp_path / "buf"), "--sync-write",
+                 "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 1 and "No space left on device" in captured.err
+    on_disk = len(load_trajectories(tmp_path / "buf"))
+    summary = re.search(r"(\d+) positive, (\d+) negative trajectories", captured.out)
+    assert on_disk >= 2 and summary is not None and int(summary[1]) + int(summary[2]) == on_disk
+
+
 def test_loader_errors_name_path_and_problem(tmp_path: Path) -> None:
     env = TrajectoryRecorder(CountingEnv(), tmp_path)
     _run_episodes(env, 4)
@@ -670,7 +697,11 @@ def test_process_writer_parent_killed_mid_write(tmp_path: Path) -> None:
         proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE)
         assert proc.stdout is not None
         writer_pid = int(proc.stdout.readline())
-        time.sleep(0.4)
+        # Kill once episodes are flowing (a fixed sleep failed on a loaded machine: none had finished).
+        deadline = time.monotonic() + 120
+        while len(load_trajectories(tmp_path)) <= written and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
         os.kill(proc.pid, signal.SIGKILL)
         if kill_writer:
             os.kill(writer_pid, signal.SIGKILL)
