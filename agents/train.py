@@ -37,9 +37,9 @@ from agents.callbacks import RewardLogger, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
+from trainers.kinds import reward_kind, reward_kinds
 
 ALGOS = {"ppo": PPO, "sac": SAC}
-LEARNED_KINDS = ("classifier", "progress", "preference")
 OBS_CHOICES = ("state", "rgb", "state+rgb")
 #: ``--ignore-terminations`` / ``--normalize-obs`` choice -> TrainConfig value (None: decided per env)
 AUTO_YES_NO: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
@@ -112,7 +112,7 @@ class TrainConfig:
         if self.render_size < 8:
             raise ValueError(f"--render-size must be >= 8, got {self.render_size}")
         kind, _ = parse_reward(self.reward)
-        if kind in LEARNED_KINDS:
+        if kind not in ("env", "sparse"):
             path = self.reward.split(":", 1)[1]
             if not pathlib.Path(path).is_file():
                 raise FileNotFoundError(f"--reward {self.reward}: checkpoint {path} does not exist")
@@ -169,10 +169,11 @@ def parse_reward(reward: str) -> tuple[str, str | None]:
     kind, _, path = reward.partition(":")
     if kind in ("env", "sparse") and not path:
         return kind, None
-    if kind in LEARNED_KINDS and path:
+    if path and kind not in ("env", "sparse"):
+        reward_kind(kind)  # a ValueError naming the registered kinds if it is none of them
         return kind, path
     raise ValueError(
-        f"--reward {reward!r} not understood: use env, sparse, or classifier:PATH, progress:PATH, preference:PATH"
+        f"--reward {reward!r} not understood: use env, sparse, or KIND:PATH with KIND one of {sorted(reward_kinds())}"
     )
 
 
@@ -246,7 +247,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     """Run one training job; return a summary (final true success, curve, timings).
     ``step_seconds``: :func:`probe_env`'s figure when the caller measured it already."""
     from agents.vec import make_vec_env
-    from reward_wrappers.sb3 import VecLearnedReward, VecPBRS, VecProgressReward
+    from reward_wrappers.sb3 import VecPBRS
 
     torch.manual_seed(cfg.seed)
     run_dir = pathlib.Path(cfg.logdir)
@@ -291,12 +292,8 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
                         collect_dir=cfg.collect, info_keys=(), subprocess=defaults.subprocess and cfg.n_envs > 1)
     venv, frames = correction.frame_store(venv, cfg, models)  # what the models read, for refits and replay
-    if kind == "classifier":
-        venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "prob")
-    elif kind == "progress":
-        venv = VecProgressReward(venv, reward_model, output=cfg.reward_output or "progress")
-    elif kind == "preference":
-        venv = VecLearnedReward(venv, reward_model, output=cfg.reward_output or "raw")
+    if reward_model is not None:
+        venv = reward_kind(kind).serve(venv, reward_model, cfg.reward_output)  # the kind's wrapper (trainers.kinds)
     pbrs_gamma = None
     if potential is not None:
         venv = VecPBRS(venv, potential, gamma=gamma)

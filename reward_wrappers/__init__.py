@@ -39,6 +39,7 @@ train-agent --policy-obs state`` does exactly that.
 from reward_wrappers.base import InputSpec, ModelSpec, RewardModel, as_reward_model
 from reward_wrappers.checkpoint import load_reward_model, save_reward_model
 from reward_wrappers.networks import TorchRewardModel, build_network
+from reward_wrappers.registry import architecture_class, architectures, register_architecture
 
 # Reward wrappers (issue 4). Per-env wrappers first, then their vectorised twins (one batched
 # model call per step): SB3 VecEnv (`reward_wrappers.sb3`), gymnasium vector

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from reward_wrappers.base import ModelSpec
+from reward_wrappers import progress_networks  # noqa: F401  (registers the built-in progress_net)
 from reward_wrappers.networks import TorchRewardModel, build_network
 
 FORMAT = "rewardswap-reward-model"

@@ -28,6 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from reward_wrappers.base import Batch, BatchCheck, ModelSpec, check_finite, sigmoid
+from reward_wrappers.registry import architecture_class, register_architecture
 
 TensorBatch = Mapping[str, torch.Tensor]
 #: A float32 numpy copy of a network's ``forward``: numpy batch -> ``(B, n_outputs)`` array.
@@ -279,16 +280,12 @@ class RewardNet(nn.Module):
         enc.std.copy_(torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32))
 
 
-#: Architectures a checkpoint may name; the value builds the module from ``(spec, **kwargs)``.
-ARCHITECTURES: dict[str, Any] = {"reward_net": RewardNet}
+register_architecture("reward_net", RewardNet)
 
 
 def build_network(name: str, spec: ModelSpec, **kwargs: Any) -> nn.Module:
-    try:
-        cls = ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; known: {sorted(ARCHITECTURES)}") from None
-    return cls(spec, **kwargs)
+    """The registered architecture ``name`` (:mod:`reward_wrappers.registry`) built for ``spec``."""
+    return architecture_class(name)(spec, **kwargs)
 
 
 def batch_to_tensors(batch: Batch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
@@ -476,9 +473,3 @@ class _NumpyCopy:
             )
         except KeyError:  # a submodule, parameter or buffer was deleted
             return False
-
-
-# Extra architectures register themselves in ARCHITECTURES on import. Imported last, once every
-# name they need from this module exists, so `load_reward_model` can rebuild them with no
-# import by the caller.
-from reward_wrappers import progress_networks  # noqa: E402,F401

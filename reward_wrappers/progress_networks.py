@@ -38,8 +38,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from reward_wrappers.base import Batch, ModelSpec
+from reward_wrappers.registry import register_architecture
 from reward_wrappers.networks import (
-    ARCHITECTURES,
     NumpyForward,
     RewardNet,
     TensorBatch,
@@ -155,14 +155,8 @@ class ProgressNet(nn.Module):
 
         return forward
 
-    def stage_probabilities(self, batch: TensorBatch) -> torch.Tensor:
-        """``(B, K)`` stage probabilities averaged over heads (stage models only)."""
-        if self.n_stages == 1:
-            raise ValueError("this progress model has no stages (it was trained without stage labels)")
-        return self.forward(batch)[:, 2:]
-
     def set_state_normalization(self, key: str, mean: np.ndarray, std: np.ndarray) -> None:
         self.trunk.set_state_normalization(key, mean, std)
 
 
-ARCHITECTURES["progress_net"] = ProgressNet
+register_architecture("progress_net", ProgressNet)

@@ -44,7 +44,7 @@ def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--reward", "classifer:x.pt"], "not understood"),
+        (["--reward", "classifer:x.pt"], "unknown reward-model kind 'classifer'; known: ['classifier'"),
         (["--reward", "classifier:/nonexistent/model.pt"], "does not exist"),
         (["--pbrs", "/nonexistent/p.pt"], "does not exist"),
         (["--steps", "0"], "must be positive"),

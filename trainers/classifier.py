@@ -29,6 +29,8 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, sigmoid
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from reward_wrappers.sb3 import VecLearnedReward
+from trainers.kinds import RewardKind, register_reward_kind
 from trainers.common import (
     EarlyStopping,
     Optimizer,
@@ -341,3 +343,6 @@ def run(args: argparse.Namespace) -> int:
         f"  report {report_path(out, '.report.json')}  errors {report_path(out, '.errors.png')}"
     )
     return 0
+
+
+register_reward_kind(RewardKind('classifier', 'frame-level success classifier (HIL-SERL / RLinf style)', add_arguments, run, wrapper=VecLearnedReward, default_output='prob'))

@@ -1,36 +1,31 @@
 """Fit a reward model from trajectory buffers: ``rewardswap train-reward KIND ...``.
 
 Kinds: ``classifier`` (frame success classifier), ``progress`` (ReWiND / SARM-style progress),
-``preference`` (Bradley-Terry). Each kind's options live in its own module.
+``preference`` (Bradley-Terry), and any registered kind (:mod:`trainers.kinds`). Each kind's
+options live in its own module.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import pathlib
 import sys
 
-#: kind -> module with ``add_arguments(parser)`` and ``run(args) -> int``
-KINDS = {
-    "classifier": ("trainers.classifier", "frame-level success classifier (HIL-SERL / RLinf style)"),
-    "progress": ("trainers.progress", "stage/progress regression (ReWiND / SARM style)"),
-    "preference": ("trainers.preference", "Bradley-Terry preference reward model"),
-}
+from trainers.kinds import reward_kinds
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
-    for kind, (module_name, help_text) in KINDS.items():
-        module = importlib.import_module(module_name)
-        sp = sub.add_parser(kind, help=help_text, description=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-        module.add_arguments(sp)
-        sp.set_defaults(_kind_run=module.run)
+    for name, kind in reward_kinds().items():  # built-in and registered kinds (trainers.kinds)
+        sp = sub.add_parser(name, help=kind.description, description=kind.description,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        kind.add_arguments(sp)
+        sp.set_defaults(_kind_run=kind.run)
 
 
 def run(args: argparse.Namespace) -> int:
-    problem = unwritable(args.out)
+    problem = unwritable(args.out) if getattr(args, "out", None) else None
     if problem:  # found now, not after the training it would throw away
         print(f"rewardswap train-reward {args.kind}: error: --out {args.out}: {problem}", file=sys.stderr)
         return 2

@@ -47,6 +47,8 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, window_indices
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from reward_wrappers.sb3 import VecLearnedReward
+from trainers.kinds import RewardKind, register_reward_kind
 from trainers.common import (
     EarlyStopping,
     Optimizer,
@@ -417,3 +419,6 @@ def run(args: argparse.Namespace) -> int:
         f"over {report['counts']['val_pairs']} pairs ({report['labels']})\n  report {report_path(out, '.report.json')}"
     )
     return 0
+
+
+register_reward_kind(RewardKind('preference', 'Bradley-Terry preference reward model', add_arguments, run, wrapper=VecLearnedReward, default_output='raw'))

@@ -64,6 +64,8 @@ from tqdm.auto import tqdm
 from reward_wrappers.base import ModelSpec, window_indices
 from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from reward_wrappers.sb3 import VecProgressReward
+from trainers.kinds import RewardKind, register_reward_kind
 from trainers.common import (
     EarlyStopping,
     Optimizer,
@@ -662,3 +664,6 @@ def run(args: argparse.Namespace) -> int:
         line += f"\n  held-out stage accuracy {report['val_stage_accuracy']:.4f} over {report['val_stage_frames']} frames"
     print(line + f"\n  report {report_path(out, '.report.json')}")
     return 0
+
+
+register_reward_kind(RewardKind('progress', 'stage/progress regression (ReWiND / SARM style)', add_arguments, run, wrapper=VecProgressReward, default_output='progress'))
