@@ -133,3 +133,21 @@ def test_registering_in_process() -> None:
 
     with pytest.raises(ValueError, match="already registered"):
         register_architecture("mine_for_test", Other)
+
+
+def test_every_kind_infers_its_inputs_from_the_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: fit_preference (and the others) defaulted to rgb and failed on state-only data.
+    import collectors
+    import envs
+    from reward_wrappers import load_reward_model
+    from trainers import fit_classifier, fit_preference, fit_progress
+
+    for obs, want in (("state", ["state"]), ("state+rgb", ["rgb"])):
+        data = tmp_path / obs
+        env = collectors.TrajectoryRecorder(envs.make("PointReach-v0", obs=obs, render_size=16, ignore_terminations=True), data)
+        collectors.record_episodes(env, lambda e: envs.expert_policy(env, noise=0.6, seed=e), range(10), seed=0)
+        env.close()
+        for fit in (fit_classifier, fit_progress, fit_preference):
+            path = fit(data, tmp_path / f"{obs}_{fit.__name__}.pt", epochs=1, progress=False)
+            assert list(load_reward_model(path).spec.inputs) == want, (obs, fit.__name__)
+        assert f"the model reads {want}" in capsys.readouterr().err

@@ -50,6 +50,7 @@ from trainers.data import (
     input_specs,
     iterate_rows,
     load_buffers,
+    choose_inputs,
     random_shift,
     recorded_env,
     split_by_trajectory,
@@ -64,7 +65,7 @@ def fit_classifier(
     data: DataLike,
     out: str | os.PathLike,
     *,
-    inputs: Sequence[str] = ("rgb",),
+    inputs: Sequence[str] | None = None,
     window: int = 1,
     encoder: str = "cnn",
     pretrained: str | os.PathLike | None = None,
@@ -116,11 +117,11 @@ def fit_classifier(
         raise ValueError(f"window must be >= 1, got {window}")
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
-    inputs = tuple(inputs)
     if not 0.0 <= focus_share < 1.0:
         raise ValueError(f"focus_share must be in [0, 1), got {focus_share}")
     recorded = load_buffers(data)
     trajectories = [*recorded, *focus]
+    inputs = choose_inputs(recorded, inputs)
     specs = input_specs(trajectories, inputs)
     if not any(float(np.max(t.labels)) > 0.5 for t in trajectories):
         raise ValueError(
@@ -319,7 +320,9 @@ def write_error_grid(path: pathlib.Path, trajectories: Sequence[Any], table: Fra
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report and error grid go beside it")
-    parser.add_argument("--inputs", nargs="+", default=["rgb"], help="observation keys the classifier reads (images, state, or both)")
+    parser.add_argument("--inputs", nargs="+", default=None,
+                        help="observation keys the classifier reads (images, state, or both); default: the data's image "
+                             "keys, else its state")
     parser.add_argument("--window", type=int, default=1, help="frames the classifier reads (causal window ending at the frame judged)")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--pretrained", default=None, help="state-dict file for the image encoder")
@@ -330,7 +333,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_classifier(
-        args.data, args.out, inputs=tuple(args.inputs), window=args.window, encoder=args.encoder, pretrained=args.pretrained,
+        args.data, args.out, inputs=args.inputs, window=args.window, encoder=args.encoder, pretrained=args.pretrained,
         freeze_encoder=args.freeze_encoder, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
     )
     import json

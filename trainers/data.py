@@ -13,6 +13,7 @@ buffer is never loaded whole.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
@@ -44,6 +45,28 @@ def recorded_env(trajectories: Sequence[Any]) -> dict[str, Any] | None:
     specs = [getattr(t, "meta", {}).get("env") for t in trajectories]
     first = specs[0] if specs else None
     return first if first is not None and all(s == first for s in specs) else None
+
+
+def choose_inputs(trajectories: Sequence[Any], inputs: Sequence[str] | None) -> tuple[str, ...]:
+    """``inputs`` as given, or when None the data's image keys (uint8, 3-D frames), else its
+    ``state`` key, else every vector key; what was chosen is printed (stderr).
+
+    >>> from types import SimpleNamespace
+    >>> traj = SimpleNamespace(obs={"state": np.zeros((3, 4), np.float32), "rgb": np.zeros((3, 8, 8, 3), np.uint8)})
+    >>> choose_inputs([traj], None), choose_inputs([traj], ["state"])
+    (('rgb',), ('state',))
+    """
+    if inputs is not None:
+        return tuple(inputs)
+    obs = trajectories[0].obs
+    images = [k for k in obs if obs[k].dtype == np.uint8 and obs[k].ndim == 4]
+    vectors = [k for k in obs if obs[k].ndim == 2]
+    chosen = tuple(images or (["state"] if "state" in obs else vectors))
+    if not chosen:
+        raise ValueError(f"cannot choose inputs from observation keys {sorted(obs)}: pass inputs (--inputs KEY...)")
+    what = "its image keys" if images else "its state key" if "state" in obs else "its vector keys"
+    print(f"inputs not given: the model reads {list(chosen)} ({what}; keys in the data: {sorted(obs)})", file=sys.stderr)
+    return chosen
 
 
 def input_specs(trajectories: Sequence[Any], keys: Sequence[str]) -> dict[str, InputSpec]:

@@ -60,7 +60,7 @@ from trainers.common import (
     seed_everything,
     write_json_atomic,
 )
-from trainers.data import (DataLike, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
+from trainers.data import (DataLike, choose_inputs, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
                            split_by_trajectory, state_statistics)
 from trainers.evaluate import pair_metrics
 from trainers.metrics import spearman
@@ -240,7 +240,7 @@ def fit_preference(
     *,
     preferences: str | os.PathLike | None = None,
     segment_length: int = 25,
-    inputs: Sequence[str] = ("rgb",),
+    inputs: Sequence[str] | None = None,
     window: int = 1,
     beta: float = 1.0,
     num_pairs: int = 2000,
@@ -272,10 +272,10 @@ def fit_preference(
     """
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
-    inputs = tuple(inputs)
     if segment_length < 1 or beta <= 0:
         raise ValueError(f"segment_length must be >= 1 and beta > 0; got {segment_length}, {beta}")
     trajectories = load_buffers(data)
+    inputs = choose_inputs(trajectories, inputs)
     specs = input_specs(trajectories, inputs)
     train, val = split_by_trajectory(trajectories, val_fraction, seed)
 
@@ -397,7 +397,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report goes beside it")
     parser.add_argument("--preferences", default=None, help="CSV a,b,label[,a_start,b_start] (trajectory ids, label in {0,0.5,1}); default: synthetic labels from the recorded env return")
     parser.add_argument("--segment-length", type=int, default=25, help="steps per segment")
-    parser.add_argument("--inputs", nargs="+", default=["rgb"], help="observation keys the reward reads")
+    parser.add_argument("--inputs", nargs="+", default=None, help="observation keys the reward reads (default: the data's image keys, else its state)")
     parser.add_argument("--window", type=int, default=1, help="causal window of frames per step")
     parser.add_argument("--beta", type=float, default=1.0, help="Bradley-Terry inverse temperature")
     parser.add_argument("--num-pairs", type=int, default=2000, help="synthetic training pairs")
@@ -409,7 +409,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_preference(
-        args.data, args.out, preferences=args.preferences, segment_length=args.segment_length, inputs=tuple(args.inputs),
+        args.data, args.out, preferences=args.preferences, segment_length=args.segment_length, inputs=args.inputs,
         window=args.window, beta=args.beta, num_pairs=args.num_pairs, num_val_pairs=args.num_val_pairs, encoder=args.encoder,
         hidden=args.hidden, **fit_arguments(args),
     )

@@ -77,7 +77,7 @@ from trainers.common import (
     seed_everything,
     write_json_atomic,
 )
-from trainers.data import (DataLike, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
+from trainers.data import (DataLike, choose_inputs, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
                            split_by_trajectory, state_statistics)
 from trainers.evaluate import first_success_frame, network_outputs, progress_quality, stage_accuracy
 
@@ -357,7 +357,7 @@ def fit_progress(
     data: DataLike,
     out: str | os.PathLike,
     *,
-    inputs: Sequence[str] = ("rgb",),
+    inputs: Sequence[str] | None = None,
     window: int = 8,
     rewind: float = 0.8,
     stages: str | os.PathLike | None = None,
@@ -397,7 +397,6 @@ def fit_progress(
     """
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
-    inputs = tuple(inputs)
     if window < 1:
         raise ValueError(f"window must be >= 1, got {window}")
     if not 0.0 <= rewind <= 1.0 or not 0.0 <= max_start < 1.0:
@@ -405,6 +404,7 @@ def fit_progress(
     if not 0.0 <= failure_fraction < 1.0:
         raise ValueError(f"failure_fraction must be in [0, 1), got {failure_fraction}")
     trajectories = load_buffers(data)
+    inputs = choose_inputs(trajectories, inputs)
     specs = input_specs(trajectories, inputs)
     n_success = sum(first_success_frame(t.labels) is not None for t in trajectories)
     if n_success < 2:
@@ -635,7 +635,7 @@ def _held_out_quality(model: TorchRewardModel, val: Sequence[Any], stage_targets
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report goes beside it")
-    parser.add_argument("--inputs", nargs="+", default=["rgb"], help="observation keys the model reads")
+    parser.add_argument("--inputs", nargs="+", default=None, help="observation keys the model reads (default: the data's image keys, else its state)")
     parser.add_argument("--window", type=int, default=8, help="causal window: frames of history the model reads (current frame last)")
     parser.add_argument("--rewind", type=float, default=0.8, help="probability of rewind augmentation per training sample")
     parser.add_argument("--max-start", type=float, default=0.0, help="ReWiND random clip start, as a fraction of the demo (0: clips start at the reset frame)")
@@ -651,7 +651,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_progress(
-        args.data, args.out, inputs=tuple(args.inputs), window=args.window, rewind=args.rewind, stages=args.stages,
+        args.data, args.out, inputs=args.inputs, window=args.window, rewind=args.rewind, stages=args.stages,
         max_start=args.max_start, failure_fraction=args.failure_fraction, ensemble=args.ensemble, encoder=args.encoder,
         hidden=args.hidden, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
     )
