@@ -45,11 +45,11 @@ if [ "${SAC:-1}" = 1 ]; then
   rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo sac --policy-obs state --seeds "$SEEDS" \
     --steps "$STEPS" --eval-freq 10000 --eval-episodes 50 --jobs "$JOBS" --out "$OUT" --resume \
     --algo-kwargs "$ALGO_KWARGS" \
-    --conditions env "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@demos=$WORK/expert" \
+    --conditions env "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@refit-data=$WORK/expert@demos=$WORK/expert" \
     --names dense_env rgb_classifier+demos+refits
 fi
 if [ "${PPO:-1}" = 1 ]; then
   rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo ppo --policy-obs state --seeds 1 --steps "$STEPS" \
     --eval-freq 10000 --eval-episodes 50 --jobs 1 --out "$OUT/ppo" --resume \
-    --conditions "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS" --names rgb_classifier+refits
+    --conditions "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@refit-data=$WORK/expert" --names rgb_classifier+refits
 fi
