@@ -24,7 +24,7 @@ import sys
 import envs
 from agents.compare import Condition, format_table, run_conditions
 from agents.defaults import family_defaults, parse_algo_kwargs
-from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_recorded_env, probe_env
+from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_checkpoints, probe_env
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
         for c in conditions:  # validate every checkpoint path and option before any run starts
-            check_recorded_env(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
+            check_checkpoints(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
         step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
         jobs = size_jobs(args.jobs, len(conditions) * args.seeds, base, step_seconds, args.oversubscribe)
     except (ValueError, FileNotFoundError) as exc:

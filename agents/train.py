@@ -148,9 +148,11 @@ def recorded_env_spec(path: str) -> dict[str, Any] | None:
     return load_reward_model(path).metadata.get("env")
 
 
-def check_recorded_env(cfg: TrainConfig, models: dict[str, RewardModel] | None = None) -> None:
-    """Refuse a reward model fitted on data from another env (id or constructor arguments), saying
-    what differs. ``models``: option -> loaded model (else the checkpoints are read)."""
+def check_checkpoints(cfg: TrainConfig, models: dict[str, RewardModel] | None = None) -> None:
+    """What needs the checkpoints themselves, checked before any run starts: a reward model fitted
+    on data from another env (id or constructor arguments) is refused, saying what differs, and
+    refits need the classifier's original buffers. ``models``: option -> loaded model (else the
+    checkpoints are read)."""
     wanted = envs.env_spec(cfg.env, cfg.env_kwargs, cfg.max_episode_steps, cfg.render_size)
     paths = {"--reward": reward_path(cfg.reward), "--pbrs": cfg.pbrs}
     for option, path in paths.items():
@@ -162,6 +164,12 @@ def check_recorded_env(cfg: TrainConfig, models: dict[str, RewardModel] | None =
         if differences:
             raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
                              "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
+    if cfg.refit_every is not None and cfg.refit_data is None:
+        model = (models or {}).get("--reward")
+        base = (model.metadata if model is not None else load_reward_model(paths["--reward"]).metadata).get("data")
+        if not base or not pathlib.Path(base).is_dir():
+            raise ValueError(f"--refit-every: the classifier's original buffers ({base!r} in its checkpoint) are not a "
+                             "directory here; give --refit-data DIR")
 
 
 def parse_reward(reward: str) -> tuple[str, str | None]:
@@ -256,7 +264,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
     reward_model = TimedModel(live) if live is not None else None
     potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
-    check_recorded_env(cfg, {"--reward": live, "--pbrs": potential})
+    check_checkpoints(cfg, {"--reward": live, "--pbrs": potential})
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
     if renders_in_learner_process(cfg.env, env_obs, cfg.policy_obs, cfg.n_envs):
@@ -469,7 +477,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        check_recorded_env(cfg)
+        check_checkpoints(cfg)
         step_seconds = probe_env(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap train-agent: error: {exc}", file=sys.stderr)

@@ -148,3 +148,19 @@ def test_train_reward_finds_an_unwritable_out_before_training(checkpoint: Path, 
     code = main(["train-reward", "classifier", "--data", str(checkpoint.parent / "data"), "--inputs", "state",
                  "--out", str(tmp_path / "a_file" / "model.pt")])
     assert code == 2 and "is a file, not a directory" in capsys.readouterr().err
+
+
+def test_bench_finds_missing_refit_buffers_before_any_run(checkpoint: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: the refit conditions failed only once their runs started, after the others had run.
+    from agents.cli import main
+    from trainers import fit_classifier
+
+    moved = tmp_path / "data"
+    shutil.copytree(checkpoint.parent / "data", moved)
+    clf = fit_classifier(moved, tmp_path / "clf.pt", inputs=("state",), epochs=1, progress=False)
+    shutil.rmtree(moved)
+    code = main(["bench", "--algo", "sac", "--steps", "64", "--seeds", "1", "--out", str(tmp_path / "out"),
+                 "--conditions", "env", f"classifier:{clf}@refit-every=32@label-budget=8"])
+    assert code == 2 and "give --refit-data DIR" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "runs").exists()
