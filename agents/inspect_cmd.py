@@ -19,6 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from collectors.atomic import write_atomic
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import sigmoid
 
@@ -118,12 +119,7 @@ def write_review(checkpoint: str | os.PathLike, data: str | os.PathLike, out: st
 img{{image-rendering:pixelated;max-width:100%}} td{{padding:2px 8px;border-bottom:1px solid #eee;font-size:90%}}</style></head>
 <body><h1>Reward model review</h1><p>checkpoint <code>{html.escape(str(checkpoint))}</code> &middot; data <code>{html.escape(str(data))}</code>
 &middot; {html.escape(repr(model))}</p><table>{rows}</table>{''.join(sections)}</body></html>"""
-    out = pathlib.Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name("." + out.name + ".tmp")
-    tmp.write_text(page)
-    os.replace(tmp, out)
-    return out
+    return write_atomic(out, page)
 
 
 HELD_OUT, TRAIN, UNSEEN = "held out", "train", "not in its data"

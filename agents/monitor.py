@@ -31,7 +31,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from reward_wrappers.core import LEARNED_REWARD, LEARNED_SUCCESS, PROGRESS, ENV_REWARD
-from trainers.common import write_json_atomic
+from collectors.atomic import write_json_atomic
 from trainers.metrics import spearman
 
 #: Info key of the env's true success flag (``envs.make`` writes it; SB3 logs ``is_success``).

@@ -43,7 +43,7 @@ from collectors import TrajectoryRecorder, load_trajectories  # noqa: E402
 from collectors.rollout import record_episodes  # noqa: E402
 from reward_wrappers import load_reward_model  # noqa: E402
 from trainers import fit_preference, fit_progress  # noqa: E402
-from trainers.common import write_json_atomic  # noqa: E402
+from collectors.atomic import write_json_atomic  # noqa: E402
 from trainers.evaluate import first_success_frame, predict_trajectory  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

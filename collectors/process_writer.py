@@ -78,6 +78,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from collectors import frames as _frames
+from collectors.atomic import json_default
 from collectors.frames import FrameBuffer
 from collectors.writer import (
     Column,
@@ -86,7 +87,6 @@ from collectors.writer import (
     TrajectoryWriter,
     WriteJob,
     WriteStats,
-    _json_default,
     new_trajectory_id,  # noqa: F401 (the module docstring example uses it)
     remove_stale_tmp,
     take_first_error,
@@ -129,7 +129,7 @@ def _encode(msg: dict[str, Any]) -> bytes:
     except ValueError:  # numpy scalars, Paths, ... in meta: as meta.json will store them
         if "meta" not in msg:
             raise
-        meta = json.loads(json.dumps(msg["meta"], default=_json_default))
+        meta = json.loads(json.dumps(msg["meta"], default=json_default))
         return marshal.dumps({**msg, "meta": meta})
 
 

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import os
 import socket
 import time
@@ -25,6 +26,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from collectors.atomic import json_default
 from collectors.format import RESERVED_META_KEYS, SPLITS
 from collectors.frames import FrameBuffer
 from collectors.process_writer import ProcessWriter, open_writer
@@ -156,6 +158,10 @@ class TrajectoryRecorder(gym.Wrapper):
         reserved = sorted(set(self.metadata) & RESERVED_META_KEYS)
         if reserved:
             raise ValueError(f"metadata keys {reserved} are written by the recorder itself; choose other names")
+        try:  # here, not in the writer after the first episode
+            json.dumps(self.metadata, default=json_default)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"metadata must be JSON-serialisable (it goes into every meta.json): {exc}") from None
         self._writer: TrajectoryWriter | ProcessWriter = open_writer(self.out_dir, async_write, fsync=fsync)
         self._dropped = self._writer.stats.dropped_full  # one dict for the writer's life
         spec = getattr(env, "spec", None)

@@ -42,6 +42,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import numpy as np
 
 from collectors.frames import FrameBuffer, npy_header, write_frames
+from collectors.atomic import json_default
 from collectors.format import FORMAT_NAME, FORMAT_VERSION, META_FILE, SPLITS, TMP_DIR, per_frame
 
 try:  # POSIX only; elsewhere caps are best-effort across processes
@@ -339,7 +340,7 @@ def write_trajectory(
             "fields": describe_fields(arrays),
         }
         # json.dumps without indent uses the C encoder (json.dump and indent= do not).
-        meta_bytes = json.dumps(full_meta, default=_json_default).encode()
+        meta_bytes = json.dumps(full_meta, default=json_default).encode()
         _write_file(os.path.join(tmp, META_FILE), meta_bytes, fsync=fsync)
         if fsync:
             _fsync_dir(tmp_dir)
@@ -390,16 +391,6 @@ def _write_npy(path: str, arr: np.ndarray, *, fsync: bool = False) -> None:
     """``np.save(path, arr)`` (format 1.0, what np.load reads) without numpy's Python overhead."""
     arr = np.ascontiguousarray(arr)
     _write_file(path, npy_header(arr.dtype, arr.shape) + arr.tobytes(), fsync=fsync)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    return repr(obj)
 
 
 @dataclass

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from typing import Any
 
 import torch
 
+from collectors.atomic import write_atomic
 from reward_wrappers.base import ModelSpec
 from reward_wrappers import progress_networks  # noqa: F401  (registers the built-in progress_net)
 from reward_wrappers.networks import TorchRewardModel, build_network
@@ -47,19 +47,11 @@ def save_reward_model(model: TorchRewardModel, path: PathLike, metadata: dict[st
         "state_dict": {k: v.detach().cpu() for k, v in model.net.state_dict().items()},
         "metadata": {**model.metadata, **(metadata or {})},
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
     try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        return write_atomic(path, lambda tmp: torch.save(payload, tmp))
     except (OSError, RuntimeError) as exc:  # torch reports a full disk as a bare RuntimeError
-        pathlib.Path(tmp).unlink(missing_ok=True)
         raise OSError(f"could not write the checkpoint {path} ({type(exc).__name__}: {exc}); "
                       "nothing was written there") from exc
-    except BaseException:
-        pathlib.Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def load_reward_model(path: PathLike, device: str | torch.device = "cpu") -> TorchRewardModel:

@@ -31,6 +31,7 @@ from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
+from collectors.atomic import write_atomic, write_json_atomic
 from trainers.common import (
     EarlyStopping,
     Optimizer,
@@ -40,7 +41,6 @@ from trainers.common import (
     report_path,
     resolve_device,
     seed_everything,
-    write_json_atomic,
 )
 from trainers.data import (
     DataLike,
@@ -311,10 +311,7 @@ def write_error_grid(path: pathlib.Path, trajectories: Sequence[Any], table: Fra
     ok, buf = cv2.imencode(".png", canvas[..., ::-1])
     if not ok:
         raise RuntimeError(f"could not encode {path}")
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, buf.tobytes())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

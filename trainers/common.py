@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import pathlib
 import random
-import tempfile
 from typing import Any
 
 import numpy as np
 import torch
+
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -80,27 +79,6 @@ class EarlyStopping:
     def restore(self, module: torch.nn.Module) -> None:
         if self.best_state is not None:
             module.load_state_dict(self.best_state)
-
-
-def write_json_atomic(path: str | os.PathLike, payload: dict[str, Any]) -> pathlib.Path:
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.floating, np.integer)):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (pathlib.Path,)):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def positive_int(text: str) -> int:

@@ -66,6 +66,7 @@ from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecProgressReward
 from trainers.kinds import RewardKind, register_reward_kind
+from collectors.atomic import write_json_atomic
 from trainers.common import (
     EarlyStopping,
     Optimizer,
@@ -75,7 +76,6 @@ from trainers.common import (
     report_path,
     resolve_device,
     seed_everything,
-    write_json_atomic,
 )
 from trainers.data import (DataLike, choose_inputs, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
                            split_by_trajectory, state_statistics)
