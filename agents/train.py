@@ -37,6 +37,7 @@ from agents.callbacks import RewardLogger, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
+from reward_wrappers.core import validate_gamma
 from trainers.kinds import reward_kind, reward_kinds
 
 ALGOS = {"ppo": PPO, "sac": SAC}
@@ -54,14 +55,16 @@ def resolve_ignore_terminations(env_id: str, ignore_terminations: bool | None) -
 
 
 def check_discount(gamma: float, name: str) -> float:
-    """``gamma`` if it is a discount factor, in (0, 1]; else a ValueError naming ``name``.
+    """``gamma`` if it is a discount factor (the wrappers' own rule, ``core.validate_gamma``);
+    else a ValueError naming the option ``name``.
 
     >>> check_discount(0.95, "--gamma")
     0.95
     """
-    if not 0.0 < gamma <= 1.0:
-        raise ValueError(f"{name} must be in (0, 1], got {gamma}")
-    return gamma
+    try:
+        return validate_gamma(gamma)
+    except ValueError:
+        raise ValueError(f"{name} must be in (0, 1], got {gamma}") from None
 
 
 @dataclass

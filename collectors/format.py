@@ -20,8 +20,6 @@ Every file is a plain ``.npy`` (no pickles), so readers memory-map them with
 ``np.load(path, mmap_mode="r", allow_pickle=False)``. ``meta.json`` lists every field's shape
 and dtype; a reader checks the files against it and against the length ``T``.
 
->>> field_file("obs", "rgb"), field_file("actions")
-('obs.rgb.npy', 'actions.npy')
 >>> per_frame("labels"), per_frame("actions")
 (True, False)
 """
@@ -67,11 +65,6 @@ class TrajectoryFormatError(ValueError):
         self.path = Path(path)
         self.problem = problem
         super().__init__(f"bad trajectory {self.path}: {problem}")
-
-
-def field_file(kind: str, key: str | None = None) -> str:
-    """File name of a field: ``field_file("obs", "rgb") == "obs.rgb.npy"``."""
-    return f"{kind}.{key}.npy" if key is not None else f"{kind}.npy"
 
 
 def per_frame(field: str) -> bool:

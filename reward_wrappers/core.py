@@ -233,16 +233,6 @@ class FrameReader:
         return {k: np.asarray(v)[None] for k, v in self.batched(obs).items()}
 
 
-def single_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """One env's observation as a batch of one frame per key (``(1, *shape)``)."""
-    return FrameReader(single_space, keys).single(obs)
-
-
-def batched_frames(obs: Any, single_space: spaces.Space, keys: tuple[str, ...]) -> dict[str, Array]:
-    """A vector env's batched observation as frames (no copy)."""
-    return FrameReader(single_space, keys).batched(obs)
-
-
 def validated_model(model: ModelLike, observation_space: spaces.Space, *, what: str = "env") -> RewardModel:
     """``as_reward_model`` plus a construction-time check of the space against ``model.spec``.
     A checkpoint path is loaded (``load_reward_model``), so config files (rl-zoo3's

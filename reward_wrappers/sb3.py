@@ -33,6 +33,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from envs.spaces import obs_to_dict
 from reward_wrappers.base import ModelLike
+from reward_wrappers.single import mirror_success
 from reward_wrappers.core import (
     ENV_REWARD,
     LearnedRewardCore,
@@ -114,8 +115,7 @@ class VecCoreWrapper(VecEnvWrapper):
                 for info, value in zip(infos, values.tolist()):
                     info[key] = value
         for info in infos:
-            if "success" in info and "is_success" not in info:
-                info["is_success"] = bool(info["success"])
+            mirror_success(info)
         if any_done:
             inner = getattr(self.venv, "reset_infos", None)
             for i in np.flatnonzero(dones):
