@@ -1,7 +1,7 @@
 """The ``rewardswap`` command line: one subcommand per stage of the pipeline.
 
 Each subcommand's arguments and behaviour live in the package that owns that stage; this file
-only routes. Modules are imported lazily so ``rewardswap --help`` stays fast.
+only routes. Only the chosen subcommand's module is imported, so ``rewardswap --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only ``command``'s module is imported (the others get their one-line help), so
+    ``rewardswap --help`` imports neither torch nor SB3."""
     parser = argparse.ArgumentParser(
         prog="rewardswap",
         description="Swap a Gymnasium env's reward for a learned one without touching the agent code.",
@@ -30,20 +32,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
-        module = importlib.import_module(module_name)
-        sp = sub.add_parser(
-            name,
-            help=help_text,
-            description=(module.__doc__ or help_text).strip().split("\n\n")[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        module.add_arguments(sp)
-        sp.set_defaults(_run=module.run)
+        sp = sub.add_parser(name, help=help_text, description=help_text,
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        if name == command:
+            module = importlib.import_module(module_name)
+            sp.description = (module.__doc__ or help_text).strip().split("\n\n")[0]
+            module.add_arguments(sp)
+            sp.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in SUBCOMMANDS else None).parse_args(argv)
     return int(args._run(args) or 0)
 
 
