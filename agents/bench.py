@@ -24,7 +24,8 @@ import sys
 import envs
 from agents.compare import Condition, format_table, run_conditions
 from agents.defaults import family_defaults, parse_algo_kwargs
-from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_checkpoints, probe_env
+from agents.preflight import check_checkpoints, probe_env
+from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

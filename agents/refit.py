@@ -32,7 +32,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from collectors import load_trajectories
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import SwappableModel
-from reward_wrappers.core import NumpyOps, output_kind, success_score
+from reward_wrappers.core import output_kind, success_score
+from reward_wrappers.ops import NumpyOps
 from reward_wrappers.transitions import SuccessLabeller, VecTransitionFrames, predict_in_chunks
 from trainers.classifier import fit_classifier
 

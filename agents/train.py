@@ -35,6 +35,7 @@ import envs
 from agents import correction
 from agents.callbacks import RewardLogger, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
+from agents.preflight import check_checkpoints, probe_env, recorded_env_spec, reward_path
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
 from reward_wrappers.core import validate_gamma
@@ -141,40 +142,6 @@ class TrainConfig:
                 "or --ignore-terminations yes (reward-semantics notes)", RuntimeWarning, stacklevel=3)
 
 
-def reward_path(reward: str) -> str | None:
-    """The checkpoint of a learned ``--reward`` (None for env and sparse)."""
-    return parse_reward(reward)[1]
-
-
-def recorded_env_spec(path: str) -> dict[str, Any] | None:
-    """The env spec a checkpoint records (from the data it was fitted on), if any."""
-    return load_reward_model(path).metadata.get("env")
-
-
-def check_checkpoints(cfg: TrainConfig, models: dict[str, RewardModel] | None = None) -> None:
-    """What needs the checkpoints themselves, checked before any run starts: a reward model fitted
-    on data from another env (id or constructor arguments) is refused, saying what differs, and
-    refits need the classifier's original buffers. ``models``: option -> loaded model (else the
-    checkpoints are read)."""
-    wanted = envs.env_spec(cfg.env, cfg.env_kwargs, cfg.max_episode_steps, cfg.render_size)
-    paths = {"--reward": reward_path(cfg.reward), "--pbrs": cfg.pbrs}
-    for option, path in paths.items():
-        if path is None:
-            continue
-        model = (models or {}).get(option)
-        recorded = (getattr(model, "metadata", None) or {}).get("env") if model is not None else recorded_env_spec(path)
-        differences = envs.spec_differences(recorded, wanted, keys=("id", "kwargs")) if recorded else []
-        if differences:
-            raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
-                             "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
-    if cfg.refit_every is not None and cfg.refit_data is None:
-        model = (models or {}).get("--reward")
-        base = (model.metadata if model is not None else load_reward_model(paths["--reward"]).metadata).get("data")
-        if not base or not pathlib.Path(base).is_dir():
-            raise ValueError(f"--refit-every: the classifier's original buffers ({base!r} in its checkpoint) are not a "
-                             "directory here; give --refit-data DIR")
-
-
 def parse_reward(reward: str) -> tuple[str, str | None]:
     """``"classifier:model.pt"`` -> ``("classifier", "model.pt")``; ``"env"`` -> ``("env", None)``."""
     kind, _, path = reward.partition(":")
@@ -242,15 +209,6 @@ def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
     if env_obs == policy_obs or "+" in policy_obs:
         return venv
     return VecExtractDictObs(venv, policy_obs)
-
-
-def probe_env(cfg: TrainConfig) -> float | None:
-    """Make one env of the run here (``envs.step_seconds``): bad constructor arguments fail once, in
-    this process, and a foreign env's step cost decides whether worker processes pay for
-    themselves. None (nothing made) for built-in and ManiSkill envs without ``env_kwargs``."""
-    if envs.env_family(cfg.env) != "gymnasium" and not cfg.env_kwargs:
-        return None
-    return envs.step_seconds(cfg.env, max_episode_steps=cfg.max_episode_steps, **cfg.env_kwargs)
 
 
 def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = False,
@@ -456,6 +414,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     env, env_kwargs = args.env, envs.parse_env_kwargs(args.env_kwargs)
+    parse_reward(args.reward)  # an unknown kind is named before its checkpoint is read
     if env is None:  # the env the reward model was fitted on, else the default
         path = reward_path(args.reward) or args.pbrs
         recorded = recorded_env_spec(path) if path and pathlib.Path(path).is_file() else None

@@ -13,7 +13,7 @@ classes here do everything else, once, for every twin:
 * :class:`LearnedRewardCore`, :class:`PBRSCore` and :class:`ProgressCore` hold the per-episode
   state (hold counters, the cached potential, the previous progress) of a batch of envs.
 
-The same code runs on numpy arrays and on torch tensors (:class:`NumpyOps`, :class:`TorchOps`),
+The same code runs on numpy arrays and on torch tensors (:class:`~reward_wrappers.ops.NumpyOps`, :class:`~reward_wrappers.ops.TorchOps`),
 so the per-env wrapper and every vectorised twin give the same rewards by construction.
 
 Step protocol (``B`` envs; all masks are boolean ``(B,)``):
@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
-import torch
 from gymnasium import spaces
 
 from envs.spaces import obs_keys
@@ -48,18 +47,12 @@ from reward_wrappers.base import (
     ModelLike,
     RewardModel,
     as_reward_model,
-    BatchCheck,
-    check_finite,
     check_space_matches,
-    model_window,
-    sigmoid,
 )
 from reward_wrappers.checkpoint import load_reward_model
+from reward_wrappers.feed import ModelFeed
+from reward_wrappers.ops import Array, Frames, Mask, NumpyOps, Ops
 
-Array = Union[np.ndarray, torch.Tensor]
-#: Batched frames of a vector step: ``{key: (B, *shape)}`` (numpy arrays or tensors).
-Frames = Mapping[str, Array]
-Mask = Array
 
 #: Info keys every wrapper writes (one place, so twins and tests agree on the names).
 ENV_REWARD = "env_reward"
@@ -74,133 +67,6 @@ LEARNED_OUTPUTS = ("prob", "binary", "logit", "raw")
 PROGRESS_OUTPUTS = ("progress", "delta")
 
 
-# --------------------------------------------------------------------------------------------
-# numpy / torch
-# --------------------------------------------------------------------------------------------
-class NumpyOps:
-    """Array operations for numpy batches (host memory, float64 rewards)."""
-
-    name = "numpy"
-
-    def floats(self, x: Any) -> np.ndarray:
-        return np.asarray(x, dtype=np.float64).reshape(-1)
-
-    def bools(self, x: Any) -> np.ndarray:
-        return np.asarray(x, dtype=bool).reshape(-1)
-
-    def zeros(self, n: int) -> np.ndarray:
-        return np.zeros(n, dtype=np.float64)
-
-    def falses(self, n: int) -> np.ndarray:
-        return np.zeros(n, dtype=bool)
-
-    def where(self, mask: Array, a: Any, b: Any) -> np.ndarray:
-        return np.where(mask, a, b)
-
-    def cat(self, parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts, axis=0)
-
-    def sigmoid(self, x: np.ndarray) -> np.ndarray:
-        if not (isinstance(x, np.ndarray) and x.dtype == np.float64 and x.ndim == 1):
-            return sigmoid(x)
-        # base.sigmoid's exact arithmetic, in place: one temporary instead of three.
-        out = np.multiply(x, 0.5)
-        np.tanh(out, out=out)
-        out += 1.0
-        out *= 0.5
-        return out
-
-    def any(self, mask: Optional[Array]) -> bool:
-        # count_nonzero is a plain C call; ndarray.any() goes through Python-level dispatch.
-        return mask is not None and np.count_nonzero(mask) != 0
-
-    def to_float(self, mask: np.ndarray) -> np.ndarray:
-        return mask.astype(np.float64)
-
-    def predict(self, model: RewardModel, batch: Frames) -> np.ndarray:
-        return np.asarray(model.predict(batch), dtype=np.float64).reshape(-1)
-
-    def confidence(self, model: Any, batch: Frames) -> np.ndarray:
-        return np.asarray(model.predict_confidence(batch), dtype=np.float64).reshape(-1)
-
-    def check_finite(self, values: np.ndarray, what: str) -> np.ndarray:
-        if np.count_nonzero(np.isfinite(values)) == values.size:  # fast path; the full check builds the message
-            return values
-        return check_finite(values, what=what)
-
-
-class TorchOps:
-    """Array operations for torch batches that stay on ``device``.
-
-    Models offering ``predict_torch(batch) -> tensor`` run on the tensors directly; others fall
-    back to ``predict`` on a host copy (correct, but it is the per-step copy this path avoids).
-    On a CUDA device the NaN/inf check is a device-side assert (no host synchronisation).
-    """
-
-    name = "torch"
-
-    def __init__(self, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        self.device = torch.device(device)
-        self.dtype = dtype
-
-    def floats(self, x: Any) -> torch.Tensor:
-        return torch.as_tensor(x, device=self.device).to(self.dtype).reshape(-1)
-
-    def bools(self, x: Any) -> torch.Tensor:
-        return torch.as_tensor(x, device=self.device).to(torch.bool).reshape(-1)
-
-    def zeros(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, dtype=self.dtype, device=self.device)
-
-    def falses(self, n: int) -> torch.Tensor:
-        return torch.zeros(n, dtype=torch.bool, device=self.device)
-
-    def where(self, mask: Array, a: Any, b: Any) -> torch.Tensor:
-        a = a if isinstance(a, torch.Tensor) else torch.as_tensor(a, dtype=self.dtype, device=self.device)
-        b = b if isinstance(b, torch.Tensor) else torch.as_tensor(b, dtype=self.dtype, device=self.device)
-        return torch.where(mask, a, b)
-
-    def cat(self, parts: list[torch.Tensor]) -> torch.Tensor:
-        return torch.cat(parts, dim=0)
-
-    def sigmoid(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(x)
-
-    def any(self, mask: Optional[Array]) -> bool:
-        # One boolean read per step, the same synchronisation ManiSkillVectorEnv itself does
-        # (``if dones.any()``) to decide whether to reset.
-        return mask is not None and bool(mask.any())
-
-    def to_float(self, mask: torch.Tensor) -> torch.Tensor:
-        return mask.to(self.dtype)
-
-    def predict(self, model: RewardModel, batch: Frames) -> torch.Tensor:
-        if hasattr(model, "predict_torch"):
-            out = model.predict_torch(batch)  # type: ignore[attr-defined]
-        else:
-            host = {k: v.detach().cpu().numpy() for k, v in batch.items()}
-            out = torch.as_tensor(np.asarray(model.predict(host)), device=self.device)
-        return out.to(self.dtype).reshape(-1)
-
-    def confidence(self, model: Any, batch: Frames) -> torch.Tensor:
-        if hasattr(model, "predict_confidence_torch"):
-            return model.predict_confidence_torch(batch).to(self.dtype).reshape(-1)
-        host = {k: v.detach().cpu().numpy() for k, v in batch.items()}
-        return torch.as_tensor(np.asarray(model.predict_confidence(host)), device=self.device).to(self.dtype).reshape(-1)
-
-    def check_finite(self, values: torch.Tensor, what: str) -> torch.Tensor:
-        message = f"{what} returned non-finite values; refusing to hand NaN/inf to the agent"
-        if values.device.type == "cpu":
-            bad = ~torch.isfinite(values)
-            if bool(bad.any()):
-                idx = torch.nonzero(bad).flatten()[:10].tolist()
-                raise FloatingPointError(f"{message} (batch indices {idx}: {values[bad][:10].tolist()})")
-        else:
-            torch._assert_async(torch.isfinite(values).all(), message)
-        return values
-
-
-Ops = Union[NumpyOps, TorchOps]
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,165 +201,6 @@ class HoldCounter:
             return positive
         self.counts = self.ops.where(positive, self.counts + 1.0, 0.0)
         return self.counts >= self.hold_steps
-
-
-# --------------------------------------------------------------------------------------------
-# model calls
-# --------------------------------------------------------------------------------------------
-class ModelFeed:
-    """Frame windows per env plus one batched model call per step.
-
-    With ``spec.window == 1`` the frames go straight to the model. Otherwise each env keeps its
-    last ``window`` frames (``(B, window, *shape)``, oldest first); an episode's first frame
-    fills the whole window, exactly as :func:`~reward_wrappers.base.window_indices` does.
-    """
-
-    def __init__(
-        self,
-        model: RewardModel,
-        num_envs: int,
-        ops: Ops,
-        *,
-        min_confidence: Optional[float] = None,
-        what: str = "reward model",
-    ) -> None:
-        self.model = model
-        self.num_envs = int(num_envs)
-        self.ops = ops
-        self.window = model_window(model)
-        self.min_confidence = min_confidence
-        self.what = what
-        self._history: Optional[dict[str, Array]] = None
-        # Keys, per-frame shapes and dtypes against the spec, checked fully once per layout.
-        self._check = BatchCheck(getattr(model, "spec", None))
-        # A spec, when there is one, is the authority: every TorchRewardModel has the methods,
-        # but only networks with a confidence head can answer them.
-        has_confidence = (
-            model.spec.has_confidence
-            if getattr(model, "spec", None) is not None
-            else hasattr(model, "predict_confidence") or hasattr(model, "predict_with_confidence")
-        )
-        if min_confidence is not None and not has_confidence:
-            raise ValueError(
-                "min_confidence needs a model with predict_confidence(batch) (spec.has_confidence); "
-                f"{model!r} has none"
-            )
-
-    # -- windows ------------------------------------------------------------------------------
-    @staticmethod
-    def _repeat(frame: Array, window: int) -> Array:
-        if isinstance(frame, torch.Tensor):
-            return frame.unsqueeze(1).expand(frame.shape[0], window, *frame.shape[1:]).clone()
-        return np.repeat(np.asarray(frame)[:, None], window, axis=1)
-
-    def _fill(self, history: dict[str, Array], frames: Frames, mask: Optional[Mask]) -> dict[str, Array]:
-        if self.window == 1:
-            return history
-        out = {}
-        for key, hist in history.items():
-            if mask is None:
-                out[key] = self._repeat(frames[key], self.window)
-            else:
-                hist = hist.clone() if isinstance(hist, torch.Tensor) else hist.copy()
-                hist[mask] = self._repeat(frames[key][mask], self.window)
-                out[key] = hist
-        return out
-
-    def start(self, frames: Frames, mask: Optional[Mask] = None) -> None:
-        """Masked envs (all if ``mask`` is None) start an episode at ``frames``."""
-        if self.window == 1:
-            return
-        if self._history is None or mask is None:
-            self._history = {k: self._repeat(v, self.window) for k, v in frames.items()}
-        else:
-            self._history = self._fill(self._history, frames, mask)
-
-    def _advance(self, frames: Frames, fresh: Optional[Mask]) -> dict[str, Array]:
-        if self.window == 1:
-            return dict(frames)
-        if self._history is None:
-            self.start(frames)
-            return dict(self._history)  # type: ignore[arg-type]
-        history = {}
-        for key, hist in self._history.items():
-            frame = frames[key]
-            if isinstance(hist, torch.Tensor):
-                history[key] = torch.cat([hist[:, 1:], frame.unsqueeze(1)], dim=1)
-            else:
-                history[key] = np.concatenate([hist[:, 1:], np.asarray(frame)[:, None]], axis=1)
-        if self.ops.any(fresh):
-            history = self._fill(history, frames, fresh)
-        self._history = history
-        return history
-
-    # -- forward ------------------------------------------------------------------------------
-    def _forward(self, batch: Frames) -> Array:
-        self._check(batch)
-        n = next(iter(batch.values())).shape[0]
-        if self.min_confidence is not None and hasattr(self.model, "predict_with_confidence") and self.ops.name == "numpy":
-            values, confidence = self.model.predict_with_confidence(batch)  # type: ignore[attr-defined]
-            values, confidence = self.ops.floats(values), self.ops.floats(confidence)
-        else:
-            values = self.ops.predict(self.model, batch)
-            confidence = self.ops.confidence(self.model, batch) if self.min_confidence is not None else None
-        if values.shape[0] != n:
-            raise ValueError(f"{self.what} returned {values.shape[0]} values for a batch of {n}; predict must return (B,)")
-        values = self.ops.check_finite(values, self.what)
-        if confidence is not None:
-            # A potential the model is unsure about is 0: still a function of the state, so
-            # shaping stays potential-based (policy-invariant).
-            values = self.ops.where(confidence >= self.min_confidence, values, 0.0)
-        return values
-
-    def values(self, batch: Frames) -> Array:
-        """Model values of a ready batch (windows already built), with the per-step checks and the
-        confidence rule: for recomputing stored transitions (:mod:`reward_wrappers.transitions`)."""
-        return self._forward(batch)
-
-    def begin(self, frames: Frames, mask: Optional[Mask] = None, *, want_values: bool = True) -> Optional[Array]:
-        """Start episodes at ``frames`` for masked envs; return the model values there (0 elsewhere)."""
-        self.start(frames, mask)
-        if not want_values:
-            return None
-        windows = self._history if self.window > 1 else frames
-        if mask is None:
-            return self._forward(windows)  # type: ignore[arg-type]
-        values = self.ops.zeros(self.num_envs)
-        if self.ops.any(mask):
-            values[mask] = self._forward({k: v[mask] for k, v in windows.items()})  # type: ignore[union-attr]
-        return values
-
-    def evaluate(
-        self,
-        frames: Frames,
-        *,
-        fresh: Optional[Mask] = None,
-        ended: Optional[Mask] = None,
-        restart_frames: Optional[Frames] = None,
-        want_restart_values: bool = False,
-    ) -> tuple[Array, Optional[Array]]:
-        """Model values at ``frames`` (B,) and, for ``ended`` envs, at their restart frames.
-
-        ``fresh`` envs' windows restart at ``frames``; ``ended`` envs' windows restart at
-        ``restart_frames`` after their value at ``frames`` is taken. Both sets of rows go through
-        one model call.
-        """
-        batch = self._advance(frames, fresh)
-        restarting = restart_frames is not None and self.ops.any(ended)
-        restart_rows: Optional[dict[str, Array]] = None
-        if restarting:
-            restarted = self._fill(self._history, restart_frames, ended) if self.window > 1 else restart_frames  # type: ignore[arg-type]
-            if self.window > 1:
-                self._history = restarted
-            if want_restart_values:
-                restart_rows = {k: v[ended] for k, v in restarted.items()}  # type: ignore[index]
-        if restart_rows is None:
-            return self._forward(batch), None
-        joined = {k: self.ops.cat([batch[k], restart_rows[k]]) for k in batch}
-        out = self._forward(joined)
-        restart_values = self.ops.zeros(self.num_envs)
-        restart_values[ended] = out[self.num_envs :]
-        return out[: self.num_envs], restart_values
 
 
 # --------------------------------------------------------------------------------------------

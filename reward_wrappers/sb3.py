@@ -37,7 +37,6 @@ from reward_wrappers.single import mirror_success
 from reward_wrappers.core import (
     ENV_REWARD,
     LearnedRewardCore,
-    NumpyOps,
     PBRSCore,
     ProgressCore,
     RewardCore,
@@ -45,6 +44,7 @@ from reward_wrappers.core import (
     model_keys,
     validated_model,
 )
+from reward_wrappers.ops import NumpyOps
 
 __all__ = ["VecLearnedReward", "VecPBRS", "VecProgressReward"]
 

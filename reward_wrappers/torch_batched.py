@@ -33,7 +33,7 @@ import torch
 from gymnasium.vector import VectorEnv
 
 from reward_wrappers.base import ModelLike
-from reward_wrappers.core import Array, Mask, TorchOps
+from reward_wrappers.ops import Array, Mask, TorchOps
 from reward_wrappers.vector import VectorInfo, VectorLearnedReward, VectorPBRS, VectorProgressReward
 
 __all__ = ["TorchLearnedReward", "TorchPBRS", "TorchProgressReward", "env_device"]

@@ -32,17 +32,17 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from envs.spaces import key_spaces, obs_to_dict
 from reward_wrappers.core import (
     LearnedRewardCore,
-    NumpyOps,
     PBRSCore,
     ProgressCore,
     RewardCore,
     combine_rewards,
     learned_output,
-    model_window,
     pbrs_shaping,
     potential_values,
     success_score,
 )
+from reward_wrappers.base import model_window
+from reward_wrappers.ops import NumpyOps
 
 __all__ = ["VecTransitionFrames", "SuccessLabeller", "transition_rewards", "reward_cores", "check_relabelable",
            "predict_in_chunks"]

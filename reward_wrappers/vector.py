@@ -34,11 +34,7 @@ from envs.spaces import obs_to_dict
 from reward_wrappers.base import ModelLike
 from reward_wrappers.core import (
     ENV_REWARD,
-    Array,
     LearnedRewardCore,
-    Mask,
-    NumpyOps,
-    Ops,
     PBRSCore,
     ProgressCore,
     RewardCore,
@@ -46,6 +42,7 @@ from reward_wrappers.core import (
     model_keys,
     validated_model,
 )
+from reward_wrappers.ops import Array, Mask, NumpyOps, Ops
 
 __all__ = ["VectorLearnedReward", "VectorPBRS", "VectorProgressReward", "VectorCoreWrapper"]
 

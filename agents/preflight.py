@@ -1,0 +1,64 @@
+"""What a run checks in the main process before any worker starts: the env (one made here, so bad
+constructor arguments fail once and a foreign env's step cost is known) and what needs the
+checkpoints themselves (the env they were fitted on, the refits' buffers).
+``cfg`` is an ``agents.train.TrainConfig``.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from typing import Any
+
+import envs
+from reward_wrappers import load_reward_model
+from reward_wrappers.base import RewardModel
+
+
+def reward_path(reward: str) -> str | None:
+    """The checkpoint of a learned ``--reward`` (None for env and sparse).
+
+    >>> reward_path("classifier:c.pt"), reward_path("env")
+    ('c.pt', None)
+    """
+    return reward.partition(":")[2] or None
+
+
+def recorded_env_spec(path: str) -> dict[str, Any] | None:
+    """The env spec a checkpoint records (from the data it was fitted on), if any."""
+    return load_reward_model(path).metadata.get("env")
+
+
+def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) -> None:
+    """What needs the checkpoints themselves, checked before any run starts: a reward model fitted
+    on data from another env (id or constructor arguments) is refused, saying what differs, and
+    refits need the classifier's original buffers. ``models``: option -> loaded model (else the
+    checkpoints are read)."""
+    wanted = envs.env_spec(cfg.env, cfg.env_kwargs, cfg.max_episode_steps, cfg.render_size)
+    paths = {"--reward": reward_path(cfg.reward), "--pbrs": cfg.pbrs}
+    for option, path in paths.items():
+        if path is None:
+            continue
+        model = (models or {}).get(option)
+        recorded = (getattr(model, "metadata", None) or {}).get("env") if model is not None else recorded_env_spec(path)
+        differences = envs.spec_differences(recorded, wanted, keys=("id", "kwargs")) if recorded else []
+        if differences:
+            raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
+                             "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
+    if cfg.refit_every is not None and cfg.refit_data is None:
+        model = (models or {}).get("--reward")
+        base = (model.metadata if model is not None else load_reward_model(paths["--reward"]).metadata).get("data")
+        if not base or not pathlib.Path(base).is_dir():
+            raise ValueError(f"--refit-every: the classifier's original buffers ({base!r} in its checkpoint) are not a "
+                             "directory here; give --refit-data DIR")
+
+
+def probe_env(cfg: Any) -> float | None:
+    """Make one env of the run here (``envs.step_seconds``): bad constructor arguments fail once, in
+    this process, and a foreign env's step cost decides whether worker processes pay for
+    themselves. None (nothing made) for built-in and ManiSkill envs without ``env_kwargs``."""
+    if envs.env_family(cfg.env) != "gymnasium" and not cfg.env_kwargs:
+        return None
+    return envs.step_seconds(cfg.env, max_episode_steps=cfg.max_episode_steps, **cfg.env_kwargs)
+
+
+__all__ = ["check_checkpoints", "probe_env", "recorded_env_spec", "reward_path"]
