@@ -44,7 +44,8 @@ META_FILE = "meta.json"
 #: Writers build trajectories here and ``os.rename`` them into a split when complete.
 TMP_DIR = ".tmp"
 
-#: Fields with one entry per observation (T+1); the others have one per action (T).
+#: Fields with one entry per action (T); the others (``obs.*``, ``labels``, ``info.*``) have one per
+#: observation (T+1).
 PER_STEP_FIELDS: tuple[str, ...] = ("actions", "rewards", "terminated", "truncated")
 REQUIRED_FIELDS: tuple[str, ...] = ("actions", "rewards", "labels", "terminated", "truncated")
 META_REQUIRED: tuple[str, ...] = ("format", "format_version", "id", "split", "length", "success", "fields")

@@ -73,7 +73,7 @@ _ITEMSIZE: dict[str, int] = {}  # np.dtype(str) costs ~1 us; a Column's length i
 
 
 class Column:
-    """A per-step field packed by the recorder; the writer makes it an array without a copy.
+    """A per-step field, packed from the episode's EpisodeSteps by whichever writer runs; made an array without a copy.
 
     The recorder hands rewards, labels and flags over like this so no numpy call happens on the
     env's thread (each costs several microseconds there, with the env's data in the caches):
