@@ -76,7 +76,7 @@ def size_jobs(jobs: int | None, runs: int, base: TrainConfig, step_seconds: floa
         chosen = cores
     workers = base.n_envs if family_defaults(base.algo, base.env, step_seconds=step_seconds).subprocess else 0
     processes = chosen * (1 + workers)
-    if processes > 2 * cores:
+    if chosen > 1 and processes > 2 * cores:  # one run alone is as fast as it gets
         print(f"rewardswap bench: {chosen} parallel runs x (1 learner + {workers} env workers) = {processes} processes "
               f"on {cores} cores; each run will go slower (fewer --jobs or --n-envs keep them apart)", file=sys.stderr)
     return max(1, chosen)
