@@ -110,7 +110,8 @@ def run(args: argparse.Namespace) -> int:
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
     }
     summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=jobs, extra=extra,
-                             preamble=f"Command: `{extra['command']}`\n\n", resume=args.resume)
+                             preamble=f"Command: `{extra['command']}`\n\n", resume=args.resume,
+                             step_seconds=step_seconds)
     print(format_table(summary))
     print(f"report: {args.out}/report.md")
     return 0

@@ -91,11 +91,11 @@ def _short_name(reward: str, pbrs: str | None, gamma: float | None, options: dic
     return base + ("+pbrs" if pbrs else "") + extras + ("" if gamma is None else f"@{gamma:g}")
 
 
-def _run_one(cfg: TrainConfig) -> dict[str, Any]:
+def _run_one(cfg: TrainConfig, step_seconds: float | None = None) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(1)
-    return train_agent(cfg)
+    return train_agent(cfg, step_seconds=step_seconds)
 
 
 def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
@@ -136,8 +136,13 @@ def run_conditions(
     extra: dict[str, Any] | None = None,
     preamble: str = "",
     resume: bool = False,
+    step_seconds: float | None = None,
 ) -> dict[str, Any]:
     """Train every condition for every seed (``jobs`` processes at once); write a report.
+
+    ``step_seconds``: the env's step cost, measured once by the caller (``preflight.probe_env``),
+    so every run makes the same choice of worker processes instead of measuring under the load
+    of the runs beside it.
 
     ``extra`` entries are added to ``results.json``; ``preamble`` opens ``report.md``. With
     ``resume``, runs that already finished under ``out_dir`` with the same settings
@@ -167,12 +172,12 @@ def run_conditions(
     if jobs <= 1:
         for key, cfg in zip(keys, configs):
             bar.set_postfix_str(f"{key[0]} seed {key[1]}")
-            results[key] = _run_one(cfg)
+            results[key] = _run_one(cfg, step_seconds)
             bar.update(1)
     else:
         ctx = multiprocessing.get_context("forkserver")
         with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            pending = {pool.submit(_run_one, cfg): key for key, cfg in zip(keys, configs)}
+            pending = {pool.submit(_run_one, cfg, step_seconds): key for key, cfg in zip(keys, configs)}
             for done in futures.as_completed(pending):
                 results[pending[done]] = done.result()
                 bar.update(1)

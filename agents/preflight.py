@@ -31,22 +31,20 @@ def recorded_env_spec(path: str) -> dict[str, Any] | None:
 def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) -> None:
     """What needs the checkpoints themselves, checked before any run starts: a reward model fitted
     on data from another env (id or constructor arguments) is refused, saying what differs, and
-    refits need the classifier's original buffers. ``models``: option -> loaded model (else the
-    checkpoints are read)."""
+    refits need the classifier's original buffers. ``models``: option -> loaded model (else each
+    checkpoint is read, once)."""
+    paths = {option: path for option, path in (("--reward", reward_path(cfg.reward)), ("--pbrs", cfg.pbrs)) if path}
+    models = {option: (models or {}).get(option) or load_reward_model(path) for option, path in paths.items()}
+    metadata = {option: getattr(model, "metadata", None) or {} for option, model in models.items()}
     wanted = envs.env_spec(cfg.env, cfg.env_kwargs, cfg.max_episode_steps, cfg.render_size)
-    paths = {"--reward": reward_path(cfg.reward), "--pbrs": cfg.pbrs}
     for option, path in paths.items():
-        if path is None:
-            continue
-        model = (models or {}).get(option)
-        recorded = (getattr(model, "metadata", None) or {}).get("env") if model is not None else recorded_env_spec(path)
+        recorded = metadata[option].get("env")
         differences = envs.spec_differences(recorded, wanted, keys=("id", "kwargs")) if recorded else []
         if differences:
             raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
                              "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
     if cfg.refit_every is not None and cfg.refit_data is None:
-        model = (models or {}).get("--reward")
-        base = (model.metadata if model is not None else load_reward_model(paths["--reward"]).metadata).get("data")
+        base = metadata.get("--reward", {}).get("data")
         if not base or not pathlib.Path(base).is_dir():
             raise ValueError(f"--refit-every: the classifier's original buffers ({base!r} in its checkpoint) are not a "
                              "directory here; give --refit-data DIR")
