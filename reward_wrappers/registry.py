@@ -16,7 +16,7 @@ An architecture is an ``nn.Module`` class built as ``cls(spec, **kwargs)`` from 
 ...     def __init__(self, spec, value=0.0):
 ...         super().__init__()
 ...         self.value = value
->>> register_architecture("constant_example", Constant)
+>>> _ = register_architecture("constant_example", Constant)
 >>> architecture_class("constant_example") is Constant
 True
 """
@@ -24,50 +24,82 @@ True
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Any
+from typing import Any, Callable
 
 #: Entry-point group through which installed packages provide architectures.
 ENTRY_POINT_GROUP = "rewardswap.architectures"
 
-_ARCHITECTURES: dict[str, Any] = {}
+
+class Registry:
+    """Entries by name, plus an entry-point group that installed packages add to, read the first
+    time a name is missing (and when all entries are listed). Architectures here and reward-model
+    kinds (``trainers.kinds``) are both one of these.
+
+    ``load(name, obj)`` registers what an entry point provides; ``how`` (formatted with ``name``)
+    tells the user how to register in-process.
+    """
+
+    def __init__(self, group: str, what: str, how: str, load: Callable[[str, Any], Any]) -> None:
+        self.group, self.what, self.how, self._load = group, what, how, load
+        self._entries: dict[str, Any] = {}
+
+    def add(self, name: str, value: Any, same: Callable[[Any, Any], bool]) -> Any:
+        """Register ``value`` as ``name``; one ``same`` as the current entry is a no-op, another is refused."""
+        current = self._entries.get(name)
+        if current is not None and not same(current, value):
+            raise ValueError(f"{self.what} {name!r} is already registered as {current!r:.120}")
+        self._entries[name] = value
+        return value
+
+    def _load_entry_points(self) -> None:
+        for entry in metadata.entry_points(group=self.group):
+            if entry.name not in self._entries:
+                self._load(entry.name, entry.load())
+
+    def get(self, name: str) -> Any:
+        """The entry ``name``, or a ``ValueError`` saying which exist and how to add one."""
+        if name not in self._entries:
+            self._load_entry_points()
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise ValueError(
+                f"unknown {self.what} {name!r}; known: {sorted(self._entries)}. Register it with "
+                f"{self.how.format(name=name)} in this process, or install the package that provides it "
+                f"(entry-point group {self.group!r})"
+            ) from None
+
+    def all(self) -> dict[str, Any]:
+        """Every entry by name (installed packages' included)."""
+        self._load_entry_points()
+        return dict(self._entries)
+
+
+def _same_class(current: Any, cls: Any) -> bool:
+    # The same class imported twice (a module run as a script and imported) is no conflict.
+    return current is cls or current.__qualname__ == cls.__qualname__
 
 
 def register_architecture(name: str, cls: Any) -> Any:
-    """Make ``cls`` the architecture called ``name`` (returns ``cls``, so it works as a decorator
-    helper). Re-registering the same class is a no-op; another class under a taken name is refused."""
+    """Make ``cls`` the architecture called ``name`` (returns ``cls``). Re-registering the same
+    class is a no-op; another class under a taken name is refused."""
     if not isinstance(name, str) or not name:
         raise ValueError(f"an architecture name must be a non-empty string, got {name!r}")
-    current = _ARCHITECTURES.get(name)
-    if current is not None and current is not cls and current.__qualname__ != cls.__qualname__:
-        raise ValueError(f"architecture {name!r} is already registered as {current.__module__}.{current.__qualname__}")
-    _ARCHITECTURES[name] = cls
-    return cls
+    return _ARCHITECTURES.add(name, cls, _same_class)
 
 
-def _load_entry_points() -> None:
-    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in _ARCHITECTURES:
-            register_architecture(entry.name, entry.load())
+_ARCHITECTURES = Registry(ENTRY_POINT_GROUP, "architecture", "reward_wrappers.register_architecture({name!r}, cls)",
+                          register_architecture)
 
 
 def architecture_class(name: str) -> Any:
     """The class registered as ``name``; installed packages' entry points are read on a miss."""
-    if name not in _ARCHITECTURES:
-        _load_entry_points()
-    try:
-        return _ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown architecture {name!r}; known: {sorted(_ARCHITECTURES)}. Register it with "
-            f"reward_wrappers.register_architecture({name!r}, cls) in this process, or install the package that "
-            f"provides it (entry-point group {ENTRY_POINT_GROUP!r})"
-        ) from None
+    return _ARCHITECTURES.get(name)
 
 
 def architectures() -> list[str]:
     """Every registered architecture name (installed packages' included)."""
-    _load_entry_points()
-    return sorted(_ARCHITECTURES)
+    return sorted(_ARCHITECTURES.all())
 
 
-__all__ = ["ENTRY_POINT_GROUP", "architecture_class", "architectures", "register_architecture"]
+__all__ = ["ENTRY_POINT_GROUP", "Registry", "architecture_class", "architectures", "register_architecture"]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Callable
+
+from reward_wrappers.registry import Registry
 
 #: Entry-point group through which installed packages provide reward-model kinds.
 ENTRY_POINT_GROUP = "rewardswap.reward_kinds"
@@ -47,46 +48,27 @@ class RewardKind:
         return self.wrapper(venv, model, output=output or self.default_output)
 
 
-_KINDS: dict[str, RewardKind] = {}
-
-
 def register_reward_kind(kind: RewardKind) -> RewardKind:
-    """Add ``kind`` under ``kind.name`` (the same object twice is a no-op; another is refused)."""
+    """Add ``kind`` under ``kind.name`` (the same kind twice is a no-op; another is refused)."""
     if not isinstance(kind, RewardKind):
         raise TypeError(f"register_reward_kind takes a trainers.kinds.RewardKind, got {type(kind).__name__}")
     if not kind.name.isidentifier():
         raise ValueError(f"a kind's name must be an identifier (it is typed as --reward {kind.name}:PATH), got {kind.name!r}")
-    current = _KINDS.get(kind.name)
-    if current is not None and current != kind:
-        raise ValueError(f"reward kind {kind.name!r} is already registered")
-    _KINDS[kind.name] = kind
-    return kind
+    return _KINDS.add(kind.name, kind, lambda current, new: current == new)
 
 
-def _load_entry_points() -> None:
-    for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if entry.name not in _KINDS:
-            register_reward_kind(entry.load())
+_KINDS = Registry(ENTRY_POINT_GROUP, "reward-model kind", "trainers.register_reward_kind(RewardKind(...))",
+                  lambda name, kind: register_reward_kind(kind))
 
 
 def reward_kinds() -> dict[str, RewardKind]:
     """Every registered kind by name (installed packages' included)."""
-    _load_entry_points()
-    return dict(_KINDS)
+    return _KINDS.all()
 
 
 def reward_kind(name: str) -> RewardKind:
     """The kind called ``name``, or a ``ValueError`` saying which exist and how to add one."""
-    if name not in _KINDS:
-        _load_entry_points()
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown reward-model kind {name!r}; known: {sorted(_KINDS)}. Register it with "
-            f"trainers.register_reward_kind(...) or install the package that provides it (entry-point group "
-            f"{ENTRY_POINT_GROUP!r})"
-        ) from None
+    return _KINDS.get(name)
 
 
 __all__ = ["ENTRY_POINT_GROUP", "RewardKind", "register_reward_kind", "reward_kind", "reward_kinds"]
