@@ -361,10 +361,12 @@ def package_versions() -> dict[str, str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    envs.add_env_arguments(parser, default_env=None)
+    envs.add_env_arguments(parser, default_env=None,
+                           default_text=f"the env the reward checkpoint records, else {TrainConfig.env}")
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
     parser.add_argument("--reward", default="env",
-                        help="env | sparse | classifier:PATH | progress:PATH | preference:PATH")
+                        help="env | sparse | KIND:PATH, KIND a registered reward-model kind (classifier, progress, "
+                             "preference or one a package adds)")
     parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
     parser.add_argument("--gamma", type=float, default=None, help="agent discount (also PBRS's); default: per-algo/env")
     parser.add_argument("--policy-obs", choices=OBS_CHOICES, default="state", help="what the policy sees")

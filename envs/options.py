@@ -44,12 +44,14 @@ def parse_env_kwargs(text: str | None) -> dict[str, Any]:
     return {} if text is None else parse_json_object(text, "--env-kwargs", example='{"task_name": "lift"}')
 
 
-def add_env_arguments(parser: argparse.ArgumentParser, *, default_env: str | None) -> None:
-    """``--env``, ``--env-kwargs``, ``--max-episode-steps`` and ``--render-size``."""
+def add_env_arguments(parser: argparse.ArgumentParser, *, default_env: str | None, default_text: str | None = None) -> None:
+    """``--env``, ``--env-kwargs``, ``--max-episode-steps`` and ``--render-size``; ``default_text``
+    says what an absent ``--env`` means when that is not simply ``default_env``."""
+    default_text = default_text or default_env
     parser.add_argument("--env", default=default_env,
                         help="env id for envs.make: built-in (PointReach-v0, PointKeyDoor-v0), ManiSkill "
                              "(PushCube-v1...), any registered gymnasium id, or module:Env-id to import the "
-                             "module that registers it" + (f" (default: {default_env})" if default_env else ""))
+                             "module that registers it" + (f" (default: {default_text})" if default_text else ""))
     parser.add_argument("--env-kwargs", default=None, metavar="JSON",
                         help="constructor arguments as a JSON object, e.g. '{\"task_name\": \"lift\"}' "
                              "(ManiSkill: also camera_view, control_mode...)")

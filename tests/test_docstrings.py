@@ -10,16 +10,17 @@ import pytest
 #: Modules whose docstrings hold examples (the ManiSkill ones need the simulator).
 MODULES = [
     "collectors", "collectors.format", "collectors.frames", "collectors.writer", "collectors.process_writer",
-    "collectors.recorder", "collectors.reader", "collectors.rollout", "collectors.rlinf",
+    "collectors.recorder", "collectors.reader", "collectors.rollout", "collectors.rlinf", "collectors.atomic",
     "envs", "envs.point_base", "envs.point_reach", "envs.point_key_door", "envs.factory", "envs.wrappers",
-    "envs.experts", "envs.spaces",
+    "envs.experts", "envs.spaces", "envs.options", "envs.dummy",
     pytest.param("envs.maniskill", marks=pytest.mark.maniskill),
     pytest.param("envs.maniskill_experts", marks=pytest.mark.maniskill),
     "reward_wrappers", "reward_wrappers.base", "reward_wrappers.core", "reward_wrappers.learned_reward",
     "reward_wrappers.pbrs", "reward_wrappers.progress_reward", "reward_wrappers.sb3", "reward_wrappers.vector",
     "reward_wrappers.networks", "reward_wrappers.progress_networks", "reward_wrappers.checkpoint",
+    "reward_wrappers.registry", "reward_wrappers.ops", "reward_wrappers.checker",
     "trainers.data", "trainers.evaluate", "trainers.metrics", "trainers.preference", "trainers.progress",
-    "agents.compare", "agents.train",
+    "agents.compare", "agents.train", "agents.defaults", "agents.bench", "agents.preflight",
 ]
 
 
