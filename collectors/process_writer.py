@@ -14,7 +14,7 @@ How it works:
   Unix socket (``SCM_RIGHTS``) once per buffer, and freed by the kernel when the last process
   mapping it unmaps it or dies. Nothing can leak, whichever process dies first.
 * **One small message per episode.** At episode end the recorder sends the segment ids and
-  lengths, ``meta`` and the per-step scalars (:class:`~collectors.writer.EpisodeSteps`, as
+  lengths, ``meta`` and the per-step scalars (:class:`~collectors.columns.EpisodeSteps`, as
   Python floats and bools: the writer process builds their columns) as one framed
   :mod:`marshal` message: builtin types only (marshal cannot rebuild arbitrary objects, unlike
   pickle), and ~2 us to encode where JSON took ~11 us of the env thread's time. The
@@ -30,7 +30,7 @@ How it works:
   one to a receiver that is not waiting ~3 us. So between messages the writer checks the socket
   every ``POLL_INTERVAL_S`` without waiting on it, and blocks only after ``IDLE_BLOCK_AFTER_S``
   with nothing to do (a slow env, or no episodes): a wake-up per episode is then negligible.
-* **Started with** ``subprocess.Popen([sys.executable, "-c", "...process_writer import main..."])``,
+* **Started with** ``subprocess.Popen([sys.executable, "-c", "...process_writer_main import main..."])``,
   not ``multiprocessing``: SB3's SubprocVecEnv workers are daemonic and may not have
   multiprocessing children. It ignores SIGINT (a Ctrl-C must not kill it mid-write; the parent's
   ``close()`` or exit ends it). On end of file (parent closed or died) it writes every episode it
@@ -40,6 +40,9 @@ How it works:
   writer process itself dies, the episodes it had not acknowledged are written in this process
   (their memory is still mapped here) with a ``RuntimeWarning``, and later ones go to a writer
   thread: nothing is lost.
+
+This module is the parent's side. The writer process's loop is :mod:`collectors.process_writer_main`,
+and what the two send each other (framing, a job's fields, the progress word) :mod:`collectors.wire`.
 
 >>> import tempfile, numpy as np
 >>> root = tempfile.mkdtemp()
@@ -56,33 +59,23 @@ How it works:
 
 from __future__ import annotations
 
-import array
-import collections
 import itertools
-import json
-import marshal
 import mmap
 import os
-import signal
 import socket
-import struct
 import subprocess
 import sys
-import time
 import warnings
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from collectors import frames as _frames
-from collectors.atomic import json_default
 from collectors.frames import FrameBuffer
+from collectors.wire import _SPECIAL_BITS, _SPECIAL_MASK, _encode_fields, _read_frames, _Segment, _send
 from collectors.writer import (
-    Column,
-    EpisodeSteps,
     TrajectoryWriteError,
     TrajectoryWriter,
     WriteJob,
@@ -90,22 +83,25 @@ from collectors.writer import (
     new_trajectory_id,  # noqa: F401 (the module docstring example uses it)
     remove_stale_tmp,
     take_first_error,
-    write_trajectory,
 )
 
-#: Frame header: message length, blob length (little-endian uint32 each).
-_HEADER = struct.Struct("<II")
-#: The writer process's sleep between non-blocking checks of its socket while it is busy.
-POLL_INTERVAL_S = 0.0005
-#: ... and how long it stays idle before it blocks in ``recv`` (see the module docstring).
-IDLE_BLOCK_AFTER_S = 0.05
-#: Trajectories the writer process writes at once: the disk's waits overlap (two threads wrote
-#: ~1.5x the bytes/s of one to this VM's disk with O_DIRECT; four were no better than two).
-WRITE_THREADS = 2
-#: The writer's progress word in shared memory: (jobs done << _SPECIAL_BITS) | (special acks mod
-#: 2**_SPECIAL_BITS). One aligned 8-byte store, so the parent reads both halves consistently.
-_SPECIAL_BITS = 20
-_SPECIAL_MASK = (1 << _SPECIAL_BITS) - 1
+# Importable from here before the writer process's loop, the wire protocol and the per-step
+# columns had modules of their own (tests and callers use some of these names).
+from collectors.atomic import json_default  # noqa: F401
+from collectors.columns import Column, EpisodeSteps  # noqa: F401
+from collectors.process_writer_main import (  # noqa: F401
+    IDLE_BLOCK_AFTER_S,
+    POLL_INTERVAL_S,
+    WRITE_THREADS,
+    _InOrderWrites,
+    _wait_polling,
+    _write_job,
+    main,
+)
+from collectors.wire import _HEADER, _encode, _recv, _recv_exact  # noqa: F401
+from collectors.wire import _decode_fields as _fields  # noqa: F401
+from collectors.writer import write_trajectory  # noqa: F401
+
 _REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 #: Live writers, so a fork can detach the child's copies (see _after_fork_in_child).
 _LIVE: "weakref.WeakSet[ProcessWriter]" = weakref.WeakSet()
@@ -120,116 +116,6 @@ def process_writer_available() -> str | None:
     if not sys.executable:
         return "sys.executable is empty (embedded interpreter): no Python to start"
     return None
-
-
-# ----------------------------------------------------------------------------- framing
-def _encode(msg: dict[str, Any]) -> bytes:
-    try:
-        return marshal.dumps(msg)
-    except ValueError:  # numpy scalars, Paths, ... in meta: as meta.json will store them
-        if "meta" not in msg:
-            raise
-        meta = json.loads(json.dumps(msg["meta"], default=json_default))
-        return marshal.dumps({**msg, "meta": meta})
-
-
-def _send(sock: socket.socket, msg: dict[str, Any], blobs: Sequence[bytes] = (), fds: Sequence[int] = ()) -> None:
-    payload = _encode(msg)
-    blob_len = sum(len(b) for b in blobs)
-    data = b"".join((_HEADER.pack(len(payload), blob_len), payload, *blobs))
-    if fds:  # the descriptors ride on the frame's first bytes
-        sent = sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
-        if sent < len(data):
-            sock.sendall(memoryview(data)[sent:])
-    else:
-        sock.sendall(data)
-
-
-def _recv_exact(sock: socket.socket, n: int, fds: list[int]) -> bytes | None:
-    """``n`` bytes (None at end of file), collecting any descriptors that arrive with them."""
-    buf = bytearray()
-    while len(buf) < n:
-        data, ancdata, _flags, _addr = sock.recvmsg(n - len(buf), socket.CMSG_SPACE(16 * 4))
-        for level, kind, cdata in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds.extend(array.array("i", cdata[: len(cdata) - len(cdata) % 4]))
-        if not data:
-            return None
-        buf += data
-    return bytes(buf)
-
-
-def _wait_polling(sock: socket.socket, poll_s: float, give_up_s: float, writes: "_InOrderWrites") -> None:
-    """Return once ``sock`` has data (or end of file), checking without waiting on it every
-    ``poll_s`` and reporting finished writes meanwhile; once nothing is being written and
-    ``give_up_s`` passed without a message, return so the caller's blocking ``recv`` waits."""
-    deadline = time.monotonic() + give_up_s
-    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
-    while True:
-        try:
-            sock.recv(1, flags)
-            return  # data, or b"" at end of file
-        except (BlockingIOError, InterruptedError):
-            pass
-        except OSError:
-            return  # let the blocking recv report it
-        writes.report_finished()
-        if writes.busy:
-            deadline = time.monotonic() + give_up_s
-        elif time.monotonic() >= deadline:
-            return
-        time.sleep(poll_s)
-
-
-class _InOrderWrites:
-    """Writes jobs on ``threads`` threads, so one job's disk wait overlaps another's, and hands
-    their replies to ``report`` in submission order (the progress word counts a prefix)."""
-
-    def __init__(self, threads: int, report: Callable[[dict[str, Any]], None]) -> None:
-        self._pool = ThreadPoolExecutor(max(1, threads), thread_name_prefix="rewardswap-write")
-        self._pending: collections.deque[Future[dict[str, Any]]] = collections.deque()
-        self._report = report
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._pending)
-
-    def submit(self, fn: Callable[..., dict[str, Any]], *args: Any) -> None:
-        self._pending.append(self._pool.submit(fn, *args))
-
-    def report_finished(self, *, wait: bool = False) -> None:
-        """Report the finished jobs at the front of the queue (``wait``: every job)."""
-        pending = self._pending
-        while pending and (wait or pending[0].done()):
-            self._report(pending.popleft().result())
-
-    def close(self) -> None:
-        self.report_finished(wait=True)
-        self._pool.shutdown()
-
-
-def _recv(sock: socket.socket) -> tuple[dict[str, Any], bytes, list[int]] | None:
-    fds: list[int] = []
-    head = _recv_exact(sock, _HEADER.size, fds)
-    if head is None:
-        return None
-    msg_len, blob_len = _HEADER.unpack(head)
-    body = _recv_exact(sock, msg_len + blob_len, fds) if msg_len + blob_len else b""
-    if body is None:
-        return None
-    return marshal.loads(body[:msg_len]), body[msg_len:], fds
-
-
-# ----------------------------------------------------------------------------- parent side
-class _Segment:
-    """One shared-memory mapping of the parent; ``id`` names it in messages to the writer."""
-
-    __slots__ = ("id", "mm", "desc", "__weakref__")
-
-    def __init__(self, seg_id: int, mm: mmap.mmap) -> None:
-        self.id, self.mm = seg_id, mm
-        #: (shape, dtype str, dtype survives the str) of the frame buffer using it, set on first use
-        self.desc: tuple[tuple[int, ...], str, bool] | None = None
 
 
 def _shutdown(sock: socket.socket, proc: subprocess.Popen[bytes]) -> None:
@@ -279,8 +165,9 @@ class ProcessWriter:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH")) if p)
-        # -c, not -m: the package __init__ imports this module, and -m would run it a second time.
-        cmd = [sys.executable, "-c", "import sys; from collectors.process_writer import main; sys.exit(main())",
+        # -c, not -m: the package __init__ imports that module (through this one), and -m would
+        # run it a second time.
+        cmd = [sys.executable, "-c", "import sys; from collectors.process_writer_main import main; sys.exit(main())",
                str(theirs.fileno()), os.fspath(self.root), f"--direct-min-bytes={_frames.DIRECT_MIN_BYTES}"]
         try:
             self._proc = subprocess.Popen(cmd + (["--fsync"] if fsync else []), pass_fds=(theirs.fileno(),),
@@ -337,38 +224,14 @@ class ProcessWriter:
         if self._fallback is not None:
             self._fallback.submit(job)
             return
-        # Tuples of builtins for marshal: ("f", name, segment, frames) for shared frame buffers,
-        # ("c", name, values, dtype) for Columns, ("b", name, shape, dtype, offset, nbytes) for
-        # any other array (its bytes travel in the message).
-        fields: list[tuple[Any, ...]] = []
-        blobs: list[bytes] = []
-        offset = nbytes = 0
-        for name, value in job.fields.items():
-            if type(value) is Column:
-                fields.append(("c", name, value.values, value.dtype))
-                nbytes += value.nbytes
-                continue
-            if isinstance(value, FrameBuffer) and value.segment is not None:
-                seg = value.segment
-                if seg.desc is None:  # once per segment: its shape and dtype never change
-                    seg.desc = (tuple(value.shape), value.dtype.str, np.dtype(value.dtype.str) == value.dtype)
-                if seg.desc[2]:
-                    fields.append(("f", name, seg.id, value.n, seg.desc[0], seg.desc[1]))
-                    nbytes += value.n * value.frame_bytes
-                    continue
-            arr = np.ascontiguousarray(value.view() if isinstance(value, FrameBuffer) else value)
-            if arr.dtype.hasobject or np.dtype(arr.dtype.str) != arr.dtype:
-                raise TypeError(f"field {name!r} has dtype {arr.dtype}; the format stores plain arrays only")
-            data = arr.tobytes()
-            fields.append(("b", name, arr.shape, arr.dtype.str, offset, len(data)))
-            blobs.append(data)
-            offset += len(data)
+        # Shared frame buffers travel as segment ids, other fields inline (see collectors.wire).
+        fields, blobs, nbytes = _encode_fields(job.fields)
         seq = next(self._seq)
         msg = {"job": seq, "split": job.split, "id": job.traj_id, "cap": job.cap, "meta": job.meta, "fields": fields}
         if job.steps is not None:  # the writer process builds their columns (see EpisodeSteps)
             msg["steps"] = job.steps.builtins()
             nbytes += job.steps.nbytes
-        job.nbytes = nbytes + offset
+        job.nbytes = nbytes
         self._inflight[seq] = job
         self._send(msg, blobs)
         self._reap()
@@ -531,15 +394,7 @@ class ProcessWriter:
                 return
 
     def _handle_acks(self) -> None:
-        buf = self._rbuf
-        pos = 0
-        while len(buf) - pos >= _HEADER.size:
-            msg_len, blob_len = _HEADER.unpack_from(buf, pos)
-            end = pos + _HEADER.size + msg_len + blob_len
-            if len(buf) < end:
-                break
-            ack = marshal.loads(bytes(buf[pos + _HEADER.size : pos + _HEADER.size + msg_len]))
-            pos = end
+        for ack in _read_frames(self._rbuf):
             if "pong" in ack:
                 self._pong = max(self._pong, ack["pong"])
                 continue
@@ -552,7 +407,6 @@ class ProcessWriter:
             else:
                 exc_type = {"ValueError": ValueError, "TypeError": TypeError}.get(ack.get("type", ""), TrajectoryWriteError)
                 self._errors.append(exc_type(ack["error"]))
-        del buf[:pos]
 
     def _lost(self) -> None:
         """The writer process is gone: write what it had not acknowledged here, then use a thread."""
@@ -627,114 +481,5 @@ def open_writer(root: str | os.PathLike[str], async_write: bool | str, *, fsync:
         return TrajectoryWriter(root, async_write=True, fsync=fsync)
 
 
-# ----------------------------------------------------------------------------- writer process
-def _fields(msg: dict[str, Any], blob: bytes, segments: dict[int, np.ndarray]) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for desc in msg["fields"]:
-        kind, name = desc[0], desc[1]
-        if kind == "f":
-            _k, _n, seg, n, shape, dtype = desc
-            fields[name] = FrameBuffer.over(segments[seg], tuple(shape), np.dtype(dtype), n)
-        elif kind == "c":
-            fields[name] = Column(desc[2], desc[3])
-        else:
-            _k, _n, shape, dtype, offset, nbytes = desc
-            dt = np.dtype(dtype)
-            fields[name] = (np.frombuffer(blob, dt, count=nbytes // dt.itemsize, offset=offset).reshape(shape)
-                            if nbytes else np.zeros(shape, dt))
-    return fields
-
-
-def _write_job(root: str, msg: dict[str, Any], blob: bytes, segments: dict[int, np.ndarray], fsync: bool
-               ) -> dict[str, Any]:
-    ack: dict[str, Any] = {"job": msg["job"]}
-    try:
-        job = WriteJob(msg["split"], msg["id"], _fields(msg, blob, segments), msg["meta"], cap=msg["cap"],
-                       steps=EpisodeSteps(*msg["steps"]) if "steps" in msg else None)
-        job.complete()
-        path = write_trajectory(root, job.split, job.traj_id, job.fields, job.meta, cap=job.cap, fsync=fsync)
-    except Exception as exc:  # reported to the parent, which raises it on its own thread
-        ack.update(status="error", type=type(exc).__name__,
-                   error=str(exc) if isinstance(exc, TrajectoryWriteError) else f"{type(exc).__name__}: {exc}")
-        return ack
-    ack.update(status="dropped") if path is None else ack.update(status="ok", path=os.fspath(path))
-    return ack
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Writer process: ``main([FD, ROOT, "--fsync"?, "--direct-min-bytes=N"?])`` (FD: a Unix socket).
-
-    Reads segment and job messages until end of file, writes each job and stores its progress,
-    answers pings and reports dropped or failed jobs (while the parent listens), exits 0.
-    """
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) < 2 or not args[0].isdigit():
-        print("usage: collectors.process_writer.main([FD, ROOT, '--fsync']); ProcessWriter starts it",
-              file=sys.stderr)
-        return 2
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is for the parent; EOF ends us
-    try:
-        # SCHED_BATCH: a wake-up (a new episode to write) does not preempt the env loop when they
-        # share a core; measured under load, each send otherwise ran a whole write on our core.
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # type: ignore[attr-defined]
-    except (AttributeError, OSError):  # not Linux, or not allowed: only slower under load
-        pass
-    sock = socket.socket(fileno=int(args[0]))
-    root, fsync = args[1], "--fsync" in args[2:]
-    for arg in args[2:]:  # the parent's O_DIRECT threshold (benchmarks change it)
-        if arg.startswith("--direct-min-bytes="):
-            _frames.DIRECT_MIN_BYTES = float(arg.split("=", 1)[1])  # type: ignore[assignment]
-    segments: dict[int, np.ndarray] = {}
-    progress: memoryview | None = None
-    done = specials = 0
-    parent_listens = True
-
-    def tell(reply: dict[str, Any]) -> None:
-        nonlocal parent_listens
-        if parent_listens:
-            try:
-                _send(sock, reply)
-            except OSError:  # the parent died: keep writing what it sent, nobody to tell
-                parent_listens = False
-
-    def finished(ack: dict[str, Any]) -> None:
-        nonlocal done, specials
-        if ack["status"] != "ok":  # sent before the progress word counts it (see _reap)
-            tell(ack)
-            specials += 1
-        done = ack["job"] + 1
-        if progress is not None:
-            progress[0] = (done << _SPECIAL_BITS) | (specials & _SPECIAL_MASK)
-
-    writes = _InOrderWrites(WRITE_THREADS, finished)
-    try:
-        while True:
-            _wait_polling(sock, POLL_INTERVAL_S, IDLE_BLOCK_AFTER_S, writes)
-            received = _recv(sock)
-            if received is None:
-                break
-            msg, blob, fds = received
-            for seg_id in msg.get("forget", ()):
-                segments.pop(seg_id, None)
-            if "segment" in msg or "progress" in msg:
-                try:
-                    mapped = mmap.mmap(fds[0], msg.get("size", msg.get("progress")))
-                finally:
-                    for fd in fds:
-                        os.close(fd)
-                if "segment" in msg:
-                    segments[msg["segment"]] = np.frombuffer(mapped, np.uint8)
-                else:
-                    progress = memoryview(mapped).cast("Q")
-            if "job" in msg:  # the segments as of now: a later "forget" must not reach a queued job
-                writes.submit(_write_job, root, msg, blob, dict(segments), fsync)
-            if "ping" in msg:
-                writes.report_finished(wait=True)  # a pong promises everything before it is done
-                tell({"pong": msg["ping"]})
-    finally:
-        writes.close()  # end of file: write everything received, then exit
-    return 0
-
-
-if __name__ == "__main__":
+if __name__ == "__main__":  # the writer process's loop, as before it had its own module
     sys.exit(main())

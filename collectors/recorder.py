@@ -27,21 +27,18 @@ import numpy as np
 from gymnasium import spaces
 
 from collectors.atomic import json_default
+from collectors.columns import Column, EpisodeSteps
 from collectors.format import RESERVED_META_KEYS, SPLITS
 from collectors.frames import FrameBuffer
 from collectors.process_writer import ProcessWriter, open_writer
-from collectors.writer import (
-    Column,
-    EpisodeSteps,
-    TrajectoryWriter,
-    WriteJob,
-    WriteStats,
+from collectors.root import (
     _ProcessToken,
     count_trajectories,
     new_trajectory_id,
     prepare_root,
     remove_stale_tmp,
 )
+from collectors.writer import TrajectoryWriter, WriteJob, WriteStats
 from envs.spaces import key_spaces
 
 #: Frames preallocated for an episode when the env declares no ``max_episode_steps``.

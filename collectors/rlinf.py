@@ -36,7 +36,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from collectors.format import SPLITS, read_npy_header
-from collectors.writer import prepare_root, write_trajectory
+from collectors.root import prepare_root
+from collectors.writer import write_trajectory
 
 
 class PickleRefusedError(ValueError):

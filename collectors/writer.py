@@ -8,7 +8,8 @@ A trajectory is built in ``out_dir/.tmp/<pid>-<id>/`` and becomes visible with o
 the writing process is killed. Ids carry a nanosecond clock, the pid and random bits, so
 several processes (e.g. SubprocVecEnv workers) can share one ``out_dir``. Caps are checked
 under an ``flock`` on ``out_dir/.lock`` against what is on disk, so they hold across processes
-and restarts.
+and restarts (those ids, the lock and the cleanup of dead writers' temps: :mod:`collectors.root`;
+the per-step columns a writer builds: :mod:`collectors.columns`).
 
 >>> import tempfile, numpy as np
 >>> root = tempfile.mkdtemp()
@@ -22,35 +23,31 @@ and restarts.
 
 from __future__ import annotations
 
-import array
 import contextlib
 import errno
-import itertools
 import json
-import math
 import os
 import queue
-import secrets
 import shutil
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from collectors.frames import FrameBuffer, npy_header, write_frames
 from collectors.atomic import json_default
+from collectors.columns import _ITEMSIZE, Column, EpisodeSteps  # noqa: F401 (_ITEMSIZE: re-exported)
 from collectors.format import FORMAT_NAME, FORMAT_VERSION, META_FILE, SPLITS, TMP_DIR, per_frame
-
-try:  # POSIX only; elsewhere caps are best-effort across processes
-    import fcntl
-except ImportError:  # pragma: no cover
-    fcntl = None  # type: ignore[assignment]
-
-LOCK_FILE = ".lock"
+from collectors.frames import FrameBuffer, npy_header, write_frames
+from collectors.root import _fsync_dir, _ProcessToken, _root_lock, count_trajectories
+from collectors.root import (  # noqa: F401 (re-exported: importable from here before root.py existed)
+    LOCK_FILE,
+    _pid_alive,
+    new_trajectory_id,
+    prepare_root,
+    remove_stale_tmp,
+)
 
 
 class TrajectoryWriteError(RuntimeError):
@@ -67,211 +64,6 @@ def take_first_error(errors: list[BaseException]) -> BaseException:
         combined.__cause__ = first.__cause__
         return combined
     return first
-
-
-_ITEMSIZE: dict[str, int] = {}  # np.dtype(str) costs ~1 us; a Column's length is read per episode
-
-
-class Column:
-    """A per-step field, packed from the episode's EpisodeSteps by whichever writer runs; made an array without a copy.
-
-    The recorder hands rewards, labels and flags over like this so no numpy call happens on the
-    env's thread (each costs several microseconds there, with the env's data in the caches):
-    ``values`` is the field's little-endian bytes (see :meth:`pack`), one ``bytes`` object that
-    the process writer sends as it is.
-
-    >>> Column.pack("d", [0.5, 1]).array()
-    array([0.5, 1. ])
-    """
-
-    __slots__ = ("values", "dtype")
-
-    #: array.array type code -> the stored dtype
-    DTYPES = {"d": "<f8", "f": "<f4", "b": "|b1"}
-
-    def __init__(self, values: bytes, dtype: str) -> None:
-        self.values, self.dtype = values, dtype
-
-    @classmethod
-    def pack(cls, typecode: str, values: Iterable[Any]) -> "Column":
-        """``values`` as a Column of ``DTYPES[typecode]`` (``"b"``: truth values, stored as 0/1).
-
-        ``array.array`` converts in C, with the same errors as ``float()`` (e.g. for None).
-        """
-        if typecode == "b":
-            return cls(bytes(map(bool, values)), "|b1")
-        packed = array.array(typecode, values)
-        if sys.byteorder != "little":  # pragma: no cover - the stored dtypes are little-endian
-            packed.byteswap()
-        return cls(packed.tobytes(), cls.DTYPES[typecode])
-
-    def __len__(self) -> int:
-        itemsize = _ITEMSIZE.get(self.dtype)
-        if itemsize is None:
-            itemsize = _ITEMSIZE[self.dtype] = np.dtype(self.dtype).itemsize
-        return len(self.values) // itemsize
-
-    @property
-    def nbytes(self) -> int:
-        return len(self.values)
-
-    def array(self) -> np.ndarray:
-        return np.frombuffer(self.values, dtype=self.dtype)
-
-
-class EpisodeSteps:
-    """An episode's per-step scalars as the recorder saw them, turned into columns by the writer.
-
-    ``steps`` holds one ``(reward, terminated, truncated, label)`` tuple per step, the values as
-    the env returned them (``label`` already a float: the success flag of the step's new
-    observation); ``reset_label`` is the reset frame's. Building the columns and the episode's
-    return takes ~20 us of Python per episode; the recorder leaves it to the writer, which does
-    it off the env's thread (the process writer sends the tuples, see :meth:`builtins`).
-    ``builtin=True`` promises that every value is exactly a Python ``float`` or ``bool``.
-
-    >>> steps = EpisodeSteps(0.0, [(0.5, False, False, 0.0), (1, True, False, 1.0)])
-    >>> cols = steps.columns()
-    >>> cols["rewards"].array().tolist(), cols["labels"].array().tolist(), steps.summary()
-    ([0.5, 1.0], [0.0, 0.0, 1.0], {'return': 1.5, 'terminated': True, 'truncated': False})
-    """
-
-    __slots__ = ("reset_label", "steps", "builtin")
-
-    def __init__(self, reset_label: float, steps: list[tuple[Any, Any, Any, float]], *, builtin: bool = False
-                 ) -> None:
-        self.reset_label, self.steps, self.builtin = reset_label, steps, builtin
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of the columns: float64 rewards, float32 labels (one more), bool flags."""
-        return 14 * len(self.steps) + 4
-
-    def columns(self) -> dict[str, Column]:
-        """``rewards``, ``labels`` (the reset frame's first), ``terminated`` and ``truncated``."""
-        rewards, terminated, truncated, labels = zip(*self.steps) if self.steps else ((), (), (), ())
-        return {
-            "rewards": Column.pack("d", rewards),
-            "labels": Column.pack("f", (self.reset_label, *labels)),
-            "terminated": Column.pack("b", terminated),
-            "truncated": Column.pack("b", truncated),
-        }
-
-    def summary(self) -> dict[str, Any]:
-        """The ``meta.json`` entries that come from the steps: return and how the episode ended."""
-        last = self.steps[-1] if self.steps else (0.0, False, False, 0.0)
-        return {"return": math.fsum(step[0] for step in self.steps),
-                "terminated": bool(last[1]), "truncated": bool(last[2])}
-
-    def builtins(self) -> tuple[float, list[tuple[Any, ...]]]:
-        """``(reset_label, steps)`` with every value a Python float or bool, as ``marshal`` needs.
-
-        (``marshal`` would store a numpy scalar as its raw bytes, without a word.) Converted with
-        ``float()``/``bool()``, as :meth:`columns` stores them (numpy scalars, one-element
-        tensors); raises ``TypeError`` for a value neither accepts (e.g. None).
-        """
-        if self.builtin:
-            return self.reset_label, self.steps
-        return float(self.reset_label), [(float(r), bool(te), bool(tr), float(label))
-                                         for r, te, tr, label in self.steps]
-
-
-class _ProcessToken:
-    """pid and a random token of this process, refreshed after fork (syscalls are dear here)."""
-
-    pid = os.getpid()
-    token = secrets.token_hex(3)
-    counter = itertools.count()
-
-    @classmethod
-    def refresh(cls) -> None:
-        cls.pid, cls.token, cls.counter = os.getpid(), secrets.token_hex(3), itertools.count()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ProcessToken.refresh)
-
-
-def new_trajectory_id() -> str:
-    """A sortable id unique across processes: ``<ns clock>-<pid>-<process token><counter>``.
-
-    The pid separates live processes, the random token separates a process from an earlier one
-    that had the same pid, and the counter separates ids made in the same nanosecond.
-    """
-    t = _ProcessToken
-    return f"{time.time_ns():020d}-{t.pid}-{t.token}{next(t.counter):04d}"
-
-
-def prepare_root(root: str | os.PathLike[str]) -> Path:
-    """Create ``root`` with its split and temp directories; return it as a Path."""
-    root = Path(root)
-    for sub in (*SPLITS, TMP_DIR):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    return root
-
-
-def count_trajectories(root: str | os.PathLike[str], split: str) -> int:
-    """Number of complete trajectories in ``root/split`` (temp and hidden entries excluded)."""
-    split_dir = Path(root) / split
-    try:
-        with os.scandir(split_dir) as it:
-            return sum(1 for e in it if not e.name.startswith(".") and e.is_dir())
-    except FileNotFoundError:
-        return 0
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    try:  # a zombie (dead, not yet reaped: e.g. an orphaned writer process) writes nothing more
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return True
-
-
-def remove_stale_tmp(root: str | os.PathLike[str]) -> int:
-    """Delete temp trajectories left by writers that died (their pid is gone); return how many.
-
-    Temp dirs of live processes are left alone: another worker may be writing into them.
-    """
-    tmp = Path(root) / TMP_DIR
-    removed = 0
-    if not tmp.is_dir():
-        return 0
-    for entry in tmp.iterdir():
-        pid_text = entry.name.split("-", 1)[0]
-        if pid_text.isdigit() and int(pid_text) != os.getpid() and not _pid_alive(int(pid_text)):
-            shutil.rmtree(entry, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-@contextlib.contextmanager
-def _root_lock(root: Path) -> Iterator[None]:
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    with open(root / LOCK_FILE, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def describe_fields(fields: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
