@@ -7,7 +7,8 @@
 #   ENV=PushCube-v1 bash benchmarks/pixels_maniskill.sh [OUT]   (default OUT: benchmarks/results/pushcube_pixels)
 #
 # Knobs (environment variables): CAMERA (side: envs.make's camera_view), STEPS (60000), SEEDS (2),
-# EPISODES (120 expert episodes, noise NOISE=0.3, full length), EPOCHS (15), WINDOW (1: frames the
+# EPISODES (120 expert episodes, noise NOISE=0.3, full length; NOISE=mixed cycles agents.demo.COLLECT_NOISE's
+# levels and random actions, the recipe PickCube's classifier needs), EPOCHS (15), WINDOW (1: frames the
 # classifier reads), REFIT_EVERY (7500), LABELS (3000), JOBS (2), ALGO_KWARGS ('{"gradient_steps": 8}':
 # one SAC update per env step, for every condition), PPO (1: run the PPO bench), SAC (1: run the SAC bench).
 set -euo pipefail
@@ -25,14 +26,18 @@ if [ ! -f "$WORK/expert/.done" ]; then
   rm -rf "$WORK/expert"
   # Full-length episodes (ignore_terminations), so successful ones hold many success frames.
   $PY - "$ENV" "$WORK/expert" "$EPISODES" "$NOISE" "$CAMERA" <<'PYEOF'
-import sys, torch
+import pathlib, sys, torch
 torch.set_num_threads(1)
 import collectors, envs
-env_id, out, episodes, noise, camera = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-made = envs.make(env_id, obs="state+rgb", render_size=64, ignore_terminations=True, camera_view=camera)
-env = collectors.TrajectoryRecorder(made, out, metadata={"env": envs.env_spec(env_id, {"camera_view": camera})})
-collectors.record_episodes(env, lambda e: envs.expert_policy(env, noise=noise, seed=e), range(episodes), seed=0)
-env.close()
+from agents.demo import collect_mixed
+env_id, out, episodes, noise, camera = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], sys.argv[5]
+if noise == "mixed":
+    print(collect_mixed(env_id, pathlib.Path(out), episodes, seed=0, make_kwargs={"camera_view": camera}))
+else:
+    made = envs.make(env_id, obs="state+rgb", render_size=64, ignore_terminations=True, camera_view=camera)
+    env = collectors.TrajectoryRecorder(made, out, metadata={"env": envs.env_spec(env_id, {"camera_view": camera})})
+    collectors.record_episodes(env, lambda e: envs.expert_policy(env, noise=float(noise), seed=e), range(episodes), seed=0)
+    env.close()
 PYEOF
   touch "$WORK/expert/.done"
 fi
