@@ -14,7 +14,7 @@ from reward_wrappers.networks import TorchRewardModel
 from tests.fake_trajectories import FakeTrajectory
 from trainers import fit_progress
 from trainers.evaluate import first_success_frame, frame_windows, network_outputs, predict_trajectory, progress_quality
-from trainers.progress import (
+from trainers.progress_targets import (
     StageSource,
     fit_stage_priors,
     load_stage_annotations,
@@ -102,7 +102,8 @@ class FixedHeads:
 
 
 def test_progress_losses_by_hand() -> None:
-    from trainers.progress import WindowBatch, progress_loss
+    from trainers.progress import progress_loss
+    from trainers.progress_targets import WindowBatch
 
     zeros = np.zeros(2)
     # ReWiND: MSE between sigmoid(logit) and the target; logit 0 -> 0.5, targets 0.1 and 0.9
@@ -308,7 +309,7 @@ def test_checkpoint_runs_online_in_progress_reward_and_pbrs_matching_offline(tmp
 
 
 def test_frames_where_success_holds_after_the_first_success_are_targets_of_one():
-    from trainers.progress import Demo, sample_windows
+    from trainers.progress_targets import Demo, sample_windows
 
     # labels 0 0 1 1 1 0 1: first success at 2 (T = 3); success holds again at 3, 4 and 6, not 5.
     demo = Demo(index=0, length=3, held=np.array([3, 4, 6]))

@@ -18,30 +18,18 @@ import copy
 import math
 import os
 import pathlib
-import time
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from reward_wrappers.base import ModelSpec, sigmoid
-from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
-from collectors.atomic import write_atomic, write_json_atomic
-from trainers.common import (
-    EarlyStopping,
-    Optimizer,
-    add_fit_arguments,
-    fit_arguments,
-    make_writer,
-    report_path,
-    resolve_device,
-    seed_everything,
-)
+from collectors.atomic import write_atomic
+from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
 from trainers.data import (
     DataLike,
     FrameTable,
@@ -51,15 +39,13 @@ from trainers.data import (
     iterate_rows,
     load_buffers,
     choose_inputs,
-    random_shift,
+    augment_images,
     recorded_env,
     split_by_trajectory,
     state_statistics,
 )
+from trainers.loop import fit_loop, save_fitted
 from trainers.metrics import best_f1_threshold, binary_metrics, precision_threshold, roc_auc
-
-SHIFT_PAD = 4  # pixels of random shift at 64x64, as in DrQ
-
 
 def fit_classifier(
     data: DataLike,
@@ -161,52 +147,32 @@ def fit_classifier(
                 p.requires_grad_(False)
 
     steps = steps_per_epoch or max(1, math.ceil(len(train_table) / batch_size))
-    optimizer = Optimizer(net, lr, weight_decay, epochs * steps)
-    writer = make_writer(logdir)
-    stopper = EarlyStopping(patience)
     image_keys = [k for k, v in specs.items() if len(v.shape) == 3]
-    history: list[dict[str, float]] = []
-    frames_seen, train_seconds = 0, 0.0
 
-    bar = tqdm(total=epochs * steps, desc="classifier", unit="batch", disable=None if progress else True)  # None: off when not a tty
-    for epoch in range(epochs):
-        net.train()
-        epoch_start, losses = time.perf_counter(), []
-        for _ in range(steps):
-            rows = balanced_indices(train_table, batch_size, rng, focus_rows, focus_share)
-            batch = gather(train, train_table.traj[rows], train_table.frame[rows], inputs, window)
-            if augment:
-                for key in image_keys:
-                    batch[key] = random_shift(batch[key], SHIFT_PAD, rng)
-            labels = torch.as_tensor(train_table.label[rows], device=torch_device)
-            logits = net(batch_to_tensors(batch, torch_device))[:, 0]
-            loss = F.binary_cross_entropy_with_logits(logits, labels)
-            losses.append(optimizer.step(loss))
-            frames_seen += len(rows)
-            bar.update(1)
-        train_seconds += time.perf_counter() - epoch_start
+    def train_batch() -> tuple[torch.Tensor, int]:
+        rows = balanced_indices(train_table, batch_size, rng, focus_rows, focus_share)
+        batch = gather(train, train_table.traj[rows], train_table.frame[rows], inputs, window)
+        if augment:
+            augment_images(batch, image_keys, rng)
+        labels = torch.as_tensor(train_table.label[rows], device=torch_device)
+        logits = net(batch_to_tensors(batch, torch_device))[:, 0]
+        return F.binary_cross_entropy_with_logits(logits, labels), len(rows)
 
-        scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
-        val_loss = balanced_bce(scores, val_table.label)
-        auc = roc_auc(scores, val_table.label)
+    held_out: dict[str, np.ndarray] = {}
+
+    def validate() -> dict[str, float]:
+        held_out["scores"] = scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
         at_half = binary_metrics(sigmoid(scores), val_table.label, 0.5)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "val_auc": auc, **{f"val_{k}": v for k, v in at_half.items() if k in ("accuracy", "precision", "recall")}}
-        history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_loss=f"{val_loss:.3f}", auc=f"{auc:.3f}")
-        if writer is not None:
-            step = (epoch + 1) * steps
-            writer.add_scalar("train/loss", record["train_loss"], step)
-            writer.add_scalar("train/lr", optimizer.lr, step)
-            writer.add_scalar("train/frames_per_second", steps * batch_size / max(time.perf_counter() - epoch_start, 1e-9), step)
-            for k in ("val_loss", "val_auc", "val_accuracy", "val_precision", "val_recall"):
-                writer.add_scalar(k.replace("val_", "val/"), record[k], step)
-            writer.add_histogram("val/score_positive", scores[val_table.label > 0.5], step)
-            writer.add_histogram("val/score_negative", scores[val_table.label <= 0.5], step)
-        if stopper.update(epoch, val_loss, net):
-            break
-    bar.close()
-    stopper.restore(net)
-    net.eval()
+        return {"val_loss": balanced_bce(scores, val_table.label), "val_auc": roc_auc(scores, val_table.label),
+                **{f"val_{k}": at_half[k] for k in ("accuracy", "precision", "recall")}}
+
+    def histograms(writer: Any, step: int) -> None:
+        writer.add_histogram("val/score_positive", held_out["scores"][val_table.label > 0.5], step)
+        writer.add_histogram("val/score_negative", held_out["scores"][val_table.label <= 0.5], step)
+
+    fitted = fit_loop(net, train_batch, validate, epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay,
+                      patience=patience, desc="classifier", logdir=logdir, progress=progress,
+                      postfix=("val_loss", "val_auc"), on_epoch=histograms)
 
     scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
     probs = sigmoid(scores)
@@ -235,19 +201,12 @@ def fit_classifier(
             "val_frames_positive": int(len(val_table.positives)),
             "val_frames_negative": int(len(val_table.negatives)),
         },
-        "best_epoch": stopper.best_epoch,
-        "epochs_run": len(history),
-        "train_frames_per_second": frames_seen / max(train_seconds, 1e-9),
-        "history": history,
+        **fitted.report_fields(),
         "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
     }
-    out = save_reward_model(model, out, metadata={"env": recorded_env(recorded) or (init.metadata.get("env") if init is not None else None), "report": {k: v for k, v in report.items() if k != "history"},
-                                                  "data": str(data) if isinstance(data, (str, os.PathLike)) else None,
-                                                  **(metadata or {})})
-    write_json_atomic(report_path(out, ".report.json"), report)
+    env = recorded_env(recorded) or (init.metadata.get("env") if init is not None else None)
+    out = save_fitted(model, out, report, env=env, data=data, seed=seed, metadata=metadata)
     write_error_grid(report_path(out, ".errors.png"), val, val_table, probs)
-    if writer is not None:
-        writer.close()
     return out
 
 

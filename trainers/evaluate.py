@@ -8,7 +8,7 @@
 * Preferences: pair accuracy and pair-AUC of ``R(A) - R(B)`` against the labels (ties excluded).
 
 >>> import numpy as np
->>> episode_spearman(np.array([0.1, 0.3, 0.2, 0.9]))
+>>> round(episode_spearman(np.array([0.1, 0.3, 0.2, 0.9])), 6)
 0.8
 >>> pair_metrics(np.array([3.0, 1.0, 2.0]), np.array([1.0, 2.0, 2.0]), np.array([1.0, 0.0, 0.5]))["accuracy"]
 1.0

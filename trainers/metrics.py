@@ -1,6 +1,6 @@
 """Metrics computed on held-out data: ranking (AUC, Spearman) and thresholded classification.
 
-All functions take plain numpy arrays and are exact (ties handled by average ranks).
+All functions take plain numpy arrays; ranking metrics come from scipy (ties get average ranks).
 
 >>> import numpy as np
 >>> roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
@@ -13,43 +13,26 @@ All functions take plain numpy arrays and are exact (ties handled by average ran
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks with ties given their average rank."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="mergesort")
-    sorted_x = x[order]
-    ranks = np.empty(len(x), dtype=np.float64)
-    # Boundaries of runs of equal values.
-    starts = np.r_[0, np.flatnonzero(np.diff(sorted_x)) + 1]
-    ends = np.r_[starts[1:], len(x)]
-    for s, e in zip(starts, ends):
-        ranks[order[s:e]] = 0.5 * (s + e - 1) + 1.0
-    return ranks
+import scipy.stats
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve (Mann-Whitney U); NaN if one class is absent."""
+    """Area under the ROC curve (Mann-Whitney U over the two classes); NaN if one class is absent."""
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1) > 0.5
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    ranks = average_ranks(scores)
-    return float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(scipy.stats.mannwhitneyu(scores[labels], scores[~labels]).statistic / (n_pos * n_neg))
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation; NaN when either side is constant."""
-    ra, rb = average_ranks(a), average_ranks(b)
-    ra -= ra.mean()
-    rb -= rb.mean()
-    denom = math.sqrt(float((ra**2).sum() * (rb**2).sum()))
-    return float((ra * rb).sum() / denom) if denom > 0 else float("nan")
+    """Spearman rank correlation; NaN when either side is constant (no warning)."""
+    a, b = np.asarray(a, dtype=np.float64).reshape(-1), np.asarray(b, dtype=np.float64).reshape(-1)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(a, b).statistic)
 
 
 def binary_metrics(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:

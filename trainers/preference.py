@@ -35,37 +35,24 @@ import json
 import math
 import os
 import pathlib
-import time
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from reward_wrappers.base import ModelSpec, window_indices
-from reward_wrappers.checkpoint import save_reward_model
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
-from collectors.atomic import write_json_atomic
-from trainers.common import (
-    EarlyStopping,
-    Optimizer,
-    add_fit_arguments,
-    fit_arguments,
-    make_writer,
-    report_path,
-    resolve_device,
-    seed_everything,
-)
-from trainers.data import (DataLike, choose_inputs, gather_windows, input_specs, load_buffers, random_shift, recorded_env,
+from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
+from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers, recorded_env,
                            split_by_trajectory, state_statistics)
 from trainers.evaluate import pair_metrics
+from trainers.loop import fit_loop, save_fitted
 from trainers.metrics import spearman
 
-SHIFT_PAD = 4
 LABELS = (0.0, 0.5, 1.0)
 
 
@@ -207,9 +194,7 @@ def segment_returns(net: torch.nn.Module, trajectories: Sequence[Any], segments:
     """``R(segment)`` = sum of per-step predicted rewards, ``(len(segments),)``."""
     batch, owner = gather_segments(trajectories, segments, keys, window)
     if augment_rng is not None:
-        for key in keys:
-            if batch[key].ndim >= 4 and batch[key].dtype == np.uint8:
-                batch[key] = random_shift(batch[key], SHIFT_PAD, augment_rng)
+        augment_images(batch, [k for k in keys if batch[k].ndim >= 4 and batch[k].dtype == np.uint8], augment_rng)
     rewards = net(batch_to_tensors(batch, device))[:, 0]
     return torch.zeros(len(segments), device=device, dtype=rewards.dtype).index_add(0, torch.as_tensor(owner, device=device), rewards)
 
@@ -309,47 +294,26 @@ def fit_preference(
             net.set_state_normalization(key, *state_statistics(train, key))
 
     steps = max(1, math.ceil(len(train_pairs) / batch_size))
-    optimizer = Optimizer(net, lr, weight_decay, epochs * steps)
-    writer = make_writer(logdir)
-    stopper = EarlyStopping(patience)
-    history: list[dict[str, float]] = []
-    pairs_seen, train_seconds = 0, 0.0
+    order: list[int] = []
 
-    bar = tqdm(total=epochs * steps, desc="preference", unit="batch", disable=None if progress else True)  # None: off when not a tty
-    for epoch in range(epochs):
-        net.train()
-        epoch_start, losses = time.perf_counter(), []
-        order = rng.permutation(len(train_pairs))
-        for step in range(steps):
-            rows = order[step * batch_size : (step + 1) * batch_size]
-            aug = rng if augment else None
-            return_a = segment_returns(net, train, [train_pairs.a[i] for i in rows], inputs, window, torch_device, aug)
-            return_b = segment_returns(net, train, [train_pairs.b[i] for i in rows], inputs, window, torch_device, aug)
-            label = torch.as_tensor(train_pairs.label[rows], dtype=return_a.dtype, device=torch_device)
-            loss = bradley_terry_loss(return_a, return_b, label, beta)
-            losses.append(optimizer.step(loss))
-            pairs_seen += len(rows)
-            bar.update(1)
-        train_seconds += time.perf_counter() - epoch_start
+    def train_batch() -> tuple[torch.Tensor, int]:
+        if not order:  # a fresh permutation of the pairs each epoch
+            order.extend(rng.permutation(len(train_pairs))[: steps * batch_size][::-1])
+        rows = [order.pop() for _ in range(min(batch_size, len(order)))]
+        aug = rng if augment else None
+        return_a = segment_returns(net, train, [train_pairs.a[i] for i in rows], inputs, window, torch_device, aug)
+        return_b = segment_returns(net, train, [train_pairs.b[i] for i in rows], inputs, window, torch_device, aug)
+        label = torch.as_tensor(train_pairs.label[rows], dtype=return_a.dtype, device=torch_device)
+        return bradley_terry_loss(return_a, return_b, label, beta), len(rows)
 
-        net.eval()
+    def validate() -> dict[str, float]:
+        order.clear()
         held_out = _evaluate(net, val, val_pairs, inputs, window, beta, torch_device, batch_size * 4)
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "val_loss": held_out["loss"], "val_pair_accuracy": held_out["accuracy"], "val_pair_auc": held_out["auc"]}
-        history.append(record)
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val_loss=f"{record['val_loss']:.3f}", acc=f"{record['val_pair_accuracy']:.3f}")
-        if writer is not None:
-            step_id = (epoch + 1) * steps
-            writer.add_scalar("train/loss", record["train_loss"], step_id)
-            writer.add_scalar("train/lr", optimizer.lr, step_id)
-            writer.add_scalar("train/pairs_per_second", steps * batch_size / max(time.perf_counter() - epoch_start, 1e-9), step_id)
-            for k in ("val_loss", "val_pair_accuracy", "val_pair_auc"):
-                if np.isfinite(record[k]):
-                    writer.add_scalar(k.replace("val_", "val/", 1), record[k], step_id)
-        if stopper.update(epoch, record["val_loss"], net):
-            break
-    bar.close()
-    stopper.restore(net)
-    net.eval()
+        return {"val_loss": held_out["loss"], "val_pair_accuracy": held_out["accuracy"], "val_pair_auc": held_out["auc"]}
+
+    fitted = fit_loop(net, train_batch, validate, epochs=epochs, steps=steps, lr=lr, weight_decay=weight_decay,
+                      patience=patience, desc="preference", unit="pairs", logdir=logdir, progress=progress,
+                      postfix=("val_loss", "val_pair_accuracy"))
 
     held_out = _evaluate(net, val, val_pairs, inputs, window, beta, torch_device, batch_size * 4)
     report: dict[str, Any] = {
@@ -375,21 +339,13 @@ def fit_preference(
             "train_trajectories_long_enough": sum(len(t.rewards) >= segment_length for t in train),
             "val_trajectories_long_enough": sum(len(t.rewards) >= segment_length for t in val),
         },
-        "best_epoch": stopper.best_epoch,
-        "epochs_run": len(history),
-        "train_pairs_per_second": pairs_seen / max(train_seconds, 1e-9),
-        "history": history,
+        **fitted.report_fields("pairs"),
         "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
     }
     if preferences is None:
         true_returns = np.array([np.sum(val[s.traj].rewards[s.start : s.start + s.length]) for s in val_pairs.a + val_pairs.b])
         report["val_return_spearman"] = spearman(np.r_[held_out["return_a"], held_out["return_b"]], true_returns)
-    summary = {k: v for k, v in report.items() if k not in ("history", "val_trajectory_ids")}
-    out = save_reward_model(model, out, metadata={"env": recorded_env(trajectories), "report": summary, "val_trajectory_ids": report["val_trajectory_ids"], "data": str(data) if isinstance(data, (str, os.PathLike)) else None, "seed": seed})
-    write_json_atomic(report_path(out, ".report.json"), report)
-    if writer is not None:
-        writer.close()
-    return out
+    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
