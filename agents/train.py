@@ -32,6 +32,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNormalize
 
 import envs
+from envs.spaces import RenderSize, render_size_value
 from agents import correction
 from agents.callbacks import RewardLogger, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
@@ -87,7 +88,7 @@ class TrainConfig:
     reward_output: str | None = None
     eval_freq: int = 5_000
     eval_episodes: int = 20
-    render_size: int = 64
+    render_size: RenderSize = 64
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     max_episode_steps: int | None = None
     normalize_obs: bool | None = None
@@ -113,8 +114,10 @@ class TrainConfig:
                              "(--policy-obs, --reward, --render-size, --seed, --max-episode-steps, --ignore-terminations)")
         if self.max_episode_steps is not None and self.max_episode_steps <= 0:
             raise ValueError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
-        if self.render_size < 8:
-            raise ValueError(f"--render-size must be >= 8, got {self.render_size}")
+        try:
+            self.render_size = render_size_value(self.render_size)  # JSON-friendly: an int, or [height, width]
+        except ValueError as exc:
+            raise ValueError(f"--render-size: {exc}") from None
         kind, _ = parse_reward(self.reward)
         if kind not in ("env", "sparse"):
             path = self.reward.split(":", 1)[1]

@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.point_base import OBS_MODES, REWARD_MODES
+from envs.spaces import RenderSize
 from envs.wrappers import Float32State, RenderObservation, SeedFirstReset, SuccessInfo, needs_float32
 
 #: Ids of the envs that ship with this package (registered with gymnasium on ``import envs``).
@@ -161,7 +162,7 @@ def make(
     *,
     obs: str = "state",
     reward: str = "dense",
-    render_size: int = 64,
+    render_size: RenderSize = 64,
     seed: int | None = None,
     max_episode_steps: int | None = None,
     ignore_terminations: bool = False,
@@ -176,7 +177,7 @@ def make(
         obs: ``"state"``, ``"rgb"`` or ``"state+rgb"``.
         reward: ``"dense"`` (the task's shaped reward; ManiSkill ``normalized_dense``) or
             ``"sparse"`` (``1.0`` on success steps, else ``0.0``).
-        render_size: side of the square ``rgb`` image (ManiSkill: the sensor camera resolution).
+        render_size: ``rgb`` image size, ``n`` (square) or ``(height, width)`` (ManiSkill: the sensor camera resolution).
         seed: seeds the first ``reset()`` that has no seed, and the action space.
         max_episode_steps: overrides the registered time limit (truncation).
         ignore_terminations: never terminate on success (built-in and ManiSkill envs only).
@@ -241,7 +242,7 @@ def _make_gym(
     env_id: str,
     obs: str,
     reward: str,
-    render_size: int,
+    render_size: RenderSize,
     ignore_terminations: bool,
     limit: dict[str, int],
     kwargs: dict[str, Any],

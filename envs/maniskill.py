@@ -32,6 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.wrappers import SuccessInfo
+from envs.spaces import RenderSize, image_hw
 
 _OBS_MODES = {"state": "state", "rgb": "rgb", "state+rgb": "state+rgb"}
 _REWARD_MODES = {"dense": "normalized_dense", "sparse": "sparse"}
@@ -98,7 +99,7 @@ def make_maniskill(
     *,
     obs: str,
     reward: str,
-    render_size: int,
+    render_size: RenderSize,
     ignore_terminations: bool,
     limit: dict[str, int],
     camera: str | None = None,
@@ -134,7 +135,8 @@ def make_maniskill(
     for key in ("obs_mode", "reward_mode", "sim_backend", "num_envs"):
         if key in kwargs:
             raise ValueError(f"{key!r} is set by envs.make (use obs=/reward=); do not pass it")
-    sensor_configs: dict[str, Any] = {"width": int(render_size), "height": int(render_size)}
+    height, width = image_hw(render_size)
+    sensor_configs: dict[str, Any] = {"width": width, "height": height}
     if camera_view is not None:
         if camera_view not in CAMERA_VIEWS:
             raise ValueError(f"camera_view={camera_view!r} is not known; choose one of {sorted(CAMERA_VIEWS)}")

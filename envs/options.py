@@ -20,6 +20,8 @@ import argparse
 import json
 from typing import Any
 
+from envs.spaces import RenderSize, image_hw, render_size_value
+
 #: What a recorded env spec holds (see :func:`env_spec`).
 EnvSpecDict = dict[str, Any]
 
@@ -57,15 +59,31 @@ def add_env_arguments(parser: argparse.ArgumentParser, *, default_env: str | Non
                              "(ManiSkill: also camera_view, control_mode...)")
     parser.add_argument("--max-episode-steps", type=int, default=None, metavar="N",
                         help="override the env's time limit")
-    parser.add_argument("--render-size", type=int, default=64, metavar="PX",
-                        help="side of the square rgb image (default: 64)")
+    parser.add_argument("--render-size", type=parse_render_size, default=64, metavar="PX|HxW",
+                        help="rgb image size: a side (64) or height x width (24x40) (default: 64)")
+
+
+def parse_render_size(text: str) -> RenderSize:
+    """argparse type for ``--render-size``: ``"64"`` -> 64, ``"24x40"`` -> (24, 40) (height x width).
+
+    >>> parse_render_size("64"), parse_render_size("24x40")
+    (64, (24, 40))
+    """
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+        size: RenderSize = parts[0] if len(parts) == 1 else (parts[0], parts[1]) if len(parts) == 2 else ()  # type: ignore[assignment]
+        image_hw(size)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a side (64) or HEIGHTxWIDTH (24x40), each >= 8; got {text!r}") from None
+    return size
 
 
 def env_spec(env_id: str, kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None,
-             render_size: int = 64) -> EnvSpecDict:
-    """What rebuilds the env: the id as given, constructor arguments, time limit, image side."""
+             render_size: RenderSize = 64) -> EnvSpecDict:
+    """What rebuilds the env: the id as given, constructor arguments, time limit, image size
+    (an int for a square image, else ``[height, width]``)."""
     return {"id": env_id, "kwargs": dict(kwargs or {}), "max_episode_steps": max_episode_steps,
-            "render_size": int(render_size)}
+            "render_size": render_size_value(render_size)}
 
 
 def spec_differences(recorded: EnvSpecDict, wanted: EnvSpecDict,

@@ -27,6 +27,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.spaces import RenderSize, image_hw, render_size_value
+
 OBS_MODES: tuple[str, ...] = ("state", "rgb", "state+rgb")
 REWARD_MODES: tuple[str, ...] = ("dense", "sparse")
 
@@ -38,20 +40,20 @@ BACKGROUND = (30, 30, 30)
 AGENT_COLOUR = (230, 40, 40)
 
 
-def _check_modes(obs_mode: str, reward_mode: str, render_size: int) -> None:
+def _check_modes(obs_mode: str, reward_mode: str, render_size: RenderSize) -> None:
     if obs_mode not in OBS_MODES:
         raise ValueError(f"obs_mode must be one of {OBS_MODES}, got {obs_mode!r}")
     if reward_mode not in REWARD_MODES:
         raise ValueError(f"reward_mode must be one of {REWARD_MODES}, got {reward_mode!r}")
-    if int(render_size) < 8:
-        raise ValueError(f"render_size must be an int >= 8, got {render_size!r}")
+    image_hw(render_size)
 
 
 class Canvas:
-    """A tiny numpy rasteriser for filled disks on a square image of the arena ``[-1, 1]^2``.
+    """A tiny numpy rasteriser for filled disks on an image of the arena ``[-1, 1]^2``.
 
     The arena's ``+y`` points up in the image. Pixel centres are precomputed once so drawing a
-    disk is one vectorised mask.
+    disk is one vectorised mask. ``width`` (default: ``size``) makes a non-square camera: the
+    arena is stretched to fill it, as a wide-angle sensor would.
 
     >>> c = Canvas(16)
     >>> img = c.blank((0, 0, 0))
@@ -60,16 +62,16 @@ class Canvas:
     ((16, 16, 3), True, True)
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, width: int | None = None) -> None:
         self.size = int(size)
-        centres = (np.arange(self.size, dtype=np.float32) + 0.5) / self.size * 2.0 - 1.0
-        self._xs = centres[None, :]  # column -> x
-        self._ys = -centres[:, None]  # row -> y (up)
-        self._min_radius = 1.2 / self.size  # so a tiny disk still covers about one pixel
+        self.width = self.size if width is None else int(width)
+        self._xs = ((np.arange(self.width, dtype=np.float32) + 0.5) / self.width * 2.0 - 1.0)[None, :]  # column -> x
+        self._ys = -((np.arange(self.size, dtype=np.float32) + 0.5) / self.size * 2.0 - 1.0)[:, None]  # row -> y (up)
+        self._min_radius = 1.2 / min(self.size, self.width)  # so a tiny disk still covers about one pixel
 
     def blank(self, colour: Sequence[int]) -> np.ndarray:
-        """A new ``(size, size, 3)`` uint8 image filled with ``colour``."""
-        img = np.empty((self.size, self.size, 3), dtype=np.uint8)
+        """A new ``(size, width, 3)`` uint8 image filled with ``colour``."""
+        img = np.empty((self.size, self.width, 3), dtype=np.uint8)
         img[...] = colour
         return img
 
@@ -84,7 +86,7 @@ class Canvas:
     ) -> None:
         """Draw an annulus of outer ``radius`` and thickness ``width`` (arena units) in place."""
         d2 = (self._xs - x) ** 2 + (self._ys - y) ** 2
-        inner = max(radius - max(width, 1.5 / self.size * 2.0), 0.0)
+        inner = max(radius - max(width, 1.5 / min(self.size, self.width) * 2.0), 0.0)
         img[(d2 <= radius * radius) & (d2 >= inner * inner)] = colour
 
 
@@ -120,7 +122,7 @@ class PointMassEnv(gym.Env):
         self,
         obs_mode: str = "state",
         reward_mode: str = "dense",
-        render_size: int = 64,
+        render_size: RenderSize = 64,
         ignore_terminations: bool = False,
         render_mode: str | None = None,
     ) -> None:
@@ -129,7 +131,8 @@ class PointMassEnv(gym.Env):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         self.obs_mode = obs_mode
         self.reward_mode = reward_mode
-        self.render_size = int(render_size)
+        self.render_size = render_size_value(render_size)
+        self._image_hw = image_hw(render_size)
         self.ignore_terminations = bool(ignore_terminations)
         self.render_mode = render_mode
         self._sparse = reward_mode == "sparse"
@@ -138,7 +141,7 @@ class PointMassEnv(gym.Env):
         state_dim = 4 + self.TASK_STATE_DIM
         # Every state entry (positions, velocities <= ACCEL / (1 - DAMPING), flags) lies in [-1, 1].
         state_space = spaces.Box(-1.0, 1.0, (state_dim,), np.float32)
-        rgb_space = spaces.Box(0, 255, (self.render_size, self.render_size, 3), np.uint8)
+        rgb_space = spaces.Box(0, 255, (*self._image_hw, 3), np.uint8)
         if obs_mode == "state":
             self.observation_space: spaces.Space = state_space
         elif obs_mode == "rgb":
@@ -209,7 +212,7 @@ class PointMassEnv(gym.Env):
         return self._obs(), reward, terminated, False, info
 
     def render(self) -> np.ndarray | None:  # type: ignore[override]
-        """The top-down image (``render_size`` square) when ``render_mode="rgb_array"``."""
+        """The top-down image (``render_size``) when ``render_mode="rgb_array"``."""
         if self.render_mode != "rgb_array":
             return None
         return self.draw()
@@ -220,9 +223,9 @@ class PointMassEnv(gym.Env):
         return np.array([self.px, self.py, self.vx, self.vy, *self._task_state()], dtype=np.float32)
 
     def draw(self) -> np.ndarray:
-        """Draw the current scene as a ``(render_size, render_size, 3)`` uint8 image."""
+        """Draw the current scene as a ``(height, width, 3)`` uint8 image."""
         if self._canvas is None:
-            self._canvas = Canvas(self.render_size)
+            self._canvas = Canvas(*self._image_hw)
         img = self._canvas.blank(BACKGROUND)
         self._draw_task(self._canvas, img)
         self._canvas.disk(img, self.px, self.py, self.AGENT_RADIUS, AGENT_COLOUR)

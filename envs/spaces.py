@@ -22,6 +22,32 @@ import numpy as np
 from gymnasium import spaces
 
 ObsDict = dict[str, np.ndarray]
+RenderSize = int | tuple[int, int]
+"""A camera image size: ``n`` for ``n x n``, or ``(height, width)``."""
+
+
+def image_hw(render_size: Any) -> tuple[int, int]:
+    """``(height, width)`` of a render size; raises ``ValueError`` below 8 pixels a side.
+
+    >>> image_hw(64), image_hw((24, 40)), image_hw([24, 40])
+    ((64, 64), (24, 40), (24, 40))
+    """
+    if isinstance(render_size, (int, np.integer)) and not isinstance(render_size, bool):
+        hw = (int(render_size), int(render_size))
+    elif isinstance(render_size, (tuple, list)) and len(render_size) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in render_size):
+        hw = (int(render_size[0]), int(render_size[1]))
+    else:
+        raise ValueError(f"render_size must be an int or (height, width), got {render_size!r}")
+    if min(hw) < 8:
+        raise ValueError(f"render_size must be at least 8 pixels a side, got {render_size!r}")
+    return hw
+
+
+def render_size_value(render_size: Any) -> int | list[int]:
+    """The JSON form recorded in env specs: an int for a square image, else ``[height, width]``."""
+    h, w = image_hw(render_size)
+    return h if h == w else [h, w]
 
 
 def is_image_space(space: spaces.Space) -> bool:

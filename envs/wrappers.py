@@ -25,6 +25,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from envs.spaces import RenderSize, image_hw
+
 
 class SeedFirstReset(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Use ``seed`` for the first ``reset()`` that has no seed of its own; seed the action space.
@@ -140,19 +142,19 @@ def _to_float(value: SupportsFloat | np.ndarray) -> float:
     return float(value)
 
 
-def _resize(frame: np.ndarray, size: int) -> np.ndarray:
+def _resize(frame: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     import cv2  # lazily: only the image modes of foreign envs need OpenCV
 
     frame = np.asarray(frame)
     if frame.ndim == 3 and frame.shape[2] == 4:
         frame = frame[..., :3]
-    if frame.shape[:2] != (size, size):
-        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    if frame.shape[:2] != hw:
+        frame = cv2.resize(frame, (hw[1], hw[0]), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(frame, dtype=np.uint8)
 
 
 class RenderObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
-    """Observe the env's ``render()`` frame, resized to ``size`` x ``size``, as ``"rgb"``.
+    """Observe the env's ``render()`` frame, resized to ``size`` (``n`` or ``(height, width)``), as ``"rgb"``.
 
     With ``keep_state=True`` the observation is ``Dict(state=Box(float32), rgb=Box(uint8))``,
     the state being the wrapped (Box) observation flattened to float32. The wrapped env must
@@ -165,14 +167,14 @@ class RenderObservation(gym.ObservationWrapper, gym.utils.RecordConstructorArgs)
     (32, 32, 3)
     """
 
-    def __init__(self, env: gym.Env, size: int = 64, keep_state: bool = False) -> None:
+    def __init__(self, env: gym.Env, size: RenderSize = 64, keep_state: bool = False) -> None:
         gym.utils.RecordConstructorArgs.__init__(self, size=size, keep_state=keep_state)
         gym.ObservationWrapper.__init__(self, env)
         if env.render_mode != "rgb_array":
             raise ValueError("RenderObservation needs an env made with render_mode='rgb_array'")
-        self.size = int(size)
+        self.size = image_hw(size)
         self.keep_state = bool(keep_state)
-        rgb = spaces.Box(0, 255, (self.size, self.size, 3), np.uint8)
+        rgb = spaces.Box(0, 255, (*self.size, 3), np.uint8)
         if keep_state:
             inner = env.observation_space
             if not isinstance(inner, spaces.Box):

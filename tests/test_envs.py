@@ -220,6 +220,42 @@ def test_point_reach_image_shows_agent_and_goal() -> None:
     assert tuple(img[row, col]) == GOAL_COLOUR
 
 
+def test_non_square_camera_draws_where_the_state_says() -> None:
+    # A 24x40 (height x width) camera: the arena is stretched to fill it; the goal lands at the
+    # pixel its coordinates map to on each axis, and the expert still succeeds from pixels alone.
+    env = envs.make("PointReach-v0", obs="state+rgb", render_size=(24, 40), seed=3)
+    obs, _ = env.reset()
+    assert env.observation_space["rgb"].shape == obs["rgb"].shape == (24, 40, 3)
+    base = env.unwrapped
+    row, col = int((1 - base.gy) / 2 * 24), int((base.gx + 1) / 2 * 40)
+    assert tuple(obs["rgb"][row, col]) == GOAL_COLOUR
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*minimal resolution.*")  # SB3's CnnPolicy note; we use our own encoders
+        sb3_check_env(env)
+    assert envs.env_spec("PointReach-v0", render_size=(24, 40))["render_size"] == [24, 40]
+    assert envs.env_spec("PointReach-v0", render_size=(32, 32))["render_size"] == 32
+    pixels = envs.make("PointReach-v0", obs="rgb", render_size=[24, 40], seed=3)
+    steps = rollout(pixels, envs.expert_policy(pixels))
+    assert steps[-1][0].shape == (24, 40, 3) and steps[-1][4]["success"]
+
+
+@pytest.mark.parametrize("bad", [(4, 40), 0, (24,), "24x40", (24.0, 40), True])
+def test_render_size_rejects_what_is_not_a_size(bad) -> None:
+    with pytest.raises(ValueError, match="render_size"):
+        envs.make("PointReach-v0", obs="rgb", render_size=bad)
+
+
+def test_render_size_option_parses_height_by_width() -> None:
+    import argparse
+
+    from envs.options import parse_render_size
+
+    assert parse_render_size("64") == 64 and parse_render_size("24X40") == (24, 40)
+    for bad in ("24x", "7", "24x40x3", "big"):
+        with pytest.raises(argparse.ArgumentTypeError, match="HEIGHTxWIDTH"):
+            parse_render_size(bad)
+
+
 # ------------------------------------------------------------------ experts
 @pytest.mark.parametrize("env_id", BUILTINS)
 def test_expert_succeeds_and_noise_produces_failures(env_id: str) -> None:
@@ -278,6 +314,8 @@ def test_other_gymnasium_id_rendered_to_rgb_with_success() -> None:
     env = envs.make(env_id, obs="state+rgb", render_size=40, reward="sparse", seed=0)
     assert env.observation_space["rgb"].shape == (40, 40, 3)
     sb3_check_env(env)
+    wide = envs.make(env_id, obs="rgb", render_size=(24, 40), seed=0)  # resized render() frames, height x width
+    assert wide.observation_space.shape == wide.reset()[0].shape == (24, 40, 3)
     steps = rollout(env, envs.expert_policy(env))
     assert steps[-1][4]["is_success"] is True and steps[-1][1] == 1.0
     assert all(s[1] == 0.0 for s in steps[1:-1])
