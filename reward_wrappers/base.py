@@ -6,11 +6,13 @@ dtypes, how many frames of history it needs, what its raw output means) and a ba
 accepted anywhere a model is; it is wrapped by :func:`as_reward_model` and is not validated. The
 wrappers also accept a checkpoint path, which they load.
 
-Batch layout: ``batch[key]`` has shape ``(B, *shape)`` when ``spec.window == 1`` and
-``(B, window, *shape)`` otherwise, oldest frame first and the current frame last. Early in an
-episode the window is filled by repeating the episode's first frame (see
-:func:`window_indices`); trainers and wrappers share that rule so the online model sees exactly
-what it was trained on.
+Batch layout: ``batch[key]`` has shape ``(B, *shape)`` when ``spec.window == 1`` (an image or
+state model) and ``(B, window, *shape)`` otherwise (a video model), oldest frame first and the
+current frame last. Which past frames fill the window is the spec's frame sampling
+(:class:`~reward_wrappers.frames.FrameSampling`: the last ``window`` frames, strided, or uniform
+over the episode so far); early in an episode the episode's first frame fills in. Trainers and
+wrappers share that rule (:func:`window_indices`) so the online model sees exactly what it was
+trained on.
 
 >>> import numpy as np
 >>> model = as_reward_model(lambda batch: batch["state"].sum(axis=1))
@@ -28,6 +30,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.spaces import key_spaces
+from reward_wrappers.frames import FrameSampling, FramesLike, as_frame_sampling
 
 Batch = Mapping[str, np.ndarray]
 RewardFn = Callable[[Batch], np.ndarray]
@@ -64,12 +67,20 @@ class ModelSpec:
     threshold: float = 0.5
     has_confidence: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    sampling: str = "last"
+    stride: int = 1
 
     def __post_init__(self) -> None:
         if self.output not in OUTPUT_KINDS:
             raise ValueError(f"ModelSpec.output must be one of {OUTPUT_KINDS}, got {self.output!r}")
         if self.window < 1:
             raise ValueError(f"ModelSpec.window must be >= 1, got {self.window}")
+        self.frame_sampling  # validates sampling and stride
+
+    @property
+    def frame_sampling(self) -> FrameSampling:
+        """Which frames fill the ``window`` (see :mod:`reward_wrappers.frames`)."""
+        return FrameSampling(self.window, self.sampling, self.stride)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -85,6 +96,8 @@ class ModelSpec:
             threshold=float(d.get("threshold", 0.5)),
             has_confidence=bool(d.get("has_confidence", False)),
             extra=dict(d.get("extra", {})),
+            sampling=str(d.get("sampling", "last")),
+            stride=int(d.get("stride", 1)),
         )
 
     @classmethod
@@ -145,13 +158,21 @@ def model_window(model: RewardModel) -> int:
     return 1 if model.spec is None else model.spec.window
 
 
-def window_indices(t: int, window: int) -> np.ndarray:
-    """Frame indices forming the causal window that ends at frame ``t`` (first frame repeated).
+def model_frames(model: RewardModel) -> FrameSampling:
+    """The frame sampling a model reads with (one frame for a model without a spec)."""
+    return FrameSampling() if getattr(model, "spec", None) is None else model.spec.frame_sampling
+
+
+def window_indices(t: int, window: FramesLike) -> np.ndarray:
+    """Frame indices forming the causal window that ends at frame ``t`` (first frame repeated);
+    ``window`` is a frame count (the last frames) or a :class:`FrameSampling`.
 
     >>> window_indices(1, 4).tolist()
     [0, 0, 0, 1]
+    >>> window_indices(6, FrameSampling(3, "strided", stride=3)).tolist()
+    [0, 3, 6]
     """
-    return np.maximum(np.arange(t - window + 1, t + 1), 0)
+    return as_frame_sampling(window).indices(t)
 
 
 def check_space_matches(spec: ModelSpec | None, observation_space: spaces.Space, *, what: str = "env") -> None:
@@ -289,12 +310,12 @@ class SwappableModel:
         new = as_reward_model(model)
         old_spec, new_spec = self.current.spec, new.spec
         if (old_spec is None) != (new_spec is None) or (
-            old_spec is not None and (old_spec.inputs != new_spec.inputs or old_spec.window != new_spec.window
+            old_spec is not None and (old_spec.inputs != new_spec.inputs or old_spec.frame_sampling != new_spec.frame_sampling
                                       or old_spec.output != new_spec.output)):
             raise ValueError(
-                "a swapped-in reward model must read the same inputs with the same window and output kind: "
-                f"had {None if old_spec is None else (old_spec.inputs, old_spec.window, old_spec.output)}, got "
-                f"{None if new_spec is None else (new_spec.inputs, new_spec.window, new_spec.output)}")
+                "a swapped-in reward model must read the same inputs with the same frames and output kind: "
+                f"had {None if old_spec is None else (old_spec.inputs, old_spec.frame_sampling, old_spec.output)}, got "
+                f"{None if new_spec is None else (new_spec.inputs, new_spec.frame_sampling, new_spec.output)}")
         self.current = new
         self.swaps += 1
 

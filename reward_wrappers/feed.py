@@ -1,26 +1,31 @@
 """``ModelFeed``: what a reward core hands its model each vector step: per-env frame windows
-(an episode's first frame repeated to fill them, as ``base.window_indices`` does in training)
-and one batched, checked model call.
+(chosen by the model's frame sampling, an episode's first frame repeated where the window
+reaches before it, as ``base.window_indices`` does in training) and one batched, checked model call.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from reward_wrappers.base import BatchCheck, RewardModel, model_window
+from reward_wrappers.base import BatchCheck, RewardModel, model_frames
 from reward_wrappers.ops import Array, Frames, Mask, Ops
 
 
 class ModelFeed:
     """Frame windows per env plus one batched model call per step.
 
-    With ``spec.window == 1`` the frames go straight to the model. Otherwise each env keeps its
-    last ``window`` frames (``(B, window, *shape)``, oldest first); an episode's first frame
-    fills the whole window, exactly as :func:`~reward_wrappers.base.window_indices` does.
+    With ``spec.window == 1`` the frames go straight to the model. Otherwise each env keeps the
+    frames of its episode that the model's :class:`~reward_wrappers.frames.FrameSampling` can
+    still ask for (a ring of ``history`` frames; the whole episode for ``"uniform"``) and the
+    model reads ``(B, window, *shape)``, oldest first, exactly the frames
+    :func:`~reward_wrappers.base.window_indices` picks in training.
     """
+
+    #: Starting capacity (frames per env) of a whole-episode history; it doubles as needed.
+    GROWABLE_CAPACITY = 64
 
     def __init__(
         self,
@@ -34,10 +39,12 @@ class ModelFeed:
         self.model = model
         self.num_envs = int(num_envs)
         self.ops = ops
-        self.window = model_window(model)
+        self.sampling = model_frames(model)
+        self.window = self.sampling.frames
         self.min_confidence = min_confidence
         self.what = what
-        self._history: Optional[dict[str, Array]] = None
+        self._history: Optional[dict[str, Array]] = None  # key -> (B, capacity, *shape)
+        self._count = np.zeros(self.num_envs, dtype=np.int64)  # frames of the current episode seen
         # Keys, per-frame shapes and dtypes against the spec, checked fully once per layout.
         self._check = BatchCheck(getattr(model, "spec", None))
         # A spec, when there is one, is the authority: every TorchRewardModel has the methods,
@@ -55,50 +62,68 @@ class ModelFeed:
 
     # -- windows ------------------------------------------------------------------------------
     @staticmethod
-    def _repeat(frame: Array, window: int) -> Array:
-        if isinstance(frame, torch.Tensor):
-            return frame.unsqueeze(1).expand(frame.shape[0], window, *frame.shape[1:]).clone()
-        return np.repeat(np.asarray(frame)[:, None], window, axis=1)
+    def _rows(mask: Optional[Mask], n: int) -> np.ndarray:
+        """Env indices selected by ``mask`` (all when None), on the host."""
+        if mask is None:
+            return np.arange(n)
+        if isinstance(mask, torch.Tensor):
+            mask = mask.detach().cpu().numpy()
+        return np.flatnonzero(np.asarray(mask))
 
-    def _fill(self, history: dict[str, Array], frames: Frames, mask: Optional[Mask]) -> dict[str, Array]:
-        if self.window == 1:
-            return history
+    @staticmethod
+    def _index(like: Array, idx: np.ndarray) -> Any:
+        return torch.as_tensor(idx, device=like.device) if isinstance(like, torch.Tensor) else idx
+
+    def _allocate(self, frames: Frames, capacity: int) -> dict[str, Array]:
         out = {}
-        for key, hist in history.items():
-            if mask is None:
-                out[key] = self._repeat(frames[key], self.window)
-            else:
-                hist = hist.clone() if isinstance(hist, torch.Tensor) else hist.copy()
-                hist[mask] = self._repeat(frames[key][mask], self.window)
-                out[key] = hist
+        for key, frame in frames.items():
+            shape = (self.num_envs, capacity, *frame.shape[1:])
+            out[key] = (torch.zeros(shape, dtype=frame.dtype, device=frame.device) if isinstance(frame, torch.Tensor)
+                        else np.zeros(shape, dtype=np.asarray(frame).dtype))
         return out
+
+    def _store(self, frames: Frames, rows: np.ndarray) -> None:
+        """Append ``frames[rows]`` to those envs' episodes."""
+        if self._history is None:
+            self._history = self._allocate(frames, self.sampling.history or self.GROWABLE_CAPACITY)
+        capacity = next(iter(self._history.values())).shape[1]
+        if self.sampling.history is None and len(rows) and int(self._count[rows].max()) >= capacity:
+            grown = self._allocate(frames, 2 * capacity)
+            for key, hist in self._history.items():
+                grown[key][:, :capacity] = hist
+            self._history, capacity = grown, 2 * capacity
+        slots = self._count[rows] % capacity  # a ring when bounded; never wraps when growable
+        for key, hist in self._history.items():
+            frame = frames[key]
+            picked = frame[self._index(frame, rows)] if len(rows) != self.num_envs else frame
+            hist[self._index(hist, rows), self._index(hist, slots)] = picked
+        self._count[rows] += 1
+
+    def _windows(self, rows: np.ndarray) -> dict[str, Array]:
+        """The model's frames for envs ``rows``: ``(len(rows), window, *shape)`` per key."""
+        assert self._history is not None
+        capacity = next(iter(self._history.values())).shape[1]
+        slots = self.sampling.batch_indices(self._count[rows] - 1) % capacity
+        return {key: hist[self._index(hist, rows[:, None]), self._index(hist, slots)] for key, hist in self._history.items()}
 
     def start(self, frames: Frames, mask: Optional[Mask] = None) -> None:
         """Masked envs (all if ``mask`` is None) start an episode at ``frames``."""
         if self.window == 1:
             return
-        if self._history is None or mask is None:
-            self._history = {k: self._repeat(v, self.window) for k, v in frames.items()}
-        else:
-            self._history = self._fill(self._history, frames, mask)
+        rows = self._rows(mask, self.num_envs)
+        self._count[rows] = 0
+        self._store(frames, rows)
 
     def _advance(self, frames: Frames, fresh: Optional[Mask]) -> dict[str, Array]:
         if self.window == 1:
             return dict(frames)
         if self._history is None:
             self.start(frames)
-            return dict(self._history)  # type: ignore[arg-type]
-        history = {}
-        for key, hist in self._history.items():
-            frame = frames[key]
-            if isinstance(hist, torch.Tensor):
-                history[key] = torch.cat([hist[:, 1:], frame.unsqueeze(1)], dim=1)
-            else:
-                history[key] = np.concatenate([hist[:, 1:], np.asarray(frame)[:, None]], axis=1)
-        if self.ops.any(fresh):
-            history = self._fill(history, frames, fresh)
-        self._history = history
-        return history
+        else:
+            if fresh is not None and self.ops.any(fresh):
+                self._count[self._rows(fresh, self.num_envs)] = 0
+            self._store(frames, np.arange(self.num_envs))
+        return self._windows(np.arange(self.num_envs))
 
     # -- forward ------------------------------------------------------------------------------
     def _forward(self, batch: Frames) -> Array:
@@ -129,12 +154,12 @@ class ModelFeed:
         self.start(frames, mask)
         if not want_values:
             return None
-        windows = self._history if self.window > 1 else frames
         if mask is None:
-            return self._forward(windows)  # type: ignore[arg-type]
+            return self._forward(self._windows(np.arange(self.num_envs)) if self.window > 1 else frames)
         values = self.ops.zeros(self.num_envs)
         if self.ops.any(mask):
-            values[mask] = self._forward({k: v[mask] for k, v in windows.items()})  # type: ignore[union-attr]
+            rows = self._windows(self._rows(mask, self.num_envs)) if self.window > 1 else {k: v[mask] for k, v in frames.items()}
+            values[mask] = self._forward(rows)
         return values
 
     def evaluate(
@@ -156,11 +181,11 @@ class ModelFeed:
         restarting = restart_frames is not None and self.ops.any(ended)
         restart_rows: Optional[dict[str, Array]] = None
         if restarting:
-            restarted = self._fill(self._history, restart_frames, ended) if self.window > 1 else restart_frames  # type: ignore[arg-type]
-            if self.window > 1:
-                self._history = restarted
-            if want_restart_values:
-                restart_rows = {k: v[ended] for k, v in restarted.items()}  # type: ignore[index]
+            if self.window == 1:
+                restart_rows = {k: v[ended] for k, v in restart_frames.items()} if want_restart_values else None  # type: ignore[union-attr]
+            else:
+                self.start(restart_frames, ended)  # type: ignore[arg-type]
+                restart_rows = self._windows(self._rows(ended, self.num_envs)) if want_restart_values else None
         if restart_rows is None:
             return self._forward(batch), None
         joined = {k: self.ops.cat([batch[k], restart_rows[k]]) for k in batch}

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from agents.cli import main
+from reward_wrappers import load_reward_model
 
 
 def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
@@ -396,14 +397,18 @@ def test_train_reward_cli_fits_every_kind_with_the_shared_options(tmp_path, caps
                  "--seed", "0", "--no-progress"]) == 0
     shared = ["--data", str(data), "--inputs", "state", "--epochs", "2", "--patience", "9", "--seed", "3",
               "--val-fraction", "0.3", "--device", "cpu", "--logdir", str(tmp_path / "tb")]
-    kinds = {"classifier": ["--batch-size", "16"], "progress": ["--batch-size", "16"],
+    kinds = {"classifier": ["--batch-size", "16", "--window", "2", "--frame-sampling", "strided", "--stride", "3"],
+             "progress": ["--batch-size", "16", "--window", "3", "--frame-sampling", "uniform"],
              "preference": ["--num-pairs", "32", "--num-val-pairs", "16", "--batch-size", "8"]}
+    frames = {"classifier": (2, "strided", 3), "progress": (3, "uniform", 1), "preference": (1, "last", 1)}
     for kind, extra in kinds.items():
         out = tmp_path / f"{kind}.pt"
         assert main(["train-reward", kind, "--out", str(out), *shared, *extra]) == 0, kind
         report = json.loads((tmp_path / f"{kind}.report.json").read_text())
         assert report["seed"] == 3 and report["epochs_run"] == 2, kind
         assert report["counts"]["val_trajectories"] == 4, kind  # 30 % of 12 trajectories
+        spec = load_reward_model(out).spec
+        assert (spec.window, spec.sampling, spec.stride) == frames[kind], kind
     assert (tmp_path / "tb").is_dir()
 
 

@@ -29,7 +29,9 @@ from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
 from collectors.atomic import write_atomic
-from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
+from reward_wrappers.frames import FramesLike, as_frame_sampling
+from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,
+                             seed_everything)
 from trainers.data import (
     DataLike,
     FrameTable,
@@ -52,7 +54,7 @@ def fit_classifier(
     out: str | os.PathLike,
     *,
     inputs: Sequence[str] | None = None,
-    window: int = 1,
+    window: FramesLike = 1,
     encoder: str = "cnn",
     pretrained: str | os.PathLike | None = None,
     freeze_encoder: bool = False,
@@ -81,7 +83,8 @@ def fit_classifier(
     suggested threshold and at 0.5, sample counts, timing) and ``<out>.errors.png`` (the worst false
     positives and false negatives with their scores). ``pretrained`` is a ``.pt`` state dict for
     the image encoder (loaded with ``weights_only=True``); ``freeze_encoder`` keeps it fixed.
-    ``window > 1`` classifies frame ``t`` from the causal window ``t - window + 1 .. t`` (first frame
+    ``window > 1`` (a count, or a :class:`~reward_wrappers.frames.FrameSampling` for strided or
+    uniform frames) classifies frame ``t`` from the causal window ``t - window + 1 .. t`` (first frame
     repeated at an episode start, as the wrappers feed it online): motion becomes visible, e.g.
     ManiSkill's "robot is static" part of success, which no single frame shows.
 
@@ -98,9 +101,8 @@ def fit_classifier(
     positives, so a refit trades recall for precision).
     """
     if init is not None:
-        inputs, window = tuple(init.spec.inputs), init.spec.window
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+        inputs, window = tuple(init.spec.inputs), init.spec.frame_sampling
+    window = as_frame_sampling(window)  # raises on a window below 1
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
     if not 0.0 <= focus_share < 1.0:
@@ -125,7 +127,7 @@ def fit_classifier(
                 "both are needed: record more successful and failed trajectories"
             )
 
-    spec = ModelSpec(inputs=specs, window=window, output="logit")
+    spec = ModelSpec(inputs=specs, **window.spec_fields(), output="logit")
     if init is not None:
         if dict(init.spec.inputs) != specs:
             raise ValueError(f"init model reads {dict(init.spec.inputs)}, the data has {specs}")
@@ -180,11 +182,11 @@ def fit_classifier(
     if threshold_precision is not None:
         precise = precision_threshold(probs, val_table.label, threshold_precision)
         threshold = threshold if precise is None else max(threshold, precise)
-    model.spec = ModelSpec(inputs=specs, window=window, output="logit", threshold=threshold)
+    model.spec = ModelSpec(inputs=specs, **window.spec_fields(), output="logit", threshold=threshold)
     report = {
         "kind": "classifier",
         "inputs": list(inputs),
-        "window": window,
+        **window.spec_fields(),
         "encoder": encoder if any(len(v.shape) == 3 for v in specs.values()) else None,  # state-only: none
         "seed": seed,
         "val_auc": roc_auc(scores, val_table.label),
@@ -215,7 +217,7 @@ def predict_frames(model: TorchRewardModel, trajectories: Sequence[Any], table: 
     model.net.eval()
     out = np.empty(len(table), dtype=np.float64)
     for rows in iterate_rows(len(table), batch_size):
-        batch = gather(trajectories, table.traj[rows], table.frame[rows], keys, model.spec.window)
+        batch = gather(trajectories, table.traj[rows], table.frame[rows], keys, model.spec.frame_sampling)
         out[rows] = model.predict(batch)
     return out
 
@@ -279,7 +281,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--inputs", nargs="+", default=None,
                         help="observation keys the classifier reads (images, state, or both); default: the data's image "
                              "keys, else its state")
-    parser.add_argument("--window", type=int, default=1, help="frames the classifier reads (causal window ending at the frame judged)")
+    add_frame_arguments(parser, window=1, window_help="frames the classifier reads (a causal window ending at the frame judged)")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--pretrained", default=None, help="state-dict file for the image encoder")
     parser.add_argument("--freeze-encoder", action="store_true", help="keep the image encoder fixed")
@@ -289,7 +291,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_classifier(
-        args.data, args.out, inputs=args.inputs, window=args.window, encoder=args.encoder, pretrained=args.pretrained,
+        args.data, args.out, inputs=args.inputs, window=frame_sampling(args), encoder=args.encoder, pretrained=args.pretrained,
         freeze_encoder=args.freeze_encoder, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
     )
     import json

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from reward_wrappers.frames import STRATEGIES, FrameSampling
+
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -127,6 +129,20 @@ def add_fit_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 128,
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="'auto', 'cpu' or 'cuda'")
     parser.add_argument("--logdir", default=None, help="TensorBoard log directory")
+
+
+def add_frame_arguments(parser: argparse.ArgumentParser, *, window: int, window_help: str) -> None:
+    """``--window``, ``--frame-sampling`` and ``--stride``: which frames an image/video model reads."""
+    parser.add_argument("--window", type=positive_int, default=window, help=window_help)
+    parser.add_argument("--frame-sampling", choices=STRATEGIES, default="last",
+                        help="which frames fill the window: the last ones, every --stride-th back from the current "
+                             "frame, or spread uniformly over the episode so far (all causal)")
+    parser.add_argument("--stride", type=positive_int, default=1, help="frame gap for --frame-sampling strided")
+
+
+def frame_sampling(args: argparse.Namespace) -> FrameSampling:
+    """The :class:`FrameSampling` the options of :func:`add_frame_arguments` describe."""
+    return FrameSampling(args.window, args.frame_sampling, args.stride)
 
 
 def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from reward_wrappers.base import InputSpec, window_indices
+from reward_wrappers.base import InputSpec
+from reward_wrappers.frames import FramesLike, as_frame_sampling
 
 DataLike = str | os.PathLike | Sequence[Any]
 
@@ -158,15 +159,16 @@ def gather(
     traj_ids: np.ndarray,
     frame_ids: np.ndarray,
     keys: Sequence[str],
-    window: int = 1,
+    window: FramesLike = 1,
 ) -> dict[str, np.ndarray]:
-    """Read a batch of frames (or causal windows ending at them) for ``keys`` from the buffers."""
+    """Read a batch of frames (or the causal windows ``window`` picks at them) for ``keys``."""
+    sampling = as_frame_sampling(window)
     batch: dict[str, np.ndarray] = {}
     for key in keys:
         rows = []
         for ti, fi in zip(traj_ids, frame_ids):
             source = trajectories[int(ti)].obs[key]
-            rows.append(source[int(fi)] if window == 1 else source[window_indices(int(fi), window)])
+            rows.append(source[int(fi)] if sampling.frames == 1 else source[sampling.indices(int(fi))])
         batch[key] = np.stack(rows)
     return batch
 

@@ -21,7 +21,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from reward_wrappers.base import RewardModel, window_indices
+from reward_wrappers.base import RewardModel
+from reward_wrappers.frames import FramesLike, as_frame_sampling
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from trainers.data import gather_windows
 from trainers.metrics import roc_auc, spearman
@@ -37,18 +38,19 @@ def first_success_frame(labels: np.ndarray) -> int | None:
     return int(hits[0]) if len(hits) else None
 
 
-def frame_windows(n_frames: int, window: int) -> np.ndarray:
-    """``(n_frames, window)`` causal windows (first frame repeated), or ``(n_frames,)`` for window 1."""
-    if window == 1:
+def frame_windows(n_frames: int, window: FramesLike) -> np.ndarray:
+    """``(n_frames, window)`` causal windows (first frame repeated), or ``(n_frames,)`` for one frame."""
+    sampling = as_frame_sampling(window)
+    if sampling.frames == 1:
         return np.arange(n_frames)
-    return np.stack([window_indices(t, window) for t in range(n_frames)])
+    return sampling.batch_indices(np.arange(n_frames))
 
 
 def network_outputs(model: TorchRewardModel, traj: Any, *, batch_size: int = 512) -> np.ndarray:
     """Every output column of ``model.net`` for every frame of ``traj``: ``(T+1, C)``."""
     keys = list(model.spec.inputs)
     n = len(traj.labels)
-    windows = frame_windows(n, model.spec.window)
+    windows = frame_windows(n, model.spec.frame_sampling)
     model.net.eval()
     chunks = []
     for start in range(0, n, batch_size):
@@ -62,7 +64,7 @@ def network_outputs(model: TorchRewardModel, traj: Any, *, batch_size: int = 512
 def predict_trajectory(model: RewardModel, traj: Any, *, batch_size: int = 512) -> np.ndarray:
     """``model.predict`` on the causal window ending at every frame of ``traj``: ``(T+1,)``."""
     keys = list(model.spec.inputs) if model.spec is not None else list(traj.obs)
-    window = 1 if model.spec is None else model.spec.window
+    window = 1 if model.spec is None else model.spec.frame_sampling
     n = len(traj.labels)
     windows = frame_windows(n, window)
     out = [

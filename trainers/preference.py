@@ -42,11 +42,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_wrappers.base import ModelSpec, window_indices
+from reward_wrappers.base import ModelSpec
+from reward_wrappers.frames import FramesLike, as_frame_sampling
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
-from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
+from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,
+                             seed_everything)
 from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers, recorded_env,
                            split_by_trajectory, state_statistics)
 from trainers.evaluate import pair_metrics
@@ -178,19 +180,20 @@ def csv_pairs_by_split(rows: Sequence[tuple[Segment, Segment, float, int]], traj
     return sets["train"], sets["val"], straddling
 
 
-def gather_segments(trajectories: Sequence[Any], segments: Sequence[Segment], keys: Sequence[str], window: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def gather_segments(trajectories: Sequence[Any], segments: Sequence[Segment], keys: Sequence[str], window: FramesLike) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Frames (with causal windows) of every segment, flattened, and each frame's segment index."""
+    sampling = as_frame_sampling(window)
     traj_ids, frames, owner = [], [], []
     for s, seg in enumerate(segments):
         f = seg.frames()
         traj_ids.append(np.full(len(f), seg.traj))
-        frames.append(f if window == 1 else np.stack([window_indices(int(t), window) for t in f]))
+        frames.append(f if sampling.frames == 1 else sampling.batch_indices(f))
         owner.append(np.full(len(f), s))
     batch = gather_windows(trajectories, np.concatenate(traj_ids), np.concatenate(frames), keys)
     return batch, np.concatenate(owner)
 
 
-def segment_returns(net: torch.nn.Module, trajectories: Sequence[Any], segments: Sequence[Segment], keys: Sequence[str], window: int, device: torch.device, augment_rng: np.random.Generator | None = None) -> torch.Tensor:
+def segment_returns(net: torch.nn.Module, trajectories: Sequence[Any], segments: Sequence[Segment], keys: Sequence[str], window: FramesLike, device: torch.device, augment_rng: np.random.Generator | None = None) -> torch.Tensor:
     """``R(segment)`` = sum of per-step predicted rewards, ``(len(segments),)``."""
     batch, owner = gather_segments(trajectories, segments, keys, window)
     if augment_rng is not None:
@@ -208,7 +211,7 @@ def bradley_terry_loss(return_a: torch.Tensor, return_b: torch.Tensor, label: to
     return F.binary_cross_entropy_with_logits(beta * (return_a - return_b), label)
 
 
-def _evaluate(net: torch.nn.Module, trajectories: Sequence[Any], pairs: PairSet, keys: Sequence[str], window: int, beta: float, device: torch.device, batch_size: int) -> dict[str, Any]:
+def _evaluate(net: torch.nn.Module, trajectories: Sequence[Any], pairs: PairSet, keys: Sequence[str], window: FramesLike, beta: float, device: torch.device, batch_size: int) -> dict[str, Any]:
     ra, rb = [], []
     with torch.no_grad():
         for s in range(0, len(pairs), batch_size):
@@ -226,7 +229,7 @@ def fit_preference(
     preferences: str | os.PathLike | None = None,
     segment_length: int = 25,
     inputs: Sequence[str] | None = None,
-    window: int = 1,
+    window: FramesLike = 1,
     beta: float = 1.0,
     num_pairs: int = 2000,
     num_val_pairs: int = 500,
@@ -286,7 +289,8 @@ def fit_preference(
             )
         label_source = f"csv: {os.fspath(preferences)}"
 
-    spec = ModelSpec(inputs=specs, window=window, output="reward", extra={"beta": beta, "segment_length": segment_length, "labels": label_source})
+    window = as_frame_sampling(window)
+    spec = ModelSpec(inputs=specs, **window.spec_fields(), output="reward", extra={"beta": beta, "segment_length": segment_length, "labels": label_source})
     model = TorchRewardModel.build(spec, encoder=encoder, hidden=hidden)
     net = model.net.to(torch_device)
     for key, inp in specs.items():
@@ -320,7 +324,7 @@ def fit_preference(
         "kind": "preference",
         "labels": label_source,
         "inputs": list(inputs),
-        "window": window,
+        **window.spec_fields(),
         "segment_length": segment_length,
         "beta": beta,
         "encoder": encoder if any(len(v.shape) == 3 for v in specs.values()) else None,  # state-only: none
@@ -354,7 +358,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preferences", default=None, help="CSV a,b,label[,a_start,b_start] (trajectory ids, label in {0,0.5,1}); default: synthetic labels from the recorded env return")
     parser.add_argument("--segment-length", type=int, default=25, help="steps per segment")
     parser.add_argument("--inputs", nargs="+", default=None, help="observation keys the reward reads (default: the data's image keys, else its state)")
-    parser.add_argument("--window", type=int, default=1, help="causal window of frames per step")
+    add_frame_arguments(parser, window=1, window_help="frames per step the model reads (1: an image or state model)")
     parser.add_argument("--beta", type=float, default=1.0, help="Bradley-Terry inverse temperature")
     parser.add_argument("--num-pairs", type=int, default=2000, help="synthetic training pairs")
     parser.add_argument("--num-val-pairs", type=int, default=500, help="synthetic held-out pairs")
@@ -366,7 +370,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     out = fit_preference(
         args.data, args.out, preferences=args.preferences, segment_length=args.segment_length, inputs=args.inputs,
-        window=args.window, beta=args.beta, num_pairs=args.num_pairs, num_val_pairs=args.num_val_pairs, encoder=args.encoder,
+        window=frame_sampling(args), beta=args.beta, num_pairs=args.num_pairs, num_val_pairs=args.num_val_pairs, encoder=args.encoder,
         hidden=args.hidden, **fit_arguments(args),
     )
     report = json.loads(report_path(out, ".report.json").read_text())

@@ -22,7 +22,9 @@ from reward_wrappers.base import ModelSpec
 from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecProgressReward
 from trainers.kinds import RewardKind, register_reward_kind
-from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
+from reward_wrappers.frames import FramesLike, as_frame_sampling
+from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,
+                             seed_everything)
 from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers, recorded_env,
                            split_by_trajectory, state_statistics)
 from trainers.evaluate import first_success_frame, network_outputs, progress_quality, stage_accuracy
@@ -56,7 +58,7 @@ def fit_progress(
     out: str | os.PathLike,
     *,
     inputs: Sequence[str] | None = None,
-    window: int = 8,
+    window: FramesLike = 8,
     rewind: float = 0.8,
     stages: str | os.PathLike | None = None,
     max_start: float = 0.0,
@@ -95,8 +97,7 @@ def fit_progress(
     """
     rng = seed_everything(seed)
     torch_device = resolve_device(device)
-    if window < 1:
-        raise ValueError(f"window must be >= 1, got {window}")
+    window = as_frame_sampling(window)  # raises on a window below 1
     if not 0.0 <= rewind <= 1.0 or not 0.0 <= max_start < 1.0:
         raise ValueError(f"rewind must be in [0, 1] and max_start in [0, 1); got rewind={rewind}, max_start={max_start}")
     if not 0.0 <= failure_fraction < 1.0:
@@ -147,7 +148,7 @@ def fit_progress(
     }
     if stage_source is not None:
         extra.update(stage_source=stage_source.description, stage_priors=[float(p) for p in priors])
-    spec = ModelSpec(inputs=specs, window=window, output="progress", has_confidence=ensemble > 1, extra=extra)
+    spec = ModelSpec(inputs=specs, **window.spec_fields(), output="progress", has_confidence=ensemble > 1, extra=extra)
     model = TorchRewardModel.build(
         spec, "progress_net", encoder=encoder, hidden=hidden, ensemble=ensemble,
         stage_priors=[float(p) for p in priors] if priors is not None else None,
@@ -194,7 +195,7 @@ def fit_progress(
         "kind": "progress",
         "mode": "stage" if stage_source else "rewind",
         "inputs": list(inputs),
-        "window": window,
+        **window.spec_fields(),
         "rewind": rewind,
         "max_start": max_start,
         "failure_fraction": failure_fraction,
@@ -301,7 +302,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report goes beside it")
     parser.add_argument("--inputs", nargs="+", default=None, help="observation keys the model reads (default: the data's image keys, else its state)")
-    parser.add_argument("--window", type=int, default=8, help="causal window: frames of history the model reads (current frame last)")
+    add_frame_arguments(parser, window=8, window_help="frames of history the model reads (current frame last)")
     parser.add_argument("--rewind", type=float, default=0.8, help="probability of rewind augmentation per training sample")
     parser.add_argument("--max-start", type=float, default=0.0, help="ReWiND random clip start, as a fraction of the demo (0: clips start at the reset frame)")
     parser.add_argument("--stages", default=None, help="stage mode (SARM): 'info:KEY[,KEY2]' (recorded info flags) or an annotation JSON {trajectory id: [stage start frames]}")
@@ -316,7 +317,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_progress(
-        args.data, args.out, inputs=args.inputs, window=args.window, rewind=args.rewind, stages=args.stages,
+        args.data, args.out, inputs=args.inputs, window=frame_sampling(args), rewind=args.rewind, stages=args.stages,
         max_start=args.max_start, failure_fraction=args.failure_fraction, ensemble=args.ensemble, encoder=args.encoder,
         hidden=args.hidden, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
     )

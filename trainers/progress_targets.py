@@ -55,7 +55,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from reward_wrappers.base import window_indices
+from reward_wrappers.frames import FramesLike, as_frame_sampling
 
 
 # --------------------------------------------------------------------------- labels
@@ -253,7 +253,7 @@ def sample_windows(
     demos: Sequence[Demo],
     n: int,
     *,
-    window: int,
+    window: FramesLike,
     rewind: float,
     max_start: float,
     priors: np.ndarray | None,
@@ -268,19 +268,20 @@ def sample_windows(
     With ``failure_fraction > 0`` that share of the windows comes instead from ``failures``
     (``(trajectory index, frames)`` of failed trajectories), at a uniform frame, with target 0.
     """
-    traj, frames = np.empty(n, np.int64), np.empty((n, window), np.int64)
+    sampling = as_frame_sampling(window)
+    traj, frames = np.empty(n, np.int64), np.empty((n, sampling.frames), np.int64)
     progress, stage, tau = np.empty(n), np.zeros(n, np.int64), np.empty(n)
     for b in range(n):
         if failures and rng.random() < failure_fraction:
             index, n_frames = failures[int(rng.integers(len(failures)))]
-            traj[b], frames[b] = index, window_indices(int(rng.integers(n_frames)), window)
+            traj[b], frames[b] = index, sampling.indices(int(rng.integers(n_frames)))
             progress[b] = tau[b] = 0.0
             continue
         demo = demos[int(rng.integers(len(demos)))]
         if demo.held is not None and len(demo.held) and rng.random() < len(demo.held) / (len(demo.held) + demo.length):
             # A frame where success still holds after the first success: progress stays 1.0.
             frame = int(demo.held[int(rng.integers(len(demo.held)))])
-            traj[b], frames[b] = demo.index, window_indices(frame, window)
+            traj[b], frames[b] = demo.index, sampling.indices(frame)
             progress[b] = tau[b] = 1.0
             if demo.stage is not None:
                 stage[b] = demo.stage[-1]
@@ -296,11 +297,11 @@ def sample_windows(
         clip, labels = rewind_clip(length, start, end, steps)
         position = int(rng.integers(len(clip)))
         traj[b] = demo.index
-        frames[b] = clip[window_indices(position, window)]
+        frames[b] = clip[sampling.indices(position)]
         frame = int(clip[position])
         if demo.stage is not None:
             stage[b], tau[b] = demo.stage[frame], demo.tau[frame]
             progress[b] = stage_progress(stage[b : b + 1], tau[b : b + 1], priors)[0]
         else:
             progress[b] = tau[b] = labels[position]
-    return WindowBatch(traj, frames[:, 0] if window == 1 else frames, progress, stage, tau)
+    return WindowBatch(traj, frames[:, 0] if sampling.frames == 1 else frames, progress, stage, tau)
