@@ -31,7 +31,8 @@ def recorded_env_spec(path: str) -> dict[str, Any] | None:
 def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) -> None:
     """What needs the checkpoints themselves, checked before any run starts: a reward model fitted
     on data from another env (id or constructor arguments) is refused, saying what differs, and
-    refits need the classifier's original buffers. ``models``: option -> loaded model (else each
+    refits need the classifier's original buffers, and refits, relabelling and demonstrations need
+    single-frame models. ``models``: option -> loaded model (else each
     checkpoint is read, once)."""
     paths = {option: path for option, path in (("--reward", reward_path(cfg.reward)), ("--pbrs", cfg.pbrs)) if path}
     models = {option: (models or {}).get(option) or load_reward_model(path) for option, path in paths.items()}
@@ -43,6 +44,14 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
         if differences:
             raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
                              "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
+    if cfg.refit_every is not None or (cfg.algo == "sac" and cfg.demos is not None):
+        for option, model in models.items():
+            window = model.spec.window if getattr(model, "spec", None) is not None else 1
+            if window > 1:
+                # Stored transitions, labelled frames and demonstrations keep one frame per step.
+                raise ValueError(f"{option} {paths[option]} reads {window} frames, but refits, replay relabelling and "
+                                 "demonstrations work on single frames: fit the model with --window 1, or train "
+                                 "without --refit-every and --demos")
     if cfg.refit_every is not None and cfg.refit_data is None:
         base = metadata.get("--reward", {}).get("data")
         if not base or not pathlib.Path(base).is_dir():

@@ -39,14 +39,8 @@ import torch.nn.functional as F
 
 from reward_wrappers.base import Batch, ModelSpec
 from reward_wrappers.registry import register_architecture
-from reward_wrappers.networks import (
-    NumpyForward,
-    RewardNet,
-    TensorBatch,
-    numpy_layers,
-    numpy_sigmoid,
-    run_numpy_layers,
-)
+from reward_wrappers.encoders import numpy_layers, numpy_sigmoid, run_numpy_layers
+from reward_wrappers.networks import NumpyForward, RewardNet, TensorBatch
 
 
 class ProgressNet(nn.Module):

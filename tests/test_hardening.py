@@ -164,3 +164,20 @@ def test_bench_finds_missing_refit_buffers_before_any_run(checkpoint: Path, tmp_
                  "--conditions", "env", f"classifier:{clf}@refit-every=32@label-budget=8"])
     assert code == 2 and "give --refit-data DIR" in capsys.readouterr().err
     assert not (tmp_path / "out" / "runs").exists()
+
+
+def test_bench_refuses_a_multi_frame_model_with_refits_before_any_run(checkpoint: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: the refit condition failed at start-up inside its run, after the env condition beside
+    # it had trained to the end (an hour on ManiSkill pixels).
+    from agents.cli import main
+    from trainers import fit_classifier
+
+    data = checkpoint.parent / "data"
+    clf = fit_classifier(data, tmp_path / "clf2.pt", inputs=("state",), window=2, epochs=1, progress=False)
+    for extra in ([f"classifier:{clf}@refit-every=32@label-budget=8@refit-data={data}"], [f"classifier:{clf}@demos={data}"]):
+        code = main(["bench", "--algo", "sac", "--steps", "64", "--seeds", "1", "--out", str(tmp_path / "out"),
+                     "--conditions", "env", *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and "reads 2 frames" in err and "--window 1" in err, err
+    assert not (tmp_path / "out" / "runs").exists()
