@@ -25,6 +25,7 @@ from typing import Any
 import gymnasium as gym
 
 from envs.point_base import OBS_MODES, REWARD_MODES
+from envs.options import gym_make
 from envs.spaces import RenderSize
 from envs.wrappers import Float32State, RenderObservation, SeedFirstReset, SuccessInfo, needs_float32
 
@@ -205,11 +206,8 @@ def make(
     limit = {} if max_episode_steps is None else {"max_episode_steps": int(max_episode_steps)}
 
     if env_id in _BUILTIN_SPECS:
-        try:
-            env = gym.make(env_id, obs_mode=obs, reward_mode=reward, render_size=render_size,
-                           ignore_terminations=ignore_terminations, **limit, **kwargs)
-        except TypeError as exc:
-            raise ValueError(f"{env_id!r} cannot be made with kwargs {kwargs}: {exc}") from None
+        env = gym_make(env_id, kwargs, obs_mode=obs, reward_mode=reward, render_size=render_size,
+                       ignore_terminations=ignore_terminations, **limit, **kwargs)
     else:
         spec = gym.registry.get(env_id)
         maniskill = spec is not None and _is_maniskill_spec(spec)
@@ -254,10 +252,7 @@ def _make_gym(
         )
     if obs != "state":
         kwargs = {"render_mode": "rgb_array", **kwargs}
-    try:
-        env = gym.make(env_id, **limit, **kwargs)
-    except TypeError as exc:  # an unknown or missing constructor argument
-        raise ValueError(f"{env_id!r} cannot be made with kwargs {kwargs}: {exc}") from None
+    env = gym_make(env_id, kwargs, **limit, **kwargs)
     if obs != "state":
         if env.render_mode != "rgb_array":
             raise ValueError(f"obs={obs!r} needs {env_id!r} to support render_mode='rgb_array'")

@@ -32,6 +32,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.wrappers import SuccessInfo
+from envs.options import gym_make
 from envs.spaces import RenderSize, image_hw
 
 _OBS_MODES = {"state": "state", "rgb": "rgb", "state+rgb": "state+rgb"}
@@ -157,10 +158,7 @@ def make_maniskill(
         "num_envs": 1,
         "sensor_configs": sensor_configs,
     }
-    try:
-        env = gym.make(env_id, **limit, **make_kwargs)
-    except TypeError as exc:  # an unknown constructor argument
-        raise ValueError(f"{env_id!r} cannot be made with kwargs {kwargs}: {exc}") from None
+    env = gym_make(env_id, kwargs, **limit, **make_kwargs)
     if show_goal if show_goal is not None else obs != "state":
         _show_hidden_goals(env.unwrapped)
     env = CPUGymWrapper(env, ignore_terminations=ignore_terminations)

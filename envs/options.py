@@ -63,6 +63,17 @@ def add_env_arguments(parser: argparse.ArgumentParser, *, default_env: str | Non
                         help="rgb image size: a side (64) or height x width (24x40) (default: 64)")
 
 
+def gym_make(env_id: str, user_kwargs: dict[str, Any], **make_kwargs: Any) -> Any:
+    """``gym.make(env_id, **make_kwargs)``; a constructor that rejects an argument (or misses a
+    required one) becomes a ``ValueError`` naming the env and the user's ``--env-kwargs``."""
+    import gymnasium as gym
+
+    try:
+        return gym.make(env_id, **make_kwargs)
+    except TypeError as exc:  # an unknown or missing constructor argument
+        raise ValueError(f"{env_id!r} cannot be made with kwargs {user_kwargs}: {exc}") from None
+
+
 def parse_render_size(text: str) -> RenderSize:
     """argparse type for ``--render-size``: ``"64"`` -> 64, ``"24x40"`` -> (24, 40) (height x width).
 

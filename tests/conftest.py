@@ -18,6 +18,19 @@ torch.set_num_threads(1)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _sb3_logs_in_pytest_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Agents the tests build without a log folder write SB3's default logs under pytest's tmp,
+    not as one /tmp/SB3-<date> directory per agent left behind after the suite."""
+    previous = os.environ.get("SB3_LOGDIR")
+    os.environ["SB3_LOGDIR"] = str(tmp_path_factory.mktemp("sb3_logs"))
+    yield
+    if previous is None:
+        os.environ.pop("SB3_LOGDIR", None)
+    else:
+        os.environ["SB3_LOGDIR"] = previous
+
+
 @functools.lru_cache(maxsize=1)
 def maniskill_unavailable_reason() -> str | None:
     """None when a ManiSkill CPU env can be built here, else why not."""

@@ -9,16 +9,16 @@ both ``check_env``s and SB3 training. The vector twins are tested in
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium import spaces
 from gymnasium.wrappers import FilterObservation, FlattenObservation, TimeLimit
 
 import envs
+from envs.dummy import CountingEnv
 from reward_wrappers import (
     PBRS,
     InputSpec,
@@ -37,46 +37,6 @@ GAMMA = 0.9
 # ----------------------------------------------------------------------------------------------
 # helpers shared with test_reward_wrappers_vector.py
 # ----------------------------------------------------------------------------------------------
-class CountingEnv(gym.Env):
-    """``state = [t, x, length]``: step count, running sum of actions, this episode's length.
-
-    The episode terminates at ``t == length`` (drawn per reset in ``[2, max_len]``) when
-    ``terminate`` is set; wrap in ``TimeLimit`` for truncation. ``info["success"]`` is the
-    termination flag of the same step (no ``is_success``: the wrappers must mirror it). With
-    ``image=True`` the observation is ``Dict(state, rgb)`` with a 4x4 image filled with ``t``.
-    """
-
-    def __init__(self, max_len: int = 7, terminate: bool = True, image: bool = False) -> None:
-        self.max_len, self.terminate, self.image = max_len, terminate, image
-        state = spaces.Box(-1e3, 1e3, (3,), np.float32)
-        self.observation_space = (
-            spaces.Dict(state=state, rgb=spaces.Box(0, 255, (4, 4, 3), np.uint8)) if image else state
-        )
-        self.action_space = spaces.Box(-1.0, 1.0, (1,), np.float32)
-        self.t, self.x, self.length = 0, 0.0, 0
-
-    def _obs(self) -> Any:
-        state = np.array([self.t, self.x, self.length], dtype=np.float32)
-        if not self.image:
-            return state
-        return {"state": state, "rgb": np.full((4, 4, 3), self.t % 256, dtype=np.uint8)}
-
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
-        super().reset(seed=seed)
-        self.t = 0
-        self.x = float(np.float32(self.np_random.uniform(-1.0, 1.0)))
-        self.length = int(self.np_random.integers(2, self.max_len + 1))
-        return self._obs(), {"success": False}
-
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        self.t += 1
-        self.x = float(np.float32(self.x + float(np.asarray(action).reshape(-1)[0])))
-        done = self.terminate and self.t >= self.length
-        # float32-representable, so SB3's float32 reward buffer stores it exactly
-        reward = float(np.float32(0.1 * self.t + self.x))
-        return self._obs(), reward, bool(done), False, {"success": bool(done)}
-
-
 def counting_env(max_steps: int = 5, **kwargs: Any) -> gym.Env:
     return TimeLimit(CountingEnv(**kwargs), max_episode_steps=max_steps)
 

@@ -41,12 +41,12 @@ from reward_wrappers import (
     VectorPBRS,
     VectorProgressReward,
 )
-# The counting env and model helpers live in the per-env test module; make it importable
+# The model helpers live in the per-env test module; make it importable
 # whatever pytest's import mode.
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from envs.dummy import CountingEnv  # noqa: E402
 from test_reward_wrappers import (  # noqa: E402
     GAMMA,
-    CountingEnv,
     SpecModel,
     always_positive_logit,
     check_telescoping,
