@@ -14,6 +14,7 @@ from typing import Sequence
 #: subcommand -> (module with ``add_arguments(parser)`` and ``run(args) -> int``, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("collectors.cli", "record trajectories from a policy into positive/negative .npy buffers"),
+    "embed": ("trainers.embed", "store a frozen image backbone's per-frame embeddings as a new field of each trajectory"),
     "train-reward": ("trainers.cli", "fit a reward model (classifier, progress, preference) from buffers"),
     "train-agent": ("agents.train", "train an SB3 agent on the env reward or a learned reward"),
     "bench": ("agents.bench", "compare env reward against learned rewards on one budget"),

@@ -42,6 +42,7 @@ from trainers.data import (
     load_buffers,
     choose_inputs,
     augment_images,
+    recorded_embeddings,
     recorded_env,
     split_by_trajectory,
     state_statistics,
@@ -111,6 +112,7 @@ def fit_classifier(
     trajectories = [*recorded, *focus]
     inputs = choose_inputs(recorded, inputs)
     specs = input_specs(trajectories, inputs)
+    embeddings = recorded_embeddings(recorded, inputs)  # checked now: a disagreement would fail after training
     if not any(float(np.max(t.labels)) > 0.5 for t in trajectories):
         raise ValueError(
             f"no success frames in {len(trajectories)} trajectories: a classifier needs positives "
@@ -131,6 +133,11 @@ def fit_classifier(
     if init is not None:
         if dict(init.spec.inputs) != specs:
             raise ValueError(f"init model reads {dict(init.spec.inputs)}, the data has {specs}")
+        before = init.metadata.get("embeddings") or {}
+        for key, record in (embeddings or {}).items():
+            if key in before and before[key].get("identity") != record["identity"]:
+                raise ValueError(f"init model read {key!r} embedded by {before[key].get('identity')}, "
+                                 f"the data's {key!r} is embedded by {record['identity']}")
         model = TorchRewardModel(copy.deepcopy(init.net), spec, init.arch, init.metadata)
         encoder = str(init.arch.get("kwargs", {}).get("encoder", encoder))
     else:
@@ -207,7 +214,8 @@ def fit_classifier(
         "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
     }
     env = recorded_env(recorded) or (init.metadata.get("env") if init is not None else None)
-    out = save_fitted(model, out, report, env=env, data=data, seed=seed, metadata=metadata)
+    embeddings = embeddings or (init.metadata.get("embeddings") if init is not None else None)
+    out = save_fitted(model, out, report, env=env, data=data, seed=seed, metadata=metadata, embeddings=embeddings)
     write_error_grid(report_path(out, ".errors.png"), val, val_table, probs)
     return out
 

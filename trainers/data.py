@@ -48,6 +48,38 @@ def recorded_env(trajectories: Sequence[Any]) -> dict[str, Any] | None:
     return first if first is not None and all(s == first for s in specs) else None
 
 
+def recorded_embeddings(trajectories: Sequence[Any], inputs: Sequence[str]) -> dict[str, Any] | None:
+    """``{key: {"identity", "source", "from"}}`` for the ``inputs`` that are backbone embeddings
+    stored by ``rewardswap embed`` (``meta.json`` "embeddings"), for the checkpoint (the online
+    wrapper refuses another backbone); ``None`` when no input is one.
+
+    Raises ``ValueError`` naming both trajectories (and identities) when they disagree: the
+    embeddings of one key from two backbones, or an embedding in one and a recorded field in another.
+
+    >>> from types import SimpleNamespace
+    >>> record = {"identity": "tiny:0123", "source": "torchscript:tiny.pt", "from": "rgb"}
+    >>> trajs = [SimpleNamespace(path=p, meta={"embeddings": {"rgb_emb": record}}) for p in ("a", "b")]
+    >>> recorded_embeddings(trajs, ["rgb_emb", "state"])["rgb_emb"]["identity"], recorded_embeddings(trajs, ["state"])
+    ('tiny:0123', None)
+    """
+    found: dict[str, Any] = {}
+    for key in inputs:
+        records = [((getattr(t, "meta", None) or {}).get("embeddings") or {}).get(key) for t in trajectories]
+        if all(r is None for r in records):
+            continue
+        identities = [r.get("identity") if isinstance(r, dict) else r for r in records]
+        first = next(i for i, r in enumerate(records) if r is not None)
+        for i, identity in enumerate(identities):
+            if identity != identities[first]:
+                other = identity if records[i] is not None else "no backbone (a recorded field)"
+                raise ValueError(
+                    f"input {key!r} differs between trajectories: {trajectories[first].path} holds embeddings from "
+                    f"{identities[first]}, {trajectories[i].path} from {other}; embed every trajectory with one backbone")
+        record = records[first]
+        found[key] = dict(record) if isinstance(record, dict) else {"identity": record}
+    return found or None
+
+
 def choose_inputs(trajectories: Sequence[Any], inputs: Sequence[str] | None) -> tuple[str, ...]:
     """``inputs`` as given, or when None the data's image keys (uint8, 3-D frames), else its
     ``state`` key, else every vector key; what was chosen is printed (stderr).

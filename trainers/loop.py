@@ -142,15 +142,20 @@ def save_fitted(
     seed: int,
     detail_keys: Sequence[str] = ("history", "val_trajectory_ids"),
     metadata: Optional[Mapping[str, Any]] = None,
+    embeddings: Optional[Mapping[str, Any]] = None,
 ) -> pathlib.Path:
     """Write the checkpoint (its metadata holds the report minus ``detail_keys``) and
-    ``<out>.report.json`` (the whole report), both atomically; return the checkpoint path."""
+    ``<out>.report.json`` (the whole report), both atomically; return the checkpoint path.
+    ``embeddings`` (``trainers.data.recorded_embeddings``) names the backbone of each input that is
+    a stored embedding, so serving can refuse another one."""
     from reward_wrappers.checkpoint import save_reward_model
 
     summary = {k: v for k, v in report.items() if k not in detail_keys}
     path = save_reward_model(model, out, metadata={
         "env": env, "report": summary, "val_trajectory_ids": report.get("val_trajectory_ids"), "seed": seed,
-        "data": os.fspath(data) if isinstance(data, (str, os.PathLike)) else None, **(metadata or {}),
+        "data": os.fspath(data) if isinstance(data, (str, os.PathLike)) else None,
+        # Only when some input is an embedding: other checkpoints' metadata stays as it was.
+        **({"embeddings": dict(embeddings)} if embeddings else {}), **(metadata or {}),
     })
     write_json_atomic(report_path(path, ".report.json"), report)
     return path

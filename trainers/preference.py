@@ -49,8 +49,8 @@ from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
 from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,
                              seed_everything)
-from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers, recorded_env,
-                           split_by_trajectory, state_statistics)
+from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers,
+                           recorded_embeddings, recorded_env, split_by_trajectory, state_statistics)
 from trainers.evaluate import pair_metrics
 from trainers.loop import fit_loop, save_fitted
 from trainers.metrics import spearman
@@ -265,6 +265,7 @@ def fit_preference(
     trajectories = load_buffers(data)
     inputs = choose_inputs(trajectories, inputs)
     specs = input_specs(trajectories, inputs)
+    embeddings = recorded_embeddings(trajectories, inputs)  # checked now: a disagreement would fail after training
     train, val = split_by_trajectory(trajectories, val_fraction, seed)
 
     straddling = 0
@@ -349,7 +350,7 @@ def fit_preference(
     if preferences is None:
         true_returns = np.array([np.sum(val[s.traj].rewards[s.start : s.start + s.length]) for s in val_pairs.a + val_pairs.b])
         report["val_return_spearman"] = spearman(np.r_[held_out["return_a"], held_out["return_b"]], true_returns)
-    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed)
+    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed, embeddings=embeddings)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

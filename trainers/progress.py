@@ -25,7 +25,7 @@ from trainers.kinds import RewardKind, register_reward_kind
 from reward_wrappers.frames import FramesLike, as_frame_sampling
 from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,
                              seed_everything)
-from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers, recorded_env,
+from trainers.data import (DataLike, augment_images, choose_inputs, gather_windows, input_specs, load_buffers, recorded_env, recorded_embeddings,
                            split_by_trajectory, state_statistics)
 from trainers.evaluate import first_success_frame, network_outputs, progress_quality, stage_accuracy
 from trainers.loop import fit_loop, save_fitted
@@ -220,7 +220,7 @@ def fit_progress(
         **fitted.report_fields(),
         "val_trajectory_ids": [trajectory_name(t) for t in val],
     }
-    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed,
+    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed, embeddings=recorded_embeddings(trajectories, inputs),
                        detail_keys=("history", "val_spearman_per_episode", "val_trajectory_ids"))
 
 
