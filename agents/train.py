@@ -39,6 +39,7 @@ from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparamet
 from agents.preflight import check_checkpoints, probe_env, recorded_env_spec, reward_path
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
+from reward_wrappers.embedding import embedding_inputs, vec_embed_for
 from reward_wrappers.core import validate_gamma
 from trainers.kinds import reward_kind, reward_kinds
 
@@ -103,6 +104,7 @@ class TrainConfig:
     refit_data: str | None = None
     demos: str | None = None
     demo_ratio: float = 0.5
+    backbone: str | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -182,8 +184,11 @@ class TimedModel:
 
 def _required_obs(policy_obs: str, models: list[RewardModel]) -> str:
     keys = set(policy_obs.split("+"))
+    embedded = embedding_inputs(models)
     for model in models:
-        keys |= set(model.spec.inputs)
+        keys |= set(model.spec.inputs) - set(embedded)
+    if embedded:  # computed online from their image key (reward_wrappers.embedding), in a Dict observation
+        keys |= {"state", *(record.get("from", "rgb") for record in embedded.values())}
     unknown = keys - {"state", "rgb"}
     if unknown:
         raise ValueError(f"reward models read keys {sorted(unknown)}; envs.make provides only 'state' and 'rgb'")
@@ -263,6 +268,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
 
     venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
                         collect_dir=cfg.collect, info_keys=(), subprocess=defaults.subprocess and cfg.n_envs > 1)
+    venv = vec_embed_for(venv, models, cfg.backbone)  # embedding inputs, computed by the backbone they were fitted on
     venv, frames = correction.frame_store(venv, cfg, models)  # what the models read, for refits and replay
     if reward_model is not None:
         venv = reward_kind(kind).serve(venv, reward_model, cfg.reward_output)  # the kind's wrapper (trainers.kinds)
@@ -371,6 +377,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="env | sparse | KIND:PATH, KIND a registered reward-model kind (classifier, progress, "
                              "preference or one a package adds)")
     parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
+    parser.add_argument("--backbone", default=None, metavar="SOURCE",
+                        help="backbone for reward models fitted on `rewardswap embed` embeddings (default: the source their "
+                             "checkpoint records; a backbone with other weights is refused)")
     parser.add_argument("--gamma", type=float, default=None, help="agent discount (also PBRS's); default: per-algo/env")
     parser.add_argument("--policy-obs", choices=OBS_CHOICES, default="state", help="what the policy sees")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps to train for")
@@ -426,7 +435,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         env, env_kwargs = (recorded["id"], {**recorded.get("kwargs", {}), **env_kwargs}) if recorded else (TrainConfig.env, env_kwargs)
     return TrainConfig(
         env=env, env_kwargs=env_kwargs, max_episode_steps=args.max_episode_steps,
-        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, gamma=args.gamma,
+        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, backbone=args.backbone, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
         reward_output=args.reward_output,

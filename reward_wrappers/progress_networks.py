@@ -41,6 +41,7 @@ from reward_wrappers.base import Batch, ModelSpec
 from reward_wrappers.registry import register_architecture
 from reward_wrappers.encoders import numpy_layers, numpy_sigmoid, run_numpy_layers
 from reward_wrappers.networks import NumpyForward, RewardNet, TensorBatch
+from reward_wrappers.transformer_net import RewardTransformer
 
 
 class ProgressNet(nn.Module):
@@ -60,6 +61,8 @@ class ProgressNet(nn.Module):
         head_hidden: int = 64,
         stage_priors: Sequence[float] | None = None,
         ensemble: int = 1,
+        trunk: str = "mlp",
+        transformer: dict | None = None,
     ) -> None:
         super().__init__()
         if ensemble < 1:
@@ -69,8 +72,15 @@ class ProgressNet(nn.Module):
             raise ValueError(f"stage_priors must be non-negative and sum to 1, got {priors}")
         self.n_stages = len(priors)
         self.ensemble = ensemble
-        # The trunk's head output is a feature vector here, not a score.
-        self.trunk = RewardNet(spec, encoder=encoder, hidden=hidden, feature_dim=feature_dim, n_outputs=hidden, cnn_width=cnn_width)
+        # The trunk's output is a feature vector here, not a score: an MLP over the concatenated
+        # frames, or a causal transformer over them (reward_wrappers.transformer_net).
+        if trunk == "mlp":
+            self.trunk = RewardNet(spec, encoder=encoder, hidden=hidden, feature_dim=feature_dim, n_outputs=hidden, cnn_width=cnn_width)
+        elif trunk == "transformer":
+            self.trunk = RewardTransformer(spec, encoder=encoder, hidden=hidden, feature_dim=feature_dim, cnn_width=cnn_width,
+                                           n_outputs=hidden, **(transformer or {}))
+        else:
+            raise ValueError(f"trunk must be 'mlp' or 'transformer', got {trunk!r}")
         self.register_buffer("stage_priors", torch.tensor(priors, dtype=torch.float32))
         self.register_buffer("cumulative_priors", torch.tensor(np.r_[0.0, np.cumsum(priors)[:-1]], dtype=torch.float32))
         per_head = 1 if self.n_stages == 1 else 2 * self.n_stages

@@ -4,7 +4,7 @@
 every trajectory in a buffer and writes ``obs.<out_key>.npy`` (``(T+1, D)`` float16, the stored
 dtype the online :class:`~reward_wrappers.embedding.EmbedObservation` rounds to as well) beside
 it. ``meta.json`` then lists the field like any recorded one and records where it came from under
-``"embeddings"``: ``{out_key: {"identity", "source", "from"}}``. Any ``train-reward`` kind reads
+``"embeddings"``: ``{out_key: {"identity", "source", "from", "batch_rows"}}``. Any ``train-reward`` kind reads
 the new key as a state vector (``--inputs rgb_emb``) and copies the backbone identity into the
 checkpoint.
 
@@ -147,7 +147,8 @@ def _store(traj: Any, key: str, out_key: str, backbone: Backbone, embeddings: np
         write_atomic(traj.path / f"{field}.npy", _save_npy(embeddings))
         meta["fields"] = {**meta["fields"], **describe_fields({field: embeddings})}
         meta["embeddings"] = {**(meta.get("embeddings") or {}),
-                              out_key: {"identity": backbone.identity, "source": backbone.source, "from": key}}
+                              out_key: {"identity": backbone.identity, "source": backbone.source, "from": key,
+                                        "batch_rows": backbone.batch_rows}}
         write_json_atomic(traj.path / META_FILE, meta)
     return True
 
@@ -246,7 +247,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key", default="rgb", help="image observation key to embed (default: rgb)")
     parser.add_argument("--out-key", default=None,
                         help="observation key the embeddings are stored as (default: KEY_emb); train with --inputs OUT_KEY")
-    parser.add_argument("--batch-size", type=int, default=256, help="frames per backbone call (default: 256)")
+    parser.add_argument("--batch-size", type=int, default=256, help="frames read per backbone call (default: 256)")
+    parser.add_argument("--batch-rows", type=int, default=8,
+                        help="frames per forward pass, fixed (the last chunk padded) so the wrapper computing embeddings "
+                             "online gets the same float16 values; recorded with the embeddings (default: 8)")
     parser.add_argument("--device", default="cpu", help="torch device the backbone runs on, e.g. cuda (default: cpu)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -272,7 +276,7 @@ def run(args: argparse.Namespace) -> int:
     if problem:
         return error(problem)
     try:
-        backbone = load_backbone(args.backbone, device=args.device)
+        backbone = load_backbone(args.backbone, device=args.device, batch_rows=args.batch_rows)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:  # RuntimeError: a TorchScript file that is not one
         return error(exc)
     try:

@@ -65,6 +65,9 @@ def fit_progress(
     failure_fraction: float = 0.0,
     ensemble: int = 1,
     encoder: str = "cnn",
+    trunk: str = "mlp",
+    transformer: dict[str, int] | None = None,
+    text: str | os.PathLike | Sequence[float] | None = None,
     epochs: int = 20,
     batch_size: int = 128,
     lr: float = 3e-4,
@@ -105,6 +108,7 @@ def fit_progress(
     trajectories = load_buffers(data)
     inputs = choose_inputs(trajectories, inputs)
     specs = input_specs(trajectories, inputs)
+    embeddings = recorded_embeddings(trajectories, inputs)  # trajectories embedded by two backbones fail here, before training
     n_success = sum(first_success_frame(t.labels) is not None for t in trajectories)
     if n_success < 2:
         raise ValueError(
@@ -149,9 +153,15 @@ def fit_progress(
     if stage_source is not None:
         extra.update(stage_source=stage_source.description, stage_priors=[float(p) for p in priors])
     spec = ModelSpec(inputs=specs, **window.spec_fields(), output="progress", has_confidence=ensemble > 1, extra=extra)
+    text_vector = read_text_embedding(text)
+    if text_vector is not None and trunk != "transformer":
+        raise ValueError("a task-text embedding enters the model as a token: it needs trunk='transformer'")
+    arch: dict[str, Any] = {"trunk": trunk} if trunk != "mlp" else {}
+    if trunk == "transformer":
+        arch["transformer"] = {**(transformer or {}), **({"text": text_vector} if text_vector is not None else {})}
     model = TorchRewardModel.build(
         spec, "progress_net", encoder=encoder, hidden=hidden, ensemble=ensemble,
-        stage_priors=[float(p) for p in priors] if priors is not None else None,
+        stage_priors=[float(p) for p in priors] if priors is not None else None, **arch,
     )
     net = model.net.to(torch_device)
     for key, inp in specs.items():
@@ -220,7 +230,7 @@ def fit_progress(
         **fitted.report_fields(),
         "val_trajectory_ids": [trajectory_name(t) for t in val],
     }
-    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed, embeddings=recorded_embeddings(trajectories, inputs),
+    return save_fitted(model, out, report, env=recorded_env(trajectories), data=data, seed=seed, embeddings=embeddings,
                        detail_keys=("history", "val_spearman_per_episode", "val_trajectory_ids"))
 
 
@@ -297,6 +307,23 @@ def _held_out_quality(model: TorchRewardModel, val: Sequence[Any], stage_targets
     return result
 
 
+def read_text_embedding(text: str | os.PathLike | Sequence[float] | None) -> list[float] | None:
+    """A task-text embedding as a list of floats: a vector, or a 1-D ``.npy`` file (no pickle)."""
+    if text is None:
+        return None
+    if isinstance(text, (str, os.PathLike)):
+        path = pathlib.Path(text)
+        if not path.is_file():
+            raise FileNotFoundError(f"text embedding {path} does not exist")
+        vector = np.load(path, allow_pickle=False)
+        where = str(path)
+    else:
+        vector, where = np.asarray(text, dtype=np.float64), "text embedding"
+    if vector.ndim != 1 or len(vector) == 0 or not np.isfinite(vector).all():
+        raise ValueError(f"{where}: expected a finite 1-D vector, got shape {vector.shape}")
+    return [float(v) for v in vector]
+
+
 # --------------------------------------------------------------------------- CLI
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
@@ -311,6 +338,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble", type=int, default=1, help="number of heads; >1 adds a confidence output (1 - 2 * spread) for PBRS gating")
     parser.add_argument("--encoder", choices=["cnn", "resnet10"], default="cnn", help="image encoder")
     parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--trunk", choices=["mlp", "transformer"], default="mlp",
+                        help="what fuses the window's frames: an MLP over their concatenation, or a small causal transformer "
+                             "(for frozen embeddings from `rewardswap embed`, with an optional task-text token)")
+    parser.add_argument("--d-model", type=int, default=64, help="transformer width (--trunk transformer)")
+    parser.add_argument("--layers", type=int, default=2, help="transformer layers (--trunk transformer)")
+    parser.add_argument("--heads", type=int, default=4, help="attention heads (--trunk transformer)")
+    parser.add_argument("--text-embedding", default=None, metavar="FILE.npy",
+                        help="the task's text embedding (a 1-D .npy you computed, e.g. with MiniLM); one token of the transformer")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: one pass over the demo frames)")
     add_fit_arguments(parser)
 
@@ -319,7 +354,9 @@ def run(args: argparse.Namespace) -> int:
     out = fit_progress(
         args.data, args.out, inputs=args.inputs, window=frame_sampling(args), rewind=args.rewind, stages=args.stages,
         max_start=args.max_start, failure_fraction=args.failure_fraction, ensemble=args.ensemble, encoder=args.encoder,
-        hidden=args.hidden, steps_per_epoch=args.steps_per_epoch, **fit_arguments(args),
+        hidden=args.hidden, steps_per_epoch=args.steps_per_epoch, trunk=args.trunk,
+        transformer={"d_model": args.d_model, "layers": args.layers, "heads": args.heads}, text=args.text_embedding,
+        **fit_arguments(args),
     )
     report = json.loads(report_path(out, ".report.json").read_text())
     line = (

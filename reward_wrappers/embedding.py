@@ -1,0 +1,136 @@
+"""Add a frozen backbone's embedding of an image key to the observation, online.
+
+A reward model fitted on embeddings that ``rewardswap embed`` stored (``rgb_emb`` from ``rgb``)
+reads the same key online: :class:`EmbedObservation` (per env) and :class:`VecEmbedObservation`
+(SB3 VecEnv; one batched backbone call per vector step, terminal observations of done envs
+included) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
+the stored dtype, so online and offline rewards agree. Given the reward model, both refuse a
+backbone whose identity differs from the one the model's training embeddings came from. Stack
+them under the reward wrappers.
+
+>>> import envs
+>>> import torch
+>>> net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16 * 16 * 3, 8))
+>>> env = EmbedObservation(envs.make("PointReach-v0", obs="state+rgb", render_size=16), Backbone(net, name="tiny"))
+>>> obs, _ = env.reset(seed=0)
+>>> obs["rgb_emb"].shape, obs["rgb_emb"].dtype
+((8,), dtype('float16'))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
+
+from reward_wrappers.backbones import EMBEDDING_DTYPE, Backbone, load_backbone, to_stored
+
+__all__ = ["EmbedObservation", "VecEmbedObservation", "check_backbone", "embedding_inputs", "vec_embed_for"]
+
+
+def check_backbone(model: Any, backbone: Backbone, out_key: str) -> None:
+    """Raise ``ValueError`` unless ``model`` was fitted on ``out_key`` embeddings from ``backbone``."""
+    recorded = ((getattr(model, "metadata", None) or {}).get("embeddings") or {}).get(out_key)
+    if recorded is None:
+        raise ValueError(f"the reward model records no backbone for {out_key!r} (its metadata 'embeddings' lacks it): "
+                         "fit it on buffers embedded with `rewardswap embed`")
+    identity = recorded.get("identity") if isinstance(recorded, dict) else recorded
+    if identity != backbone.identity:
+        raise ValueError(f"backbone mismatch for {out_key!r}: the reward model was fitted on embeddings from {identity}, "
+                         f"this backbone is {backbone.identity}; use the same backbone (same weights)")
+
+
+def embedding_inputs(models: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    """``{embedding key: record}`` over the models' inputs that are stored embeddings (their
+    checkpoints' metadata ``"embeddings"``: identity, source, and the image key ``from``)."""
+    found: dict[str, dict[str, Any]] = {}
+    for model in models:
+        records = (getattr(model, "metadata", None) or {}).get("embeddings") or {}
+        for key in (model.spec.inputs if getattr(model, "spec", None) is not None else ()):
+            if key in records:
+                found[key] = dict(records[key]) if isinstance(records[key], dict) else {"identity": records[key]}
+    return found
+
+
+def vec_embed_for(venv: VecEnv, models: Sequence[Any], backbone: Backbone | str | None = None) -> VecEnv:
+    """``venv`` with a :class:`VecEmbedObservation` for every embedding key the models read.
+
+    ``backbone`` (default: the source each model's checkpoint recorded) is checked against every
+    model that reads the key.
+    """
+    for key, record in embedding_inputs(models).items():
+        source = backbone if backbone is not None else record.get("source")
+        if source is None:
+            raise ValueError(f"the reward model reads the embedding {key!r} but records no backbone source: pass --backbone")
+        # The recorded chunk size: the same numerics as the stored embeddings (backbones.py).
+        loaded = load_backbone(source, batch_rows=int(record.get("batch_rows", 8)))
+        for model in models:
+            if key in (getattr(model, "metadata", None) or {}).get("embeddings", {}):
+                check_backbone(model, loaded, key)
+        venv = VecEmbedObservation(venv, loaded, key=record.get("from", "rgb"), out_key=key)
+    return venv
+
+
+def _embedding_space(backbone: Backbone, image_space: spaces.Space) -> spaces.Box:
+    probe = backbone(np.zeros((1, *image_space.shape), np.uint8))
+    return spaces.Box(-np.inf, np.inf, (probe.shape[1],), EMBEDDING_DTYPE)
+
+
+def _dict_space(space: spaces.Space, key: str, what: str) -> spaces.Dict:
+    if not isinstance(space, spaces.Dict) or key not in space.spaces:
+        keys = list(space.spaces) if isinstance(space, spaces.Dict) else [type(space).__name__]
+        raise ValueError(f"{what} needs a Dict observation with the image key {key!r}; it has {keys} "
+                         "(make the env with obs='state+rgb' or obs='rgb' in a Dict)")
+    return space
+
+
+class EmbedObservation(gym.ObservationWrapper):
+    """Per-env: ``obs[out_key] = backbone(obs[key])`` as float16. Twin: :class:`VecEmbedObservation`."""
+
+    def __init__(self, env: gym.Env, backbone: Backbone | str, *, key: str = "rgb", out_key: Optional[str] = None,
+                 model: Any = None) -> None:
+        super().__init__(env)
+        self.backbone = load_backbone(backbone)
+        self.key, self.out_key = key, out_key or f"{key}_emb"
+        if model is not None:
+            check_backbone(model, self.backbone, self.out_key)
+        space = _dict_space(env.observation_space, key, "EmbedObservation")
+        self.observation_space = spaces.Dict({**space.spaces, self.out_key: _embedding_space(self.backbone, space[key])})
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        embedding = to_stored(self.backbone(np.asarray(observation[self.key])[None]))[0]
+        return {**observation, self.out_key: embedding}
+
+
+class VecEmbedObservation(VecEnvWrapper):
+    """SB3 VecEnv twin of :class:`EmbedObservation`: one backbone call per vector step."""
+
+    def __init__(self, venv: VecEnv, backbone: Backbone | str, *, key: str = "rgb", out_key: Optional[str] = None,
+                 model: Any = None) -> None:
+        self.backbone = load_backbone(backbone)
+        self.key, self.out_key = key, out_key or f"{key}_emb"
+        if model is not None:
+            check_backbone(model, self.backbone, self.out_key)
+        space = _dict_space(venv.observation_space, key, "VecEmbedObservation")
+        super().__init__(venv, observation_space=spaces.Dict(
+            {**space.spaces, self.out_key: _embedding_space(self.backbone, space[key])}))
+
+    def reset(self) -> VecEnvObs:
+        obs = self.venv.reset()
+        obs[self.out_key] = to_stored(self.backbone(obs[self.key]))  # type: ignore[index, call-overload]
+        return obs
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        done = [i for i, info in enumerate(infos) if "terminal_observation" in info]
+        # The next observations and the done envs' terminal ones, in one call.
+        images = np.concatenate([obs[self.key], *[infos[i]["terminal_observation"][self.key][None] for i in done]])  # type: ignore[index, call-overload]
+        embedded = to_stored(self.backbone(images))
+        obs[self.out_key] = embedded[: self.num_envs]  # type: ignore[index, call-overload]
+        for row, i in enumerate(done):
+            infos[i]["terminal_observation"] = {**infos[i]["terminal_observation"], self.out_key: embedded[self.num_envs + row]}
+        return obs, rewards, dones, infos
