@@ -110,16 +110,22 @@ def remove_stale_tmp(root: str | os.PathLike[str]) -> int:
 
 
 @contextlib.contextmanager
-def _root_lock(root: Path) -> Iterator[None]:
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``: a directory (locked through its own descriptor, nothing
+    added to it) or a lock file (created if missing). Closing the descriptor releases it."""
     if fcntl is None:  # pragma: no cover
         yield
         return
-    with open(root / LOCK_FILE, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _root_lock(root: Path) -> contextlib.AbstractContextManager[None]:
+    return exclusive_lock(root / LOCK_FILE)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -42,22 +42,15 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 import time
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None  # type: ignore[assignment]
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from collectors.atomic import write_atomic, write_json_atomic
 from collectors.format import FIELD_NAME, META_FILE, read_meta
+from collectors.root import exclusive_lock
 from collectors.writer import describe_fields
 from reward_wrappers.backbones import Backbone, load_backbone, to_stored
 from trainers.data import DataLike, load_buffers
@@ -108,20 +101,6 @@ def _save_npy(array: np.ndarray) -> Callable[[str], None]:
     return write
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the trajectory directory itself (no lock file is added to it)."""
-    if fcntl is None:  # pragma: no cover
-        yield
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _store(traj: Any, key: str, out_key: str, backbone: Backbone, embeddings: np.ndarray) -> bool:
     """Write ``obs.<out_key>.npy``, then list it in ``meta.json``: the field is visible only once
     complete. False when a concurrent run stored the same embeddings meanwhile."""
@@ -132,7 +111,7 @@ def _store(traj: Any, key: str, out_key: str, backbone: Backbone, embeddings: np
     field = f"obs.{out_key}"
     # Two runs on one buffer at once must not pair one backbone's file with the other's identity:
     # the check against meta.json on disk and both writes happen under one lock.
-    with _locked(traj.path):
+    with exclusive_lock(traj.path):  # the trajectory directory itself: nothing is added to it
         meta = read_meta(traj.path)  # what is on disk now, not the copy loaded at the start
         recorded = (meta.get("embeddings") or {}).get(out_key)
         if recorded is not None:
