@@ -1,9 +1,9 @@
 """Add a frozen backbone's embedding of an image key to the observation, online.
 
 A reward model fitted on embeddings that ``rewardswap embed`` stored (``rgb_emb`` from ``rgb``)
-reads the same key online: :class:`EmbedObservation` (per env) and :class:`VecEmbedObservation`
+reads the same key online: :class:`EmbedObservation` (per env), :class:`VecEmbedObservation`
 (SB3 VecEnv; one batched backbone call per vector step, terminal observations of done envs
-included) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
+included) and :class:`VectorEmbedObservation` (gymnasium vector env, one call per step) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
 the stored dtype, so online and offline rewards agree. Given the reward model, both refuse a
 backbone whose identity differs from the one the model's training embeddings came from. Stack
 them under the reward wrappers.
@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from reward_wrappers.backbones import EMBEDDING_DTYPE, Backbone, load_backbone, to_stored
 
-__all__ = ["EmbedObservation", "VecEmbedObservation", "check_backbone", "embedding_inputs", "vec_embed_for"]
+__all__ = ["EmbedObservation", "VecEmbedObservation", "VectorEmbedObservation", "check_backbone", "embedding_inputs", "vec_embed_for"]
 
 
 def check_backbone(model: Any, backbone: Backbone, out_key: str) -> None:
@@ -134,3 +134,23 @@ class VecEmbedObservation(VecEnvWrapper):
         for row, i in enumerate(done):
             infos[i]["terminal_observation"] = {**infos[i]["terminal_observation"], self.out_key: embedded[self.num_envs + row]}
         return obs, rewards, dones, infos
+
+
+class VectorEmbedObservation(gym.vector.VectorObservationWrapper):
+    """gymnasium vector twin of :class:`EmbedObservation`: one backbone call per step. (Gymnasium's
+    autoreset returns an episode's last frame as an ordinary observation, so there is no terminal
+    observation to embed apart.)"""
+
+    def __init__(self, env: gym.vector.VectorEnv, backbone: Backbone | str, *, key: str = "rgb",
+                 out_key: Optional[str] = None, model: Any = None) -> None:
+        super().__init__(env)
+        self.backbone = load_backbone(backbone)
+        self.key, self.out_key = key, out_key or f"{key}_emb"
+        if model is not None:
+            check_backbone(model, self.backbone, self.out_key)
+        single = _dict_space(env.single_observation_space, key, "VectorEmbedObservation")
+        self.single_observation_space = spaces.Dict({**single.spaces, self.out_key: _embedding_space(self.backbone, single[key])})
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+
+    def observations(self, observations: dict[str, Any]) -> dict[str, Any]:
+        return {**observations, self.out_key: to_stored(self.backbone(np.asarray(observations[self.key])))}

@@ -140,3 +140,24 @@ def test_train_agent_computes_the_embeddings_online(tmp_path) -> None:
     with pytest.raises(ValueError, match="backbone mismatch"):
         main(["train-agent", "--env", "PointReach-v0", "--render-size", "16", "--pbrs", str(progress), "--steps", "64",
               "--backbone", f"torchscript:{other}", "--logdir", str(tmp_path / "run2")])
+
+
+def test_gymnasium_vector_twin_embeds_like_the_single_wrapper() -> None:
+    import gymnasium as gym
+
+    from reward_wrappers.embedding import VectorEmbedObservation
+
+    backbone = Backbone(tiny_net(), name="tiny")
+    make = lambda: envs.make("PointReach-v0", obs="state+rgb", render_size=16, max_episode_steps=5)  # noqa: E731
+    vector = VectorEmbedObservation(gym.vector.SyncVectorEnv([make, make]), backbone)
+    assert vector.single_observation_space["rgb_emb"].shape == (6,) and vector.observation_space["rgb_emb"].shape == (2, 6)
+    obs, _ = vector.reset(seed=[4, 5])
+    singles = [EmbedObservation(make(), backbone) for _ in range(2)]
+    expected = [env.reset(seed=s)[0] for env, s in zip(singles, (4, 5))]
+    for step in range(7):  # through an autoreset
+        for i in range(2):
+            assert np.array_equal(obs["rgb_emb"][i], expected[i]["rgb_emb"])
+        action = np.full((2, 2), 0.5, np.float32)
+        obs, *_ = vector.step(action)
+        # next-step autoreset: step 5 truncates, the call after it resets (its action ignored)
+        expected = [env.step(action[i])[0] if step != 5 else env.reset()[0] for i, env in enumerate(singles)]
