@@ -3,7 +3,9 @@
 A reward model fitted on embeddings that ``rewardswap embed`` stored (``rgb_emb`` from ``rgb``)
 reads the same key online: :class:`EmbedObservation` (per env), :class:`VecEmbedObservation`
 (SB3 VecEnv; one batched backbone call per vector step, terminal observations of done envs
-included) and :class:`VectorEmbedObservation` (gymnasium vector env, one call per step) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
+included), :class:`VectorEmbedObservation` (gymnasium vector env, one call per step) and
+:class:`TorchEmbedObservation` (batched torch simulators with ManiSkill's conventions: tensors
+stay on the device, the pre-reset batch in ``info["final_observation"]`` embedded in the same call) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
 the stored dtype, so online and offline rewards agree. Given the reward model, both refuse a
 backbone whose identity differs from the one the model's training embeddings came from. Stack
 them under the reward wrappers.
@@ -23,13 +25,15 @@ from typing import Any, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
+import torch
 from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from reward_wrappers.backbones import EMBEDDING_DTYPE, Backbone, load_backbone, to_stored
+from reward_wrappers.torch_batched import FINAL_OBS_KEYS
 
-__all__ = ["EmbedObservation", "VecEmbedObservation", "VectorEmbedObservation", "check_backbone", "embedding_inputs", "vec_embed_for"]
+__all__ = ["EmbedObservation", "TorchEmbedObservation", "VecEmbedObservation", "VectorEmbedObservation", "check_backbone", "embedding_inputs", "vec_embed_for"]
 
 
 def check_backbone(model: Any, backbone: Backbone, out_key: str) -> None:
@@ -154,3 +158,41 @@ class VectorEmbedObservation(gym.vector.VectorObservationWrapper):
 
     def observations(self, observations: dict[str, Any]) -> dict[str, Any]:
         return {**observations, self.out_key: to_stored(self.backbone(np.asarray(observations[self.key])))}
+
+
+class TorchEmbedObservation(gym.vector.VectorWrapper):
+    """Torch-batched twin of :class:`EmbedObservation` (conventions of
+    :mod:`reward_wrappers.torch_batched`): one backbone call per step on the env's tensors, the
+    done envs' pre-reset frames (``info["final_observation"]``, mask ``"_final_observation"``)
+    included; embeddings are float16 tensors on the env's device."""
+
+    def __init__(self, env: gym.vector.VectorEnv, backbone: Backbone | str, *, key: str = "rgb",
+                 out_key: Optional[str] = None, model: Any = None) -> None:
+        super().__init__(env)
+        self.backbone = load_backbone(backbone)
+        self.key, self.out_key = key, out_key or f"{key}_emb"
+        if model is not None:
+            check_backbone(model, self.backbone, self.out_key)
+        single = _dict_space(env.single_observation_space, key, "TorchEmbedObservation")
+        self.single_observation_space = spaces.Dict({**single.spaces, self.out_key: _embedding_space(self.backbone, single[key])})
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+
+    def _embed(self, images: torch.Tensor) -> torch.Tensor:
+        # torch's float16 cast rounds like numpy's (to nearest even): the same values as stored ones.
+        return self.backbone.embed_tensor(images).to(torch.float16).to(images.device)
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        obs, info = self.env.reset(**kwargs)
+        return {**obs, self.out_key: self._embed(obs[self.key])}, info
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
+        obs, rewards, terminations, truncations, info = self.env.step(actions)
+        final_key = next((k for k in FINAL_OBS_KEYS if k in info), None)
+        if final_key is None:
+            return {**obs, self.out_key: self._embed(obs[self.key])}, rewards, terminations, truncations, info
+        final, mask = info[final_key], torch.as_tensor(info[f"_{final_key}"], device=obs[self.key].device)
+        embedded = self._embed(torch.cat([obs[self.key], final[self.key][mask]]))
+        final_embedded = embedded.new_zeros((self.num_envs, embedded.shape[1]))
+        final_embedded[mask] = embedded[self.num_envs :]
+        info = {**info, final_key: {**final, self.out_key: final_embedded}}
+        return {**obs, self.out_key: embedded[: self.num_envs]}, rewards, terminations, truncations, info

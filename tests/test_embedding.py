@@ -161,3 +161,29 @@ def test_gymnasium_vector_twin_embeds_like_the_single_wrapper() -> None:
         obs, *_ = vector.step(action)
         # next-step autoreset: step 5 truncates, the call after it resets (its action ignored)
         expected = [env.step(action[i])[0] if step != 5 else env.reset()[0] for i, env in enumerate(singles)]
+
+
+def test_torch_batched_twin_embeds_final_observations_in_the_same_call() -> None:
+    from reward_wrappers.embedding import TorchEmbedObservation
+    from tests.test_reward_wrappers_vector import TorchBatchedCounting
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 3, 5))
+    backbone, reference = Backbone(net, name="flat"), Backbone(net, name="flat")
+    env = TorchEmbedObservation(TorchBatchedCounting(3, image=True, max_len=4, max_steps=6), backbone)
+    calls = []
+    original = backbone.embed_tensor
+    backbone.embed_tensor = lambda images: (calls.append(len(images)), original(images))[1]
+    obs, _ = env.reset(seed=0)
+    finals = 0
+    for _ in range(10):
+        assert obs["rgb_emb"].dtype == torch.float16
+        assert np.array_equal(obs["rgb_emb"].numpy(), to_stored(reference(obs["rgb"].numpy())))
+        obs, _, terminated, truncated, info = env.step(torch.zeros(3, 1))
+        if "final_observation" in info:
+            mask = info["_final_observation"]
+            final = info["final_observation"]
+            assert np.array_equal(final["rgb_emb"][mask].numpy(), to_stored(reference(final["rgb"][mask].numpy())))
+            finals += int(mask.sum())
+            assert calls[-1] == 3 + int(mask.sum())  # next frames and the done envs' last frames, one call
+    assert finals > 0 and len(calls) == 11
