@@ -92,18 +92,25 @@ def _dict_space(space: spaces.Space, key: str, what: str) -> spaces.Dict:
     return space
 
 
+def _prepare(wrapper: Any, space: spaces.Space, backbone: Backbone | str, key: str, out_key: Optional[str],
+             model: Any) -> spaces.Dict:
+    """Set ``wrapper.backbone``, ``.key``, ``.out_key`` (checked against ``model``); return the
+    single-env observation space with the embedding key added."""
+    wrapper.backbone = load_backbone(backbone)
+    wrapper.key, wrapper.out_key = key, out_key or f"{key}_emb"
+    if model is not None:
+        check_backbone(model, wrapper.backbone, wrapper.out_key)
+    single = _dict_space(space, key, type(wrapper).__name__)
+    return spaces.Dict({**single.spaces, wrapper.out_key: _embedding_space(wrapper.backbone, single[key])})
+
+
 class EmbedObservation(gym.ObservationWrapper):
     """Per-env: ``obs[out_key] = backbone(obs[key])`` as float16. Twin: :class:`VecEmbedObservation`."""
 
     def __init__(self, env: gym.Env, backbone: Backbone | str, *, key: str = "rgb", out_key: Optional[str] = None,
                  model: Any = None) -> None:
         super().__init__(env)
-        self.backbone = load_backbone(backbone)
-        self.key, self.out_key = key, out_key or f"{key}_emb"
-        if model is not None:
-            check_backbone(model, self.backbone, self.out_key)
-        space = _dict_space(env.observation_space, key, "EmbedObservation")
-        self.observation_space = spaces.Dict({**space.spaces, self.out_key: _embedding_space(self.backbone, space[key])})
+        self.observation_space = _prepare(self, env.observation_space, backbone, key, out_key, model)
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         embedding = to_stored(self.backbone(np.asarray(observation[self.key])[None]))[0]
@@ -115,13 +122,7 @@ class VecEmbedObservation(VecEnvWrapper):
 
     def __init__(self, venv: VecEnv, backbone: Backbone | str, *, key: str = "rgb", out_key: Optional[str] = None,
                  model: Any = None) -> None:
-        self.backbone = load_backbone(backbone)
-        self.key, self.out_key = key, out_key or f"{key}_emb"
-        if model is not None:
-            check_backbone(model, self.backbone, self.out_key)
-        space = _dict_space(venv.observation_space, key, "VecEmbedObservation")
-        super().__init__(venv, observation_space=spaces.Dict(
-            {**space.spaces, self.out_key: _embedding_space(self.backbone, space[key])}))
+        super().__init__(venv, observation_space=_prepare(self, venv.observation_space, backbone, key, out_key, model))
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
@@ -148,12 +149,7 @@ class VectorEmbedObservation(gym.vector.VectorObservationWrapper):
     def __init__(self, env: gym.vector.VectorEnv, backbone: Backbone | str, *, key: str = "rgb",
                  out_key: Optional[str] = None, model: Any = None) -> None:
         super().__init__(env)
-        self.backbone = load_backbone(backbone)
-        self.key, self.out_key = key, out_key or f"{key}_emb"
-        if model is not None:
-            check_backbone(model, self.backbone, self.out_key)
-        single = _dict_space(env.single_observation_space, key, "VectorEmbedObservation")
-        self.single_observation_space = spaces.Dict({**single.spaces, self.out_key: _embedding_space(self.backbone, single[key])})
+        self.single_observation_space = _prepare(self, env.single_observation_space, backbone, key, out_key, model)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
 
     def observations(self, observations: dict[str, Any]) -> dict[str, Any]:
@@ -169,12 +165,7 @@ class TorchEmbedObservation(gym.vector.VectorWrapper):
     def __init__(self, env: gym.vector.VectorEnv, backbone: Backbone | str, *, key: str = "rgb",
                  out_key: Optional[str] = None, model: Any = None) -> None:
         super().__init__(env)
-        self.backbone = load_backbone(backbone)
-        self.key, self.out_key = key, out_key or f"{key}_emb"
-        if model is not None:
-            check_backbone(model, self.backbone, self.out_key)
-        single = _dict_space(env.single_observation_space, key, "TorchEmbedObservation")
-        self.single_observation_space = spaces.Dict({**single.spaces, self.out_key: _embedding_space(self.backbone, single[key])})
+        self.single_observation_space = _prepare(self, env.single_observation_space, backbone, key, out_key, model)
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
 
     def _embed(self, images: torch.Tensor) -> torch.Tensor:
