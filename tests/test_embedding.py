@@ -165,7 +165,7 @@ def test_gymnasium_vector_twin_embeds_like_the_single_wrapper() -> None:
 
 def test_torch_batched_twin_embeds_final_observations_in_the_same_call() -> None:
     from reward_wrappers.embedding import TorchEmbedObservation
-    from tests.test_reward_wrappers_vector import TorchBatchedCounting
+    from tests.reward_helpers import TorchBatchedCounting
 
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 3, 5))

@@ -8,17 +8,14 @@ and SB3 PPO/SAC training with ``rollout/success_rate`` logged. ManiSkill tests a
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping
 
 import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
-from gymnasium.vector.utils import batch_space
+from gymnasium.vector import AutoresetMode, SyncVectorEnv
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import KVWriter, Logger
@@ -41,12 +38,10 @@ from reward_wrappers import (
     VectorPBRS,
     VectorProgressReward,
 )
-# The model helpers live in the per-env test module; make it importable
-# whatever pytest's import mode.
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from envs.dummy import CountingEnv  # noqa: E402
-from test_reward_wrappers import (  # noqa: E402
+from envs.dummy import CountingEnv
+from tests.reward_helpers import (
     GAMMA,
+    TorchBatchedCounting,
     SpecModel,
     always_positive_logit,
     check_telescoping,
@@ -89,54 +84,6 @@ def wrapper_family(name: str) -> tuple[type, type, type, type]:
     if name.startswith("pbrs"):
         return PBRS, VecPBRS, VectorPBRS, TorchPBRS
     return ProgressReward, VecProgressReward, VectorProgressReward, TorchProgressReward
-
-
-# ----------------------------------------------------------------------------------------------
-# a torch-batched fake with ManiSkillVectorEnv's conventions
-# ----------------------------------------------------------------------------------------------
-class TorchBatchedCounting(VectorEnv):
-    """CountingEnvs behind ManiSkillVectorEnv's API: torch tensors, SAME_STEP autoreset, the full
-    pre-reset batch in ``info["final_observation"]`` with mask ``_final_observation``, batched
-    ``final_info``, ``reset(options={"env_idx": ...})`` for partial resets."""
-
-    metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
-
-    def __init__(self, num_envs: int, **kwargs: Any) -> None:
-        self.envs = [counting_env(**kwargs) for _ in range(num_envs)]
-        self.num_envs = num_envs
-        self.single_observation_space = self.envs[0].observation_space
-        self.single_action_space = self.envs[0].action_space
-        self.observation_space = batch_space(self.single_observation_space, num_envs)
-        self.action_space = batch_space(self.single_action_space, num_envs)
-        self.device = torch.device("cpu")
-        self._obs: list[Any] = [None] * num_envs
-
-    def _stack(self) -> Any:
-        if isinstance(self._obs[0], Mapping):
-            return {k: torch.as_tensor(np.stack([o[k] for o in self._obs])) for k in self._obs[0]}
-        return torch.as_tensor(np.stack(self._obs))
-
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
-        idx = range(self.num_envs) if not options or "env_idx" not in options else torch.as_tensor(options["env_idx"]).tolist()
-        for i in idx:
-            self._obs[i], _ = self.envs[i].reset(seed=None if seed is None else seed + i)
-        return self._stack(), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
-
-    def step(self, actions: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
-        actions = torch.as_tensor(actions).numpy()
-        rewards, terms, truncs, success = [], [], [], []
-        for i, env in enumerate(self.envs):
-            self._obs[i], r, te, tr, info = env.step(actions[i])
-            rewards.append(r), terms.append(te), truncs.append(tr), success.append(info["success"])
-        obs = self._stack()
-        te, tr = torch.tensor(terms), torch.tensor(truncs)
-        info: dict[str, Any] = {"success": torch.tensor(success)}
-        dones = te | tr
-        if dones.any():
-            final_obs, final_info = obs, {"success": info["success"].clone()}
-            obs, info = self.reset(options={"env_idx": torch.nonzero(dones).flatten()})
-            info.update(final_observation=final_obs, final_info=final_info, _final_info=dones, _final_observation=dones)
-        return obs, torch.tensor(rewards, dtype=torch.float32), te, tr, info
 
 
 # ----------------------------------------------------------------------------------------------
