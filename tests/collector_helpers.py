@@ -1,6 +1,6 @@
 """Helpers shared by the collectors tests (test_collectors*.py).
 
-``CountingEnv``: every value it produces encodes where it came from (env index, episode, step),
+``StampedEnv``: every value it produces encodes where it came from (env index, episode, step),
 so ``check_exact`` / ``check_buffer`` can check that every observation, action, reward, flag and
 label landed exactly where the on-disk format says. ``_run_episodes`` drives a recorder through
 whole episodes; ``_rlinf_file`` writes an RLinf-style pickled trajectory.
@@ -34,8 +34,9 @@ def frame_value(idx: int, ep: int, t: int) -> int:
     return (idx * 50 + ep * 7 + t) % 256
 
 
-class CountingEnv(gym.Env):
-    """obs = {state: [idx, ep, t, last action], rgb: 4x4x3 filled with frame_value}; see helpers.
+class StampedEnv(gym.Env):
+    """Every frame stamped with (env index, episode, step): obs = {state: [idx, ep, t, last action],
+    rgb: 4x4x3 filled with frame_value}, so a recorded frame shows where it came from; see helpers.
 
     ``ep`` counts resets since the last seeded reset (so equal seeds give equal episodes).
     Even episodes terminate, odd ones truncate. ``info`` has ``success`` and ``stage``.
@@ -80,7 +81,7 @@ class CountingEnv(gym.Env):
 
 
 def check_exact(traj, idx: int, ep: int) -> None:
-    """Every field of one recorded CountingEnv episode is exactly what the env produced."""
+    """Every field of one recorded StampedEnv episode is exactly what the env produced."""
     T = episode_length(idx, ep)
     assert len(traj) == T and traj.meta["length"] == T
     state = np.asarray(traj.obs["state"])

@@ -1,7 +1,7 @@
 """collectors: TrajectoryRecorder, the on-disk format, load_trajectories, import_rlinf.
 
 Recording in single and vector envs (every autoreset mode), caps, numpy scalars, recorder and
-loader errors, and the RLinf import. Most tests use ``CountingEnv`` (tests/collector_helpers.py):
+loader errors, and the RLinf import. Most tests use ``StampedEnv`` (tests/collector_helpers.py):
 every value it produces encodes where it came from (env index, episode, step), so a test can
 check that every observation, action, reward, flag and label landed exactly where the format
 says, across autoresets in every vector-env mode. The writer back-ends, the writer process and
@@ -30,7 +30,7 @@ from collectors import (
 from tests.collector_helpers import (
     RECORDER_KW,
     SEED_BASE,
-    CountingEnv,
+    StampedEnv,
     _rlinf_file,
     _run_episodes,
     check_buffer,
@@ -40,7 +40,7 @@ from tests.collector_helpers import (
 # ----------------------------------------------------------------------------- single env
 @pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_single_env_exact_content_and_routing(tmp_path: Path, async_write: bool | str) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write=async_write, **RECORDER_KW)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write=async_write, **RECORDER_KW)
     assert env.write_mode == {False: "sync"}.get(async_write, async_write)
     obs, info = env.reset(seed=SEED_BASE + 2)
     assert isinstance(obs, dict) and info["stage"] == 1
@@ -65,7 +65,7 @@ def test_single_env_exact_content_and_routing(tmp_path: Path, async_write: bool 
 
 
 def test_success_once_routes_positive(tmp_path: Path) -> None:
-    class OnceEnv(CountingEnv):
+    class OnceEnv(StampedEnv):
         def step(self, action):  # type: ignore[no-untyped-def]
             obs, r, term, trunc, info = super().step(action)
             return obs, r, term, trunc, {"success": False, "stage": 0, "success_once": term or trunc}
@@ -80,7 +80,7 @@ def test_success_once_routes_positive(tmp_path: Path) -> None:
 
 
 def test_interrupted_episode_is_discarded(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path)
     env.reset(seed=SEED_BASE)
     env.step(np.zeros(1, np.float32))
     env.reset()  # cut short: not written
@@ -90,13 +90,13 @@ def test_interrupted_episode_is_discarded(tmp_path: Path) -> None:
 
 
 def test_keys_subset_and_plain_box(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path / "a", keys=["state"], info_keys=("stage",))
+    env = TrajectoryRecorder(StampedEnv(), tmp_path / "a", keys=["state"], info_keys=("stage",))
     _run_episodes(env, 1)
     env.close()
     (t,) = load_trajectories(tmp_path / "a")
     assert list(t.obs) == ["state"]
     check_exact(t, 0, 1)
-    env = TrajectoryRecorder(CountingEnv(dict_obs=False), tmp_path / "b", info_keys=("stage",))
+    env = TrajectoryRecorder(StampedEnv(dict_obs=False), tmp_path / "b", info_keys=("stage",))
     _run_episodes(env, 1)
     env.close()
     (t,) = load_trajectories(tmp_path / "b")
@@ -110,13 +110,13 @@ def test_check_env_gymnasium_and_sb3(tmp_path: Path) -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        gym_check_env(TrajectoryRecorder(CountingEnv(), tmp_path / "g"), skip_render_check=True)
-        sb3_check_env(TrajectoryRecorder(CountingEnv(dict_obs=False), tmp_path / "s"))
-        sb3_check_env(TrajectoryRecorder(CountingEnv(), tmp_path / "d"))
+        gym_check_env(TrajectoryRecorder(StampedEnv(), tmp_path / "g"), skip_render_check=True)
+        sb3_check_env(TrajectoryRecorder(StampedEnv(dict_obs=False), tmp_path / "s"))
+        sb3_check_env(TrajectoryRecorder(StampedEnv(), tmp_path / "d"))
 
 
 def test_long_episode_grows_buffers(tmp_path: Path) -> None:
-    class Long(CountingEnv):
+    class Long(StampedEnv):
         def step(self, action):  # type: ignore[no-untyped-def]
             obs, r, _term, _trunc, info = super().step(action)
             return obs, r, False, self.t >= 600, info
@@ -156,7 +156,7 @@ def test_sb3_make_vec_env(tmp_path: Path, vec_cls: str) -> None:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     cls, kw = (DummyVecEnv, {}) if vec_cls == "dummy" else (SubprocVecEnv, {"start_method": "fork"})
-    vec = make_vec_env(CountingEnv, n_envs=2, wrapper_class=TrajectoryRecorder,
+    vec = make_vec_env(StampedEnv, n_envs=2, wrapper_class=TrajectoryRecorder,
                        wrapper_kwargs={"out_dir": tmp_path, "async_write": True, **RECORDER_KW},
                        vec_env_cls=cls, vec_env_kwargs=kw)
     # SubprocVecEnv workers are daemonic (no multiprocessing children): the writer is still a process
@@ -170,7 +170,7 @@ def _gym_vec(tmp_path: Path, kind: str, mode: str, n: int = 2, **kw):  # type: i
     from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv
 
     kw.setdefault("async_write", kind == "async")  # AsyncVectorEnv workers with writer processes
-    fns = [lambda: TrajectoryRecorder(CountingEnv(), tmp_path, **RECORDER_KW, **kw) for _ in range(n)]
+    fns = [lambda: TrajectoryRecorder(StampedEnv(), tmp_path, **RECORDER_KW, **kw) for _ in range(n)]
     cls = SyncVectorEnv if kind == "sync" else AsyncVectorEnv
     extra = {"context": "fork"} if kind == "async" else {}
     return cls(fns, autoreset_mode=AutoresetMode[mode], **extra)
@@ -197,7 +197,7 @@ def test_two_subproc_workers_concurrent_no_loss_no_collision(tmp_path: Path) -> 
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import SubprocVecEnv
 
-    vec = make_vec_env(CountingEnv, n_envs=2, wrapper_class=TrajectoryRecorder,
+    vec = make_vec_env(StampedEnv, n_envs=2, wrapper_class=TrajectoryRecorder,
                        wrapper_kwargs={"out_dir": tmp_path, "async_write": True, **RECORDER_KW},
                        vec_env_cls=SubprocVecEnv, vec_env_kwargs={"start_method": "fork"})
     finished = _drive_sb3(vec, 1000)
@@ -209,7 +209,7 @@ def test_two_subproc_workers_concurrent_no_loss_no_collision(tmp_path: Path) -> 
 
 # ----------------------------------------------------------------------------- caps
 class NumpyScalars(gym.Wrapper):
-    """CountingEnv returning numpy scalars (reward, flags, success), as many envs do, on even
+    """StampedEnv returning numpy scalars (reward, flags, success), as many envs do, on even
     steps; Python ones on odd steps (the recorder must not judge an episode by its first step)."""
 
     def step(self, action):  # type: ignore[no-untyped-def]
@@ -222,7 +222,7 @@ class NumpyScalars(gym.Wrapper):
 
 @pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_numpy_scalar_rewards_and_flags_are_stored_exactly(tmp_path: Path, async_write: bool) -> None:
-    env = TrajectoryRecorder(NumpyScalars(CountingEnv()), tmp_path, info_keys=("stage",), async_write=async_write)
+    env = TrajectoryRecorder(NumpyScalars(StampedEnv()), tmp_path, info_keys=("stage",), async_write=async_write)
     _run_episodes(env, 4)
     env.close()
     check_buffer(tmp_path, 1, 4)
@@ -232,7 +232,7 @@ def test_numpy_scalar_rewards_and_flags_are_stored_exactly(tmp_path: Path, async
 
 @pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_write_stats_count_what_is_on_disk(tmp_path: Path, async_write: bool) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, info_keys=("stage",), async_write=async_write)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, info_keys=("stage",), async_write=async_write)
     _run_episodes(env, 4)
     env.close()
     stats = env.stats
@@ -245,14 +245,14 @@ def test_write_stats_count_what_is_on_disk(tmp_path: Path, async_write: bool) ->
 
 @pytest.mark.parametrize("async_write", [False, "thread", "process"])
 def test_caps_hold_and_survive_restart(tmp_path: Path, async_write: bool) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, max_positive=2, max_negative=3, async_write=async_write)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, max_positive=2, max_negative=3, async_write=async_write)
     _run_episodes(env, 20)
     env.close()
     assert len(load_trajectories(tmp_path, split="positive")) == 2
     assert len(load_trajectories(tmp_path, split="negative")) == 3
     assert env.full
     # a restart counts what exists on disk
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, max_positive=2, max_negative=4, async_write=async_write)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, max_positive=2, max_negative=4, async_write=async_write)
     assert not env.full
     _run_episodes(env, 20)
     env.close()
@@ -262,13 +262,13 @@ def test_caps_hold_and_survive_restart(tmp_path: Path, async_write: bool) -> Non
 
 def test_bad_caps_and_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="max_positive"):
-        TrajectoryRecorder(CountingEnv(), tmp_path, max_positive=-1)
+        TrajectoryRecorder(StampedEnv(), tmp_path, max_positive=-1)
     with pytest.raises(ValueError, match="async_write must be False, True, 'sync', 'thread' or 'process'"):
-        TrajectoryRecorder(CountingEnv(), tmp_path, async_write="yes")
+        TrajectoryRecorder(StampedEnv(), tmp_path, async_write="yes")
     with pytest.raises(ValueError, match="observation keys"):
-        TrajectoryRecorder(CountingEnv(), tmp_path, keys=["depth"])
+        TrajectoryRecorder(StampedEnv(), tmp_path, keys=["depth"])
 
-    class TupleActions(CountingEnv):
+    class TupleActions(StampedEnv):
         action_space = spaces.Tuple((spaces.Discrete(2), spaces.Discrete(3)))
 
     env = TupleActions()
@@ -279,11 +279,11 @@ def test_bad_caps_and_keys(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- errors
 def test_missing_success_key_raises_listing_keys(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(success_key="is_success"), tmp_path)
+    env = TrajectoryRecorder(StampedEnv(success_key="is_success"), tmp_path)
     env.reset(seed=SEED_BASE)
     with pytest.raises(KeyError, match=r"'success'.*info keys are \['is_success', 'stage'\]"):
         env.step(np.zeros(1, np.float32))
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, info_keys=("door_open",))
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, info_keys=("door_open",))
     env.reset(seed=SEED_BASE)
     with pytest.raises(KeyError, match="door_open"):
         env.step(np.zeros(1, np.float32))
@@ -300,7 +300,7 @@ def test_bad_success_value_raises_at_its_step_and_discards_the_episode(tmp_path:
                 self.armed, info = False, {**info, "success": bad}
             return obs, reward, terminated, truncated, info
 
-    env = TrajectoryRecorder(BadFlagOnce(CountingEnv()), tmp_path, async_write="process")
+    env = TrajectoryRecorder(BadFlagOnce(StampedEnv()), tmp_path, async_write="process")
     env.reset(seed=SEED_BASE)
     env.step(np.zeros(1, np.float32))
     with pytest.raises(ValueError, match=r"info\['success'\] = .* is not a success flag"):
@@ -314,7 +314,7 @@ def test_bad_success_value_raises_at_its_step_and_discards_the_episode(tmp_path:
 
 
 def test_loader_errors_name_path_and_problem(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path)
     _run_episodes(env, 4)
     env.close()
     trajs = load_trajectories(tmp_path)
@@ -350,7 +350,7 @@ def test_loader_errors_name_path_and_problem(tmp_path: Path) -> None:
 
 
 def test_loader_ignores_temp_dirs_and_reads_lazily(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path)
     _run_episodes(env, 2)
     env.close()
     (tmp_path / ".tmp" / "999999-partial").mkdir()

@@ -24,7 +24,7 @@ from tests.collector_helpers import (
     RECORDER_KW,
     REPO,
     SEED_BASE,
-    CountingEnv,
+    StampedEnv,
     _run_episodes,
     check_buffer,
     check_exact,
@@ -46,7 +46,7 @@ def test_failed_write_raises_and_leaves_nothing(tmp_path: Path, monkeypatch: pyt
         return real(path, arr, fsync=fsync)
 
     monkeypatch.setattr(writer, "_write_npy", failing)
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write=async_write)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write=async_write)
     env.reset(seed=SEED_BASE)
     with pytest.raises(TrajectoryWriteError, match="disk full.*no partial trajectory"):
         for _ in range(4):
@@ -103,7 +103,7 @@ def test_killed_writer_leaves_no_partial_trajectory(tmp_path: Path) -> None:
         assert int(np.asarray(t.obs["rgb"][-1]).sum()) > 0 and t.rewards[-1] == 399
     # Killed mid-write, a writer leaves its temp dir (invisible to the loader); a new recorder
     # removes temp dirs whose writer process is gone.
-    TrajectoryRecorder(CountingEnv(), tmp_path).close()
+    TrajectoryRecorder(StampedEnv(), tmp_path).close()
     assert not any((tmp_path / ".tmp").iterdir())
 
 
@@ -139,7 +139,7 @@ def _exited(pid: int, timeout: float = 30.0) -> bool:
 def test_process_writer_failed_write_raises_and_leaves_nothing(tmp_path: Path, blocker: str) -> None:
     """A write that fails in the writer process (at the first mkdir, or at the final rename) is
     raised here as TrajectoryWriteError; nothing partial is left; the recorder keeps working."""
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process", **RECORDER_KW)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write="process", **RECORDER_KW)
     path = tmp_path / blocker
     path.rmdir()
     path.write_text("a file where a directory should be")
@@ -163,7 +163,7 @@ def test_process_writer_failed_write_raises_and_leaves_nothing(tmp_path: Path, b
 def test_process_writer_meta_with_numpy_values(tmp_path: Path) -> None:
     """meta travels to the writer process as builtin types; numpy values and paths in it are
     stored as meta.json always stored them (numbers, strings)."""
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process",
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write="process",
                              metadata={"noise": np.float32(0.5), "policy": tmp_path / "p.zip", "n": np.int64(3)})
     env.reset(seed=SEED_BASE)
     while not any(env.step(np.zeros(1, np.float32))[2:4]):
@@ -176,7 +176,7 @@ def test_process_writer_meta_with_numpy_values(tmp_path: Path) -> None:
 def test_process_writer_frees_shared_memory_on_close_and_gc(tmp_path: Path) -> None:
     base = _memfd_use()
     shm_before = set(os.listdir("/dev/shm"))
-    env = TrajectoryRecorder(CountingEnv(), tmp_path / "a", async_write="process")
+    env = TrajectoryRecorder(StampedEnv(), tmp_path / "a", async_write="process")
     pid = env._writer.pid
     _run_episodes(env, 3)
     env.flush()
@@ -189,7 +189,7 @@ def test_process_writer_frees_shared_memory_on_close_and_gc(tmp_path: Path) -> N
     assert len(load_trajectories(tmp_path / "a")) == 3
 
     # Never closed, only dropped: the memory goes, and the writer still writes what it was handed.
-    env = TrajectoryRecorder(CountingEnv(), tmp_path / "b", async_write="process")
+    env = TrajectoryRecorder(StampedEnv(), tmp_path / "b", async_write="process")
     pid = env._writer.pid
     _run_episodes(env, 3)
     del env
@@ -258,12 +258,12 @@ def test_process_writer_parent_killed_mid_write(tmp_path: Path) -> None:
     for t in trajs:
         assert len(t) == 300 and t.rewards[-1] == 300
         np.testing.assert_array_equal(t.obs["rgb"][:, 0, 0, 0], np.arange(301) % 251)
-    TrajectoryRecorder(CountingEnv(), tmp_path).close()
+    TrajectoryRecorder(StampedEnv(), tmp_path).close()
     assert not any((tmp_path / ".tmp").iterdir())
 
 
 def test_process_writer_killed_falls_back_and_loses_nothing(tmp_path: Path) -> None:
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process", **RECORDER_KW)
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write="process", **RECORDER_KW)
     env.reset(seed=SEED_BASE)
     finished, a = 0, 0.0
     with pytest.warns(RuntimeWarning, match=r"writer process \(pid \d+\) exited .* on a thread"):
@@ -290,7 +290,7 @@ def test_process_writer_polls_only_while_busy(tmp_path: Path) -> None:
         with open(f"/proc/{pid}/status") as f:
             return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
 
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process")
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write="process")
     pid = env._writer.pid
     _run_episodes(env, 2)
     env.flush()
@@ -335,7 +335,7 @@ def test_writer_process_reports_concurrent_writes_in_submission_order() -> None:
 def test_process_writer_refuses_a_forked_copy(tmp_path: Path) -> None:
     """A recorder used in a fork of the process that made it says what to do instead; the
     original keeps working (the child only closed its copy of the socket)."""
-    env = TrajectoryRecorder(CountingEnv(), tmp_path, async_write="process")
+    env = TrajectoryRecorder(StampedEnv(), tmp_path, async_write="process")
     _run_episodes(env, 1)
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child reports through its exit code
