@@ -105,6 +105,7 @@ class TrainConfig:
     demos: str | None = None
     demo_ratio: float = 0.5
     backbone: str | None = None
+    batched_device: str | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -223,6 +224,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
                 step_seconds: float | None = None) -> dict[str, Any]:
     """Run one training job; return a summary (final true success, curve, timings).
     ``step_seconds``: :func:`probe_env`'s figure when the caller measured it already."""
+    from agents.batched_vec import make_batched_vec_env
     from agents.vec import make_vec_env
     from reward_wrappers.sb3 import VecPBRS
 
@@ -266,8 +268,13 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     # run_config.json records and so what --resume compares.
     sb3_kwargs = copy.deepcopy(sb3_hyperparameters(hyper))
 
-    venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
-                        collect_dir=cfg.collect, info_keys=(), subprocess=defaults.subprocess and cfg.n_envs > 1)
+    if cfg.batched_device is not None:  # one torch-batched env for all n_envs (agents/batched_vec.py)
+        venv = make_batched_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, device=cfg.batched_device, obs=env_obs,
+                                    reward=make_kwargs["reward"], max_episode_steps=cfg.max_episode_steps,
+                                    ignore_terminations=ignore_terminations, env_kwargs=cfg.env_kwargs)
+    else:
+        venv = make_vec_env(cfg.env, n_envs=cfg.n_envs, seed=cfg.seed, make_kwargs=make_kwargs,
+                            collect_dir=cfg.collect, info_keys=(), subprocess=defaults.subprocess and cfg.n_envs > 1)
     venv = vec_embed_for(venv, models, cfg.backbone)  # embedding inputs, computed by the backbone they were fitted on
     venv, frames = correction.frame_store(venv, cfg, models)  # what the models read, for refits and replay
     if reward_model is not None:
@@ -377,6 +384,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="env | sparse | KIND:PATH, KIND a registered reward-model kind (classifier, progress, "
                              "preference or one a package adds)")
     parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
+    parser.add_argument("--batched-device", default=None, metavar="DEVICE",
+                        help="step the --n-envs envs as one torch-batched env on DEVICE (cpu, cuda); PointReach-v0 "
+                             "(state observations), e.g. --n-envs 1024 --batched-device cpu")
     parser.add_argument("--backbone", default=None, metavar="SOURCE",
                         help="backbone for reward models fitted on `rewardswap embed` embeddings (default: the source their "
                              "checkpoint records; a backbone with other weights is refused)")
@@ -435,7 +445,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         env, env_kwargs = (recorded["id"], {**recorded.get("kwargs", {}), **env_kwargs}) if recorded else (TrainConfig.env, env_kwargs)
     return TrainConfig(
         env=env, env_kwargs=env_kwargs, max_episode_steps=args.max_episode_steps,
-        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, backbone=args.backbone, gamma=args.gamma,
+        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, backbone=args.backbone, batched_device=args.batched_device, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
         reward_output=args.reward_output,
