@@ -1,15 +1,15 @@
 """An SB3 ``VecEnv`` over a torch-batched env with ManiSkill's conventions, so SB3 trains on it.
 
-The batched env (``envs.batched.BatchedPointReach``, or a ``ManiSkillVectorEnv``) steps all envs
-in one call on its device; this adapter hands SB3 numpy arrays and SB3's per-env ``infos``:
+The batched env (``envs.batched.BatchedPointReach``, or a ``ManiSkillVectorEnv`` with tensor,
+not Dict, observations) steps all envs in one call on its device; this adapter hands SB3 numpy arrays and SB3's per-env ``infos``:
 a done env's last observation in ``infos[i]["terminal_observation"]`` (from the SAME_STEP
 ``info["final_observation"]``), ``infos[i]["TimeLimit.truncated"]`` for truncations, and the
 success flag as ``is_success``. The reward wrappers' SB3 twins stack on top of it as on any VecEnv.
 
 >>> from envs.batched import BatchedPointReach
 >>> venv = TorchToSB3VecEnv(BatchedPointReach(num_envs=256))
->>> venv.seed(0)
-[0]
+>>> venv.seed(0)[:3]
+[0, 1, 2]
 >>> obs = venv.reset()
 >>> obs.shape, venv.num_envs
 ((256, 6), 256)
@@ -23,7 +23,7 @@ import numpy as np
 import gymnasium as gym
 import torch
 from gymnasium.vector import VectorEnv
-from stable_baselines3.common.vec_env import VecEnv
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 __all__ = ["BATCHED_ENVS", "TorchToSB3VecEnv", "make_batched_vec_env"]
@@ -37,14 +37,16 @@ class TorchToSB3VecEnv(VecEnv):
     """See the module docstring."""
 
     def __init__(self, env: VectorEnv) -> None:
+        if isinstance(env.single_observation_space, gym.spaces.Dict):
+            raise ValueError("TorchToSB3VecEnv takes a batched env with tensor observations, not a Dict of them")
         self.env = env
         super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
         self._actions: Optional[np.ndarray] = None
         self._seed: Optional[int] = None
 
     def seed(self, seed: Optional[int] = None) -> Sequence[None | int]:
-        self._seed = seed
-        return [seed]
+        self._seed = seed  # env i draws from seed + i at the next reset, as SB3's own VecEnvs seed theirs
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def reset(self) -> VecEnvObs:
         obs, _ = self.env.reset(seed=self._seed)
@@ -77,10 +79,14 @@ class TorchToSB3VecEnv(VecEnv):
         return [getattr(self.env, attr_name)] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        if indices is not None:  # one batched env: an attribute cannot differ between its envs
+            raise NotImplementedError("TorchToSB3VecEnv sets attributes of the whole batched env only (indices=None)")
         setattr(self.env, attr_name, value)
 
     def env_method(self, method_name: str, *method_args: Any, indices: VecEnvIndices = None, **method_kwargs: Any) -> list[Any]:
-        return [getattr(self.env, method_name)(*method_args, **method_kwargs)] * len(self._get_indices(indices))
+        if indices is not None:
+            raise NotImplementedError("TorchToSB3VecEnv calls methods of the whole batched env only (indices=None)")
+        return [getattr(self.env, method_name)(*method_args, **method_kwargs)] * self.num_envs
 
     def env_is_wrapped(self, wrapper_class: type, indices: VecEnvIndices = None) -> list[bool]:
         return [False] * len(self._get_indices(indices))
@@ -108,4 +114,4 @@ def make_batched_vec_env(env_id: str, *, n_envs: int, seed: int, device: str, ob
                                                  max_episode_steps=max_episode_steps or gym.spec(env_id).max_episode_steps,
                                                  ignore_terminations=ignore_terminations))
     venv.seed(seed)
-    return venv
+    return VecMonitor(venv)  # episode returns and lengths for SB3's rollout/ep_rew_mean, as Monitor gives per env

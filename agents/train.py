@@ -36,6 +36,7 @@ from envs.spaces import RenderSize, render_size_value
 from agents import correction
 from agents.callbacks import RewardLogger, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
+from agents.vec import VecKeepKeys
 from agents.preflight import check_checkpoints, probe_env, recorded_env_spec, reward_path
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
@@ -136,6 +137,11 @@ class TrainConfig:
             check_discount(self.gamma, "--gamma")
         if self.eval_freq <= 0 or self.eval_episodes <= 0:
             raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
+        if self.batched_device is not None:
+            if self.collect is not None:
+                raise ValueError("--collect records through per-env wrappers; it cannot be used with --batched-device")
+            if torch.device(self.batched_device).type == "cuda" and not torch.cuda.is_available():
+                raise ValueError(f"--batched-device {self.batched_device}: CUDA is not available here (a CPU-only torch, or no GPU)")
         if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
             raise ValueError(f"--ignore-terminations is available for built-in and ManiSkill envs only, not {self.env!r}")
         correction.check_settings(self, kind)
@@ -214,8 +220,11 @@ def renders_in_learner_process(env_id: str, env_obs: str, policy_obs: str, n_env
 
 
 def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
-    """Show the policy only its keys (the reward wrappers below still see everything)."""
-    if env_obs == policy_obs or "+" in policy_obs:
+    """Show the policy only its keys (the reward wrappers below still see everything, embeddings included)."""
+    if "+" in policy_obs:
+        keys = tuple(policy_obs.split("+"))
+        return venv if tuple(venv.observation_space.spaces) == keys else VecKeepKeys(venv, keys)  # type: ignore[attr-defined]
+    if env_obs == policy_obs:
         return venv
     return VecExtractDictObs(venv, policy_obs)
 
@@ -389,7 +398,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(state observations), e.g. --n-envs 1024 --batched-device cpu")
     parser.add_argument("--backbone", default=None, metavar="SOURCE",
                         help="backbone for reward models fitted on `rewardswap embed` embeddings (default: the source their "
-                             "checkpoint records; a backbone with other weights is refused)")
+                             "checkpoint records; a backbone with other weights is refused; unused when no model reads "
+                             "an embedding)")
     parser.add_argument("--gamma", type=float, default=None, help="agent discount (also PBRS's); default: per-algo/env")
     parser.add_argument("--policy-obs", choices=OBS_CHOICES, default="state", help="what the policy sees")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps to train for")

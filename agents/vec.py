@@ -17,8 +17,9 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import torch
+from gymnasium import spaces
 from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecEnvWrapper
 
 import envs
 
@@ -37,6 +38,29 @@ def _env_builder(env_id: str, rank: int, seed: int, make_kwargs: dict[str, Any],
         return Monitor(env)
 
     return build
+
+
+class VecKeepKeys(VecEnvWrapper):
+    """Keep only ``keys`` of a Dict observation (terminal observations too): the policy's keys,
+    when the reward side added others (embeddings) the evaluation env does not have."""
+
+    def __init__(self, venv: VecEnv, keys: tuple[str, ...]) -> None:
+        self.keys = keys
+        space = spaces.Dict({k: venv.observation_space[k] for k in keys})  # type: ignore[index]
+        super().__init__(venv, observation_space=space)
+
+    def _keep(self, obs: Any) -> dict[str, Any]:
+        return {k: obs[k] for k in self.keys}
+
+    def reset(self) -> Any:
+        return self._keep(self.venv.reset())
+
+    def step_wait(self) -> Any:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        for info in infos:
+            if "terminal_observation" in info:
+                info["terminal_observation"] = self._keep(info["terminal_observation"])
+        return self._keep(obs), rewards, dones, infos
 
 
 def make_vec_env(

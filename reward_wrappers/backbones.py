@@ -150,15 +150,18 @@ def load_backbone(source: str | torch.nn.Module | Backbone, *, device: str | tor
         raise ValueError(f"backbone {source!r}: expected torchscript:PATH, torchvision:ARCH@WEIGHTS, "
                          "timm:ARCH@WEIGHTS or rewardswap:CHECKPOINT[#KEY]")
     if kind == "torchscript":
-        path = _existing(rest, "TorchScript file")
+        path = _existing(rest, "TorchScript file").resolve()  # recorded absolute: train-agent may run elsewhere
         return Backbone(torch.jit.load(str(path), map_location="cpu"), name=name or path.stem, device=device,
-                        source=str(source), batch_rows=batch_rows)
+                        source=f"torchscript:{path}", batch_rows=batch_rows)
     if kind in ("torchvision", "timm"):
-        return Backbone(_library_model(kind, rest), name=name or f"{kind}-{rest.partition('@')[0]}", device=device,
-                        source=str(source), batch_rows=batch_rows)
+        arch, _, weights = rest.partition("@")
+        return Backbone(_library_model(kind, rest), name=name or f"{kind}-{arch}", device=device,
+                        source=f"{kind}:{arch}@{pathlib.Path(weights).expanduser().resolve()}", batch_rows=batch_rows)
     if kind == "rewardswap":
         module, default_name = _rewardswap_encoder(rest)
-        return Backbone(module, name=name or default_name, device=device, source=str(source), batch_rows=batch_rows)
+        path, hash_, key = rest.partition("#")
+        return Backbone(module, name=name or default_name, device=device, batch_rows=batch_rows,
+                        source=f"rewardswap:{pathlib.Path(path).expanduser().resolve()}{hash_}{key}")
     raise ValueError(f"backbone {source!r}: unknown source {kind!r}; expected torchscript, torchvision, timm or rewardswap")
 
 

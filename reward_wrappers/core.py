@@ -5,8 +5,9 @@ Each wrapper in this package is a thin adapter: it turns its env's step results 
 restarted inside the step, a restart mask plus the frames the new episodes start from. The
 classes here do everything else, once, for every twin:
 
-* :class:`ModelFeed` keeps each env's causal frame window (``spec.window``, first frame repeated
-  as in :func:`~reward_wrappers.base.window_indices`) and runs **one** batched model call per
+* :class:`ModelFeed` keeps each env's episode frames and builds the causal window its frame
+  sampling picks (``spec.window`` frames, first frame repeated as in
+  :func:`~reward_wrappers.base.window_indices`) and runs **one** batched model call per
   vector step, rows for restarted episodes included;
 * :func:`success_score`, :func:`potential_values`, :func:`combine_rewards`,
   :class:`HoldCounter` and :func:`pbrs_shaping` hold the formulas;

@@ -3,10 +3,11 @@
 A reward model fitted on embeddings that ``rewardswap embed`` stored (``rgb_emb`` from ``rgb``)
 reads the same key online: :class:`EmbedObservation` (per env), :class:`VecEmbedObservation`
 (SB3 VecEnv; one batched backbone call per vector step, terminal observations of done envs
-included), :class:`VectorEmbedObservation` (gymnasium vector env, one call per step) and
+included), :class:`VectorEmbedObservation` (gymnasium vector env with next-step autoreset, one
+call per step) and
 :class:`TorchEmbedObservation` (batched torch simulators with ManiSkill's conventions: tensors
 stay on the device, the pre-reset batch in ``info["final_observation"]`` embedded in the same call) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
-the stored dtype, so online and offline rewards agree. Given the reward model, both refuse a
+the stored dtype, so online and offline rewards agree. Given the reward model, each refuses a
 backbone whose identity differs from the one the model's training embeddings came from. Stack
 them under the reward wrappers.
 
@@ -21,6 +22,7 @@ them under the reward wrappers.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional, Sequence
 
 import gymnasium as gym
@@ -70,10 +72,19 @@ def vec_embed_for(venv: VecEnv, models: Sequence[Any], backbone: Backbone | str 
         source = backbone if backbone is not None else record.get("source")
         if source is None:
             raise ValueError(f"the reward model reads the embedding {key!r} but records no backbone source: pass --backbone")
-        # The recorded chunk size: the same numerics as the stored embeddings (backbones.py).
-        loaded = load_backbone(source, batch_rows=int(record.get("batch_rows", 8)))
+        try:
+            # The recorded chunk size: the same numerics as the stored embeddings (backbones.py).
+            loaded = load_backbone(source, batch_rows=int(record.get("batch_rows", 8)))
+        except ValueError as exc:
+            if backbone is not None:
+                raise
+            raise ValueError(f"the checkpoint records backbone source {source!r} for {key!r}, which cannot be rebuilt here "
+                             f"({exc}); pass --backbone SOURCE with the same weights") from None
+        if record.get("device", "cpu") != "cpu":
+            warnings.warn(f"{key!r} was embedded on {record['device']}; computed here on the CPU its float16 values can "
+                          "differ from the stored ones (GPU convolutions round differently)", RuntimeWarning, stacklevel=2)
         for model in models:
-            if key in (getattr(model, "metadata", None) or {}).get("embeddings", {}):
+            if key in ((getattr(model, "metadata", None) or {}).get("embeddings") or {}):
                 check_backbone(model, loaded, key)
         venv = VecEmbedObservation(venv, loaded, key=record.get("from", "rgb"), out_key=key)
     return venv
@@ -142,9 +153,10 @@ class VecEmbedObservation(VecEnvWrapper):
 
 
 class VectorEmbedObservation(gym.vector.VectorObservationWrapper):
-    """gymnasium vector twin of :class:`EmbedObservation`: one backbone call per step. (Gymnasium's
-    autoreset returns an episode's last frame as an ordinary observation, so there is no terminal
-    observation to embed apart.)"""
+    """gymnasium vector twin of :class:`EmbedObservation`: one backbone call per step. Next-step (or
+    disabled) autoreset only, as gymnasium's ``VectorObservationWrapper``: there an episode's last
+    frame is an ordinary observation; with same-step autoreset use :class:`TorchEmbedObservation`'s
+    conventions."""
 
     def __init__(self, env: gym.vector.VectorEnv, backbone: Backbone | str, *, key: str = "rgb",
                  out_key: Optional[str] = None, model: Any = None) -> None:

@@ -46,6 +46,8 @@ class FrameSampling:
             raise ValueError(f"frame sampling strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         if int(self.stride) < 1:
             raise ValueError(f"stride must be >= 1, got {self.stride}")
+        if self.stride != 1 and self.strategy != "strided":
+            raise ValueError(f"stride {self.stride} is read only by the 'strided' frame sampling, not {self.strategy!r}")
 
     def indices(self, t: int) -> np.ndarray:
         """The ``frames`` frame indices (oldest first, ``t`` last) read at frame ``t``."""

@@ -1,6 +1,7 @@
 """Reward from a progress model fed a causal window of each episode's past frames.
 
-The model sees ``spec.window`` frames ending at the current one (oldest first); early in an
+The model sees ``spec.window`` frames ending at the current one (oldest first), chosen by its
+frame sampling (the last ones, strided, or uniform over the episode so far); early in an
 episode the first frame fills the window (:func:`reward_wrappers.base.window_indices`, the rule
 the trainers use), and the window restarts on every episode start, so no frame of a previous
 episode ever leaks in.

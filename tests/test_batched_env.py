@@ -122,3 +122,13 @@ def test_train_agent_on_the_batched_env(tmp_path) -> None:
     with pytest.raises(ValueError, match="state observations"):
         main(["train-agent", "--env", "PointReach-v0", "--policy-obs", "rgb", "--batched-device", "cpu", "--steps", "64",
               "--logdir", str(tmp_path / "rgb")])
+
+
+def test_batched_device_refuses_what_it_cannot_do(tmp_path) -> None:
+    from agents.train import TrainConfig
+
+    with pytest.raises(ValueError, match="--collect"):
+        TrainConfig(env="PointReach-v0", batched_device="cpu", collect=str(tmp_path / "buffers"))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            TrainConfig(env="PointReach-v0", batched_device="cuda")

@@ -58,7 +58,7 @@ def test_embeddings_are_the_backbone_output_in_float16(data: Path) -> None:
     for t in trajectories:
         assert t.obs["rgb_emb"].dtype == np.float16 and t.obs["rgb_emb"].shape == (len(t) + 1, 6)
         assert t.meta["fields"]["obs.rgb_emb"] == {"shape": [len(t) + 1, 6], "dtype": "<f2"}
-        assert t.meta["embeddings"] == {"rgb_emb": {"identity": backbone.identity, "source": "tiny", "from": "rgb", "batch_rows": 8}}
+        assert t.meta["embeddings"] == {"rgb_emb": {"identity": backbone.identity, "source": "tiny", "from": "rgb", "batch_rows": 8, "device": "cpu"}}
 
     # Batches of 7 frames cross trajectory boundaries; each frame still gets its own embedding.
     embed_buffers(data, backbone, out_key="small", batch_size=7, progress=False)
@@ -179,7 +179,7 @@ def test_cli_embeds_then_trains_a_progress_model(data: Path, tmp_path: Path, cap
                  "--steps-per-epoch", "3", "--hidden", "16", "--device", "cpu", "--no-progress", "--out", str(checkpoint)]) == 0
     model = load_reward_model(checkpoint)
     assert model.spec.inputs["rgb_emb"].dtype == "float16"
-    assert model.metadata["embeddings"] == {"rgb_emb": {"identity": identity, "source": f"torchscript:{path}", "from": "rgb", "batch_rows": 8}}
+    assert model.metadata["embeddings"] == {"rgb_emb": {"identity": identity, "source": f"torchscript:{path.resolve()}", "from": "rgb", "batch_rows": 8, "device": "cpu"}}
     window = model.spec.window  # progress models read a window of frames: (B, window, D)
     batch = {"rgb_emb": np.asarray(load_trajectories(data)[0].obs["rgb_emb"][:window])[None]}
     assert np.isfinite(model.predict(batch)).all()

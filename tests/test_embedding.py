@@ -187,3 +187,24 @@ def test_torch_batched_twin_embeds_final_observations_in_the_same_call() -> None
             finals += int(mask.sum())
             assert calls[-1] == 3 + int(mask.sum())  # next frames and the done envs' last frames, one call
     assert finals > 0 and len(calls) == 11
+
+
+def test_a_state_and_image_policy_does_not_see_the_embeddings(tmp_path) -> None:
+    # The reward side adds rgb_emb; the policy (and its evaluation env, which has no embeddings)
+    # must see only state and rgb. Before: KeyError 'rgb_emb' at the first evaluation.
+    from agents.cli import main
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, stride=2), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(1444, 6))
+    data, ts = tmp_path / "data", tmp_path / "tower.ts"
+    torch.jit.save(torch.jit.trace(net, torch.zeros(1, 3, 40, 40)), str(ts))
+    assert main(["collect", "--env", "PointReach-v0", "--obs", "state+rgb", "--render-size", "40", "--episodes", "6",
+                 "--noise", "0.3", "--out", str(data), "--seed", "0", "--no-progress"]) == 0
+    assert main(["embed", "--data", str(data), "--backbone", f"torchscript:{ts}", "--no-progress"]) == 0
+    progress = tmp_path / "progress.pt"
+    assert main(["train-reward", "progress", "--data", str(data), "--inputs", "rgb_emb", "--hidden", "16", "--epochs", "1",
+                 "--out", str(progress), "--device", "cpu", "--no-progress"]) == 0
+    assert main(["train-agent", "--env", "PointReach-v0", "--render-size", "40", "--policy-obs", "state+rgb",
+                 "--pbrs", str(progress), "--algo", "ppo", "--steps", "128", "--n-envs", "2", "--eval-freq", "128",
+                 "--eval-episodes", "1", "--logdir", str(tmp_path / "run"),
+                 "--algo-kwargs", '{"n_steps": 64, "batch_size": 64}']) == 0

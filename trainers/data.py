@@ -49,7 +49,7 @@ def recorded_env(trajectories: Sequence[Any]) -> dict[str, Any] | None:
 
 
 def recorded_embeddings(trajectories: Sequence[Any], inputs: Sequence[str]) -> dict[str, Any] | None:
-    """``{key: {"identity", "source", "from"}}`` for the ``inputs`` that are backbone embeddings
+    """``{key: {"identity", "source", "from", "batch_rows", "device"}}`` for the ``inputs`` that are backbone embeddings
     stored by ``rewardswap embed`` (``meta.json`` "embeddings"), for the checkpoint (the online
     wrapper refuses another backbone); ``None`` when no input is one.
 

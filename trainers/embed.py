@@ -4,7 +4,7 @@
 every trajectory in a buffer and writes ``obs.<out_key>.npy`` (``(T+1, D)`` float16, the stored
 dtype the online :class:`~reward_wrappers.embedding.EmbedObservation` rounds to as well) beside
 it. ``meta.json`` then lists the field like any recorded one and records where it came from under
-``"embeddings"``: ``{out_key: {"identity", "source", "from", "batch_rows"}}``. Any ``train-reward`` kind reads
+``"embeddings"``: ``{out_key: {"identity", "source", "from", "batch_rows", "device"}}``. Any ``train-reward`` kind reads
 the new key as a state vector (``--inputs rgb_emb``) and copies the backbone identity into the
 checkpoint.
 
@@ -127,7 +127,7 @@ def _store(traj: Any, key: str, out_key: str, backbone: Backbone, embeddings: np
         meta["fields"] = {**meta["fields"], **describe_fields({field: embeddings})}
         meta["embeddings"] = {**(meta.get("embeddings") or {}),
                               out_key: {"identity": backbone.identity, "source": backbone.source, "from": key,
-                                        "batch_rows": backbone.batch_rows}}
+                                        "batch_rows": backbone.batch_rows, "device": backbone.device.type}}
         write_json_atomic(traj.path / META_FILE, meta)
     return True
 
