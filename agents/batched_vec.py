@@ -1,8 +1,8 @@
 """An SB3 ``VecEnv`` over a torch-batched env with ManiSkill's conventions, so SB3 trains on it.
 
 The batched env (``envs.batched.BatchedPointReach``, or a ``ManiSkillVectorEnv`` with tensor,
-not Dict, observations) steps all envs in one call on its device; this adapter hands SB3 numpy arrays and SB3's per-env ``infos``:
-a done env's last observation in ``infos[i]["terminal_observation"]`` (from the SAME_STEP
+not Dict, observations) steps all envs in one call on its device; this adapter hands SB3 numpy
+arrays and SB3's per-env ``infos``: a done env's last observation in ``infos[i]["terminal_observation"]`` (from the SAME_STEP
 ``info["final_observation"]``), ``infos[i]["TimeLimit.truncated"]`` for truncations, and the
 success flag as ``is_success``. The reward wrappers' SB3 twins stack on top of it as on any VecEnv.
 
@@ -19,12 +19,14 @@ from __future__ import annotations
 
 from typing import Any, Optional, Sequence
 
-import numpy as np
 import gymnasium as gym
+import numpy as np
 import torch
 from gymnasium.vector import VectorEnv
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
+
+from envs.batched import BatchedPointReach
 
 __all__ = ["BATCHED_ENVS", "TorchToSB3VecEnv", "make_batched_vec_env"]
 
@@ -92,14 +94,8 @@ class TorchToSB3VecEnv(VecEnv):
         return [False] * len(self._get_indices(indices))
 
 
-def _batched_point_reach(**kwargs: Any) -> VectorEnv:
-    from envs.batched import BatchedPointReach
-
-    return BatchedPointReach(**kwargs)
-
-
 #: Env ids with a torch-batched implementation (``train-agent --batched-device``).
-BATCHED_ENVS = {"PointReach-v0": _batched_point_reach}
+BATCHED_ENVS: dict[str, type[VectorEnv]] = {"PointReach-v0": BatchedPointReach}
 
 
 def make_batched_vec_env(env_id: str, *, n_envs: int, seed: int, device: str, obs: str, reward: str,

@@ -455,7 +455,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         env, env_kwargs = (recorded["id"], {**recorded.get("kwargs", {}), **env_kwargs}) if recorded else (TrainConfig.env, env_kwargs)
     return TrainConfig(
         env=env, env_kwargs=env_kwargs, max_episode_steps=args.max_episode_steps,
-        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, backbone=args.backbone, batched_device=args.batched_device, gamma=args.gamma,
+        render_size=args.render_size, algo=args.algo, reward=args.reward, pbrs=args.pbrs, backbone=args.backbone,
+        batched_device=args.batched_device, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
         reward_output=args.reward_output,

@@ -4,10 +4,10 @@ A reward model fitted on embeddings that ``rewardswap embed`` stored (``rgb_emb`
 reads the same key online: :class:`EmbedObservation` (per env), :class:`VecEmbedObservation`
 (SB3 VecEnv; one batched backbone call per vector step, terminal observations of done envs
 included), :class:`VectorEmbedObservation` (gymnasium vector env with next-step autoreset, one
-call per step) and
-:class:`TorchEmbedObservation` (batched torch simulators with ManiSkill's conventions: tensors
-stay on the device, the pre-reset batch in ``info["final_observation"]`` embedded in the same call) compute it with the same :class:`~reward_wrappers.backbones.Backbone` and round it to
-the stored dtype, so online and offline rewards agree. Given the reward model, each refuses a
+call per step) and :class:`TorchEmbedObservation` (batched torch simulators with ManiSkill's
+conventions: tensors stay on the device, the pre-reset batch in ``info["final_observation"]``
+embedded in the same call) compute it with the same :class:`~reward_wrappers.backbones.Backbone`
+and round it to the stored dtype, so online and offline rewards agree. Given the reward model, each refuses a
 backbone whose identity differs from the one the model's training embeddings came from. Stack
 them under the reward wrappers.
 
@@ -35,7 +35,8 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 from reward_wrappers.backbones import EMBEDDING_DTYPE, Backbone, load_backbone, to_stored
 from reward_wrappers.torch_batched import FINAL_OBS_KEYS
 
-__all__ = ["EmbedObservation", "TorchEmbedObservation", "VecEmbedObservation", "VectorEmbedObservation", "check_backbone", "embedding_inputs", "vec_embed_for"]
+__all__ = ["EmbedObservation", "TorchEmbedObservation", "VecEmbedObservation", "VectorEmbedObservation",
+           "check_backbone", "embedding_inputs", "vec_embed_for"]
 
 
 def check_backbone(model: Any, backbone: Backbone, out_key: str) -> None:
@@ -44,7 +45,7 @@ def check_backbone(model: Any, backbone: Backbone, out_key: str) -> None:
     if recorded is None:
         raise ValueError(f"the reward model records no backbone for {out_key!r} (its metadata 'embeddings' lacks it): "
                          "fit it on buffers embedded with `rewardswap embed`")
-    identity = recorded.get("identity") if isinstance(recorded, dict) else recorded
+    identity = recorded["identity"]
     if identity != backbone.identity:
         raise ValueError(f"backbone mismatch for {out_key!r}: the reward model was fitted on embeddings from {identity}, "
                          f"this backbone is {backbone.identity}; use the same backbone (same weights)")
@@ -58,7 +59,7 @@ def embedding_inputs(models: Sequence[Any]) -> dict[str, dict[str, Any]]:
         records = (getattr(model, "metadata", None) or {}).get("embeddings") or {}
         for key in (model.spec.inputs if getattr(model, "spec", None) is not None else ()):
             if key in records:
-                found[key] = dict(records[key]) if isinstance(records[key], dict) else {"identity": records[key]}
+                found[key] = dict(records[key])
     return found
 
 

@@ -49,8 +49,8 @@ def recorded_env(trajectories: Sequence[Any]) -> dict[str, Any] | None:
 
 
 def recorded_embeddings(trajectories: Sequence[Any], inputs: Sequence[str]) -> dict[str, Any] | None:
-    """``{key: {"identity", "source", "from", "batch_rows", "device"}}`` for the ``inputs`` that are backbone embeddings
-    stored by ``rewardswap embed`` (``meta.json`` "embeddings"), for the checkpoint (the online
+    """``{key: {"identity", "source", "from", "batch_rows", "device"}}`` for the ``inputs`` that are
+    backbone embeddings stored by ``rewardswap embed`` (``meta.json`` "embeddings"), for the checkpoint (the online
     wrapper refuses another backbone); ``None`` when no input is one.
 
     Raises ``ValueError`` naming both trajectories (and identities) when they disagree: the
@@ -67,7 +67,7 @@ def recorded_embeddings(trajectories: Sequence[Any], inputs: Sequence[str]) -> d
         records = [((getattr(t, "meta", None) or {}).get("embeddings") or {}).get(key) for t in trajectories]
         if all(r is None for r in records):
             continue
-        identities = [r.get("identity") if isinstance(r, dict) else r for r in records]
+        identities = [None if r is None else r["identity"] for r in records]
         first = next(i for i, r in enumerate(records) if r is not None)
         for i, identity in enumerate(identities):
             if identity != identities[first]:
@@ -75,8 +75,7 @@ def recorded_embeddings(trajectories: Sequence[Any], inputs: Sequence[str]) -> d
                 raise ValueError(
                     f"input {key!r} differs between trajectories: {trajectories[first].path} holds embeddings from "
                     f"{identities[first]}, {trajectories[i].path} from {other}; embed every trajectory with one backbone")
-        record = records[first]
-        found[key] = dict(record) if isinstance(record, dict) else {"identity": record}
+        found[key] = dict(records[first])
     return found or None
 
 

@@ -81,7 +81,7 @@ def _check(traj: Any, key: str, out_key: str, identity: str) -> bool:
                          "not uint8 images (T+1, H, W, C); pick an image key with --key")
     recorded = (traj.meta.get("embeddings") or {}).get(out_key)
     if recorded is not None:
-        recorded_identity = recorded.get("identity") if isinstance(recorded, dict) else recorded
+        recorded_identity = recorded["identity"]
         if recorded_identity == identity:
             return False  # done by an earlier run with this very backbone: resume past it
         raise ValueError(
@@ -115,7 +115,7 @@ def _store(traj: Any, key: str, out_key: str, backbone: Backbone, embeddings: np
         meta = read_meta(traj.path)  # what is on disk now, not the copy loaded at the start
         recorded = (meta.get("embeddings") or {}).get(out_key)
         if recorded is not None:
-            identity = recorded.get("identity") if isinstance(recorded, dict) else recorded
+            identity = recorded["identity"]
             if identity == backbone.identity:
                 return False
             raise ValueError(f"trajectory {traj.path}: another run stored {out_key!r} from {identity} meanwhile; "
