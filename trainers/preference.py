@@ -36,7 +36,7 @@ import math
 import os
 import pathlib
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -299,12 +299,17 @@ def fit_preference(
             net.set_state_normalization(key, *state_statistics(train, key))
 
     steps = max(1, math.ceil(len(train_pairs) / batch_size))
-    order: list[int] = []
+
+    def epochs_of_batches() -> Iterator[np.ndarray]:
+        while True:  # a fresh permutation of the pairs each epoch: fit_loop draws exactly `steps` batches per epoch
+            order = rng.permutation(len(train_pairs))
+            for step in range(steps):
+                yield order[step * batch_size : (step + 1) * batch_size]
+
+    batches = epochs_of_batches()
 
     def train_batch() -> tuple[torch.Tensor, int]:
-        if not order:  # a fresh permutation of the pairs each epoch
-            order.extend(rng.permutation(len(train_pairs))[: steps * batch_size][::-1])
-        rows = [order.pop() for _ in range(min(batch_size, len(order)))]
+        rows = next(batches)
         aug = rng if augment else None
         return_a = segment_returns(net, train, [train_pairs.a[i] for i in rows], inputs, window, torch_device, aug)
         return_b = segment_returns(net, train, [train_pairs.b[i] for i in rows], inputs, window, torch_device, aug)
@@ -312,7 +317,6 @@ def fit_preference(
         return bradley_terry_loss(return_a, return_b, label, beta), len(rows)
 
     def validate() -> dict[str, float]:
-        order.clear()
         held_out = _evaluate(net, val, val_pairs, inputs, window, beta, torch_device, batch_size * 4)
         return {"val_loss": held_out["loss"], "val_pair_accuracy": held_out["accuracy"], "val_pair_auc": held_out["auc"]}
 
