@@ -208,3 +208,47 @@ def test_a_state_and_image_policy_does_not_see_the_embeddings(tmp_path) -> None:
                  "--pbrs", str(progress), "--algo", "ppo", "--steps", "128", "--n-envs", "2", "--eval-freq", "128",
                  "--eval-episodes", "1", "--logdir", str(tmp_path / "run"),
                  "--algo-kwargs", '{"n_steps": 64, "batch_size": 64}']) == 0
+
+
+def test_any_image_key_shape_and_state_dtype(tmp_path) -> None:
+    # A foreign env: a non-square camera under another key, a float64 state under another key, and
+    # success under its own info key. Stored (rewardswap embed) and online embeddings agree.
+    import gymnasium as gym
+    from gymnasium import spaces
+
+    from collectors import TrajectoryRecorder, load_trajectories
+    from collectors.rollout import record_episodes
+    from trainers.embed import embed_buffers
+
+    class Foreign(gym.Env):
+        observation_space = spaces.Dict(cam=spaces.Box(0, 255, (24, 40, 3), np.uint8),
+                                        joints=spaces.Box(-1, 1, (3,), np.float64))
+        action_space = spaces.Box(-1, 1, (1,), np.float32)
+
+        def _obs(self):
+            cam = np.full((24, 40, 3), 10, np.uint8)
+            cam[self.t % 24, (3 * self.t) % 40] = 250  # one moving pixel
+            return {"cam": cam, "joints": np.full(3, self.t / 10.0)}
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return self._obs(), {"done_ok": False}
+
+        def step(self, action):
+            self.t += 1
+            return self._obs(), 0.0, self.t >= 6, False, {"done_ok": self.t >= 6}
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(24 * 40 * 3, 5))
+    backbone = Backbone(net, name="flat")
+    recorder = TrajectoryRecorder(Foreign(), tmp_path / "data", success_key="done_ok")
+    record_episodes(recorder, lambda episode: (lambda obs: np.zeros(1, np.float32)), range(2), seed=0)
+    recorder.close()
+    embed_buffers(tmp_path / "data", backbone, key="cam", progress=False)
+    stored = load_trajectories(tmp_path / "data")[0].obs["cam_emb"]
+    env = EmbedObservation(Foreign(), backbone, key="cam")
+    obs, _ = env.reset(seed=0)
+    online = [obs["cam_emb"]] + [env.step(np.zeros(1, np.float32))[0]["cam_emb"] for _ in range(6)]
+    assert stored.dtype == np.float16 and np.array_equal(stored, np.stack(online))
+    assert env.observation_space["cam_emb"].shape == (5,) and "joints" in env.observation_space.spaces
