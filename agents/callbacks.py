@@ -13,10 +13,34 @@ import time
 from collections import deque
 from typing import Any
 
+from reward_wrappers.base import RewardModel
+
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnvWrapper, VecNormalize
 from stable_baselines3.common.vec_env import VecEnv
+
+
+class TimedModel:
+    """Forwards to a reward model and adds up the seconds spent in ``predict``."""
+
+    def __init__(self, model: RewardModel) -> None:
+        self.model = model
+        self.seconds = 0.0
+
+    @property
+    def spec(self):  # noqa: ANN201 - the wrapped model's, which a refit may swap
+        return self.model.spec
+
+    def predict(self, batch):  # noqa: ANN001 - same signature as the wrapped model
+        start = time.perf_counter()
+        try:
+            return self.model.predict(batch)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
 
 
 class RewardLogger(BaseCallback):

@@ -37,6 +37,8 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "refit-data": ("refit_data", str),
     "demos": ("demos", str),
     "demo-ratio": ("demo_ratio", float),
+    "process-goal": ("process_goal", str),
+    "process-override": ("process_override", json.loads),
 }
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import envs
 from reward_wrappers import load_reward_model
+from reward_wrappers.process_net import ProcessNet
+from reward_wrappers.process_potential import ProcessPotential, load_potential
 from reward_wrappers.base import RewardModel
 
 
@@ -36,6 +38,18 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
     checkpoint is read, once)."""
     paths = {option: path for option, path in (("--reward", reward_path(cfg.reward)), ("--pbrs", cfg.pbrs)) if path}
     models = {option: (models or {}).get(option) or load_reward_model(path) for option, path in paths.items()}
+    process = {option for option, model in models.items() if isinstance(getattr(model, "net", model), ProcessNet)
+               or isinstance(getattr(model, "model", None), ProcessPotential)}
+    if "--reward" in process:
+        raise ValueError(f"--reward {cfg.reward}: a process-reward model is a shaping potential; pass it as --pbrs PATH "
+                         "with --process-goal (and --reward sparse or env)")
+    if "--pbrs" in process:
+        load_potential(cfg.pbrs, cfg.process_goal, cfg.process_override)  # the goal and overrides, checked here
+        if cfg.refit_every is not None or cfg.demos is not None:
+            raise ValueError("a process-reward potential depends on each episode's history, which stored transitions "
+                             "do not keep: train without --refit-every and --demos")
+    elif cfg.process_goal is not None or cfg.process_override:
+        raise ValueError("--process-goal and --process-override apply only to a process-reward model given as --pbrs")
     metadata = {option: getattr(model, "metadata", None) or {} for option, model in models.items()}
     wanted = envs.env_spec(cfg.env, cfg.env_kwargs, cfg.max_episode_steps, cfg.render_size)
     for option, path in paths.items():

@@ -9,7 +9,8 @@ including the exact command) and ``eval.json`` (the evaluation curve).
 Reward choices (``--reward``): ``env`` (the env's dense reward), ``sparse`` (1 on true-success
 steps), ``classifier:PATH``, ``progress:PATH``, ``preference:PATH`` (checkpoints written by
 ``rewardswap train-reward``). ``--pbrs PATH`` adds potential-based shaping with that model as the
-potential, using the agent's own discount.
+potential, using the agent's own discount; a process-reward model (``train-reward process``) needs
+``--process-goal``.
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNorma
 import envs
 from envs.spaces import RenderSize, render_size_value
 from agents import correction
-from agents.callbacks import RewardLogger, TrueSuccessEval
+from agents.callbacks import RewardLogger, TimedModel, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
 from agents.vec import VecKeepKeys
 from agents.preflight import check_checkpoints, probe_env, recorded_env_spec, reward_path
 from reward_wrappers import load_reward_model
+from reward_wrappers.process_potential import load_potential
 from reward_wrappers.base import RewardModel, SwappableModel
 from reward_wrappers.embedding import embedding_inputs, vec_embed_for
 from reward_wrappers.core import validate_gamma
@@ -107,6 +109,8 @@ class TrainConfig:
     demo_ratio: float = 0.5
     backbone: str | None = None
     batched_device: str | None = None
+    process_goal: str | None = None
+    process_override: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -167,28 +171,6 @@ def parse_reward(reward: str) -> tuple[str, str | None]:
     )
 
 
-class TimedModel:
-    """Forwards to a reward model and adds up the seconds spent in ``predict``."""
-
-    def __init__(self, model: RewardModel) -> None:
-        self.model = model
-        self.seconds = 0.0
-
-    @property
-    def spec(self):  # noqa: ANN201 - the wrapped model's, which a refit may swap
-        return self.model.spec
-
-    def predict(self, batch):  # noqa: ANN001 - same signature as the wrapped model
-        start = time.perf_counter()
-        try:
-            return self.model.predict(batch)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
-
-
 def _required_obs(policy_obs: str, models: list[RewardModel]) -> str:
     keys = set(policy_obs.split("+"))
     embedded = embedding_inputs(models)
@@ -243,7 +225,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     kind, path = parse_reward(cfg.reward)
     live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
     reward_model = TimedModel(live) if live is not None else None
-    potential = TimedModel(load_reward_model(cfg.pbrs)) if cfg.pbrs else None
+    potential = TimedModel(load_potential(cfg.pbrs, cfg.process_goal, cfg.process_override)) if cfg.pbrs else None
     check_checkpoints(cfg, {"--reward": live, "--pbrs": potential})
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
@@ -393,6 +375,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="env | sparse | KIND:PATH, KIND a registered reward-model kind (classifier, progress, "
                              "preference or one a package adds)")
     parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
+    parser.add_argument("--process-goal", default=None, metavar="SOURCE",
+                        help="a process-reward potential's goal: obs:KEY, fn:MODULE:FUNCTION (e.g. "
+                             "fn:envs.point_key_door:goal_state) or frame:FILE.npy (goal features)")
+    parser.add_argument("--process-override", default="{}", metavar="JSON", help="its FusionOverride fields, e.g. "
+                        "'{\"gating\": \"threshold\", \"risk_tolerance\": 0.2, \"temperature\": 0.5}'")
     parser.add_argument("--batched-device", default=None, metavar="DEVICE",
                         help="step the --n-envs envs as one torch-batched env on DEVICE (cpu, cuda); PointReach-v0 "
                              "(state observations), e.g. --n-envs 1024 --batched-device cpu")
@@ -465,7 +452,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
         monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
         refit_epochs=args.refit_epochs, refit_precision=args.refit_precision, refit_data=args.refit_data,
-        demos=args.demos, demo_ratio=args.demo_ratio,
+        demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
+        process_override=json.loads(args.process_override),
     )
 
 

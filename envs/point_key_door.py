@@ -22,7 +22,7 @@ held, and the agent a red dot. The registered time limit is 100 steps.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -79,3 +79,17 @@ class PointKeyDoorEnv(PointMassEnv):
         canvas.disk(img, self.dx, self.dy, self.DOOR_RADIUS, door)
         if not self.has_key:
             canvas.disk(img, self.kx, self.ky, self.KEY_RADIUS, KEY_COLOUR)
+
+
+def goal_state(frames: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The state a PointKeyDoor episode ends in, from its states: at rest in the door, key held.
+
+    A goal source for a process reward (``--process-goal fn:envs.point_key_door:goal_state``).
+
+    >>> goal_state({"state": np.array([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, -0.7, 0.8, 0.0]])}).tolist()
+    [[-0.7, 0.8, 0.0, 0.0, 0.5, 0.6, -0.7, 0.8, 1.0]]
+    """
+    state = np.asarray(frames["state"], dtype=np.float64)
+    goal = state.copy()
+    goal[:, 0:2], goal[:, 2:4], goal[:, 8] = state[:, 6:8], 0.0, 1.0
+    return goal

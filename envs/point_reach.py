@@ -18,7 +18,7 @@ the agent a red dot.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping
 
 import numpy as np
 
@@ -58,3 +58,17 @@ class PointReachEnv(PointMassEnv):
 
     def _draw_task(self, canvas: Canvas, img: np.ndarray) -> None:
         canvas.disk(img, self.gx, self.gy, self.GOAL_RADIUS, GOAL_COLOUR)
+
+
+def goal_state(frames: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The state a PointReach episode ends in, from its states: at rest on the goal.
+
+    A goal source for a process reward (``--process-goal fn:envs.point_reach:goal_state``).
+
+    >>> goal_state({"state": np.array([[0.1, 0.2, 0.3, 0.4, -0.5, 0.6]])}).tolist()
+    [[-0.5, 0.6, 0.0, 0.0, -0.5, 0.6]]
+    """
+    state = np.asarray(frames["state"], dtype=np.float64)
+    goal = state.copy()
+    goal[:, 0:2], goal[:, 2:4] = state[:, 4:6], 0.0
+    return goal

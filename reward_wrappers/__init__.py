@@ -50,3 +50,7 @@ from reward_wrappers.progress_reward import ProgressReward
 from reward_wrappers.sb3 import VecLearnedReward, VecPBRS, VecProgressReward
 from reward_wrappers.vector import VectorLearnedReward, VectorPBRS, VectorProgressReward
 from reward_wrappers.torch_batched import TorchLearnedReward, TorchPBRS, TorchProgressReward
+
+# The process reward (seed 004): a stateful potential for any PBRS twin above.
+from reward_wrappers.process_fusion import FusionOverride
+from reward_wrappers.process_potential import Goal, ProcessEpisode, ProcessPotential

@@ -26,7 +26,7 @@ import torch
 
 from collectors.atomic import write_atomic
 from reward_wrappers.base import ModelSpec
-from reward_wrappers import progress_networks  # noqa: F401  (registers the built-in progress_net)
+from reward_wrappers import process_net, progress_networks  # noqa: F401  (register the built-in progress_net, process_net)
 from reward_wrappers.networks import TorchRewardModel, build_network
 
 FORMAT = "rewardswap-reward-model"

@@ -43,7 +43,7 @@ from typing import Any, Callable, Optional, Union
 import numpy as np
 from gymnasium import spaces
 
-from envs.spaces import obs_keys
+from envs.spaces import key_spaces, obs_keys
 from reward_wrappers.base import (
     ModelLike,
     RewardModel,
@@ -74,8 +74,11 @@ PROGRESS_OUTPUTS = ("progress", "delta")
 # observations -> frames
 # --------------------------------------------------------------------------------------------
 def model_keys(model: RewardModel, observation_space: spaces.Space) -> tuple[str, ...]:
-    """Observation keys a model reads: its spec's keys, or every key for a spec-less callable."""
-    return tuple(model.spec.inputs) if model.spec is not None else obs_keys(observation_space)
+    """Observation keys a model reads: its spec's keys (plus any ``extra_keys`` it declares, e.g. a
+    process potential's goal key), or every key for a spec-less callable."""
+    if model.spec is None:
+        return obs_keys(observation_space)
+    return tuple(model.spec.inputs) + tuple(k for k in getattr(model, "extra_keys", ()) if k not in model.spec.inputs)
 
 
 class FrameReader:
@@ -108,6 +111,10 @@ def validated_model(model: ModelLike, observation_space: spaces.Space, *, what: 
         model = load_reward_model(model)
     model = as_reward_model(model)
     check_space_matches(model.spec, observation_space, what=what)
+    missing = [k for k in getattr(model, "extra_keys", ()) if k not in key_spaces(observation_space)]
+    if missing:
+        raise ValueError(f"the model also reads observation keys {missing}, which the {what} lacks "
+                         f"(it has {sorted(key_spaces(observation_space))})")
     return model
 
 
@@ -315,7 +322,15 @@ class PBRSCore:
         self.model = as_reward_model(potential)
         # A bare callable *is* the potential; a model's output is read per its spec.
         self.kind = "raw" if self.model.spec is None else self.model.spec.output
-        self.feed = ModelFeed(self.model, num_envs, self.ops, min_confidence=min_confidence, what="potential")
+        episodic = getattr(self.model, "episode_potential", None)
+        if episodic is not None:  # keeps per-episode state itself (a process potential): its values are Phi
+            if min_confidence is not None:
+                raise ValueError("min_confidence does not apply to a potential that gates itself "
+                                 "(a process potential: set FusionOverride.risk_tolerance)")
+            self.kind = "raw"
+            self.feed: Any = episodic(num_envs, self.ops)
+        else:
+            self.feed = ModelFeed(self.model, num_envs, self.ops, min_confidence=min_confidence, what="potential")
         self.phi = self.ops.zeros(num_envs)
 
     def _potential(self, raw: Array) -> Array:
@@ -348,7 +363,8 @@ class PBRSCore:
         self.phi = phi_next
         if restart_raw is not None:
             self.phi = ops.where(ended, self._potential(restart_raw), self.phi)
-        info = {ENV_REWARD: env_reward, SHAPING_REWARD: shaping, POTENTIAL: phi_next}
+        info = {ENV_REWARD: env_reward, SHAPING_REWARD: shaping, POTENTIAL: phi_next,
+                **getattr(self.feed, "diagnostics", {})}
         if restart_raw is not None:
             info["reset_" + POTENTIAL] = self.phi
         return StepOutput(reward, info)

@@ -7,6 +7,7 @@ from trainers.classifier import fit_classifier
 from trainers.kinds import RewardKind, register_reward_kind, reward_kind, reward_kinds
 from trainers.preference import fit_preference
 from trainers.progress import fit_progress
+from trainers.process import fit_process
 
-__all__ = ["RewardKind", "fit_classifier", "fit_preference", "fit_progress", "register_reward_kind", "reward_kind",
+__all__ = ["RewardKind", "fit_classifier", "fit_preference", "fit_process", "fit_progress", "register_reward_kind", "reward_kind",
            "reward_kinds"]
