@@ -58,9 +58,10 @@ def raw_features(spec: ModelSpec, frames: Mapping[str, Any]) -> np.ndarray:
 
 
 def fusion_inputs(phis: np.ndarray, sigmas: np.ndarray, novelty: np.ndarray) -> np.ndarray:
-    """``(B, 10)`` fusion-network input: perspectives, their uncertainties, pairwise gaps, novelty."""
+    """``(B, 10)`` fusion-network input: perspectives, their uncertainties, pairwise gaps, and
+    ``log(1 + novelty)`` (unbounded distances squashed so far-off frames do not saturate the net)."""
     gaps = np.abs(phis[:, [0, 0, 1]] - phis[:, [1, 2, 2]])
-    return np.concatenate([phis, sigmas, gaps, novelty[:, None]], axis=1)
+    return np.concatenate([phis, sigmas, gaps, np.log1p(novelty)[:, None]], axis=1)
 
 
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:

@@ -154,7 +154,7 @@ def fit_process(
             mu, sigma = net.hop(val_pairs[0], val_pairs[1])
             return {"val_loss": float(nll(mu, val_pairs[2], sigma**2)), "val_hop_mae": float((mu - val_pairs[2]).abs().mean())}
 
-    steps = steps_per_epoch or max(20, len(hop_frames) // batch_size)
+    steps = steps_per_epoch or max(100, len(hop_frames) // batch_size)
     hop_fit = fit_loop(net.hop_net, hop_batch, hop_validate, epochs=epochs, steps=steps, lr=lr, patience=patience, desc="hop predictor",
                        unit="pairs", logdir=None if logdir is None else os.path.join(logdir, "hop"), progress=progress,
                        postfix=("val_loss", "val_hop_mae"))
@@ -187,7 +187,8 @@ def fit_process(
         with torch.no_grad():
             return {"val_loss": float(fusion_loss(inside[cut:], target[cut:], outside[::7]))}
 
-    fusion_fit = fit_loop(net.fusion, fusion_batch, fusion_validate, epochs=epochs, steps=steps, lr=lr, patience=patience, desc="fusion",
+    # The fusion network is tiny and its rows cheap: it gets a larger step size than the hop predictor.
+    fusion_fit = fit_loop(net.fusion, fusion_batch, fusion_validate, epochs=epochs, steps=steps, lr=10 * lr, patience=patience, desc="fusion",
                           unit="rows", logdir=None if logdir is None else os.path.join(logdir, "fusion"), progress=progress)
     model = TorchRewardModel(net.cpu().eval(), spec, {"name": "process_net", "kwargs": {
         "hidden": hidden, "fusion_hidden": fusion_hidden, "reference_rows": len(rows)}})

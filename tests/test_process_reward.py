@@ -1,0 +1,186 @@
+"""The process reward (seed 004) as a potential: telescoping and per-episode state in every PBRS
+twin and autoreset mode, fusion overrides by hand, the offline episode API, goals, refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from reward_wrappers import PBRS, FusionOverride, Goal, InputSpec, ModelSpec, ProcessPotential, TorchRewardModel
+from reward_wrappers.process_fusion import fuse, heuristic_hop
+from reward_wrappers.process_net import ProcessNet
+from tests.reward_helpers import GAMMA, check_telescoping, counting_env, rollout, actions_for
+from tests.test_reward_wrappers_vector import FORMS, NUM_ENVS, run_vector, vector_actions, wrapper_family
+
+SPEC = ModelSpec({"state": InputSpec((3,), "float32")}, output="progress", has_confidence=True)
+
+
+def counting_goal(frames: dict[str, np.ndarray]) -> np.ndarray:
+    """Goal features of the counting env: step 6 at x = 0 (a function of the state, as online)."""
+    goal = np.array(frames["state"], dtype=np.float64)
+    goal[:, 0], goal[:, 1] = 6.0, 0.0
+    return goal
+
+
+def random_process_model(seed: int = 0) -> TorchRewardModel:
+    """An unfitted process_net (random weights): enough for arithmetic that holds for any weights."""
+    torch.manual_seed(seed)
+    net = ProcessNet(SPEC, hidden=16, fusion_hidden=8, reference_rows=5)
+    net.reference.normal_()
+    return TorchRewardModel(net.eval(), SPEC, {"name": "process_net", "kwargs": {"hidden": 16, "fusion_hidden": 8, "reference_rows": 5}})
+
+
+def potentials() -> dict[str, Any]:
+    override = FusionOverride(weight_smoothing=0.5, risk_tolerance=0.2)
+    return {"heuristic": lambda: ProcessPotential(None, goal=Goal.fn(counting_goal), inputs={"state": (3,)}, override=override),
+            "learned": lambda: ProcessPotential(random_process_model(), goal=Goal.fn(counting_goal), override=override)}
+
+
+def episode_potentials(make: Any, frames: list[np.ndarray]) -> np.ndarray:
+    """The potentials of one episode scored alone (a fresh state): what a twin must reproduce."""
+    return make().score_episode({"state": np.stack(frames).astype(np.float32)}, gamma=GAMMA).potential
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("name", list(potentials()))
+def test_process_pbrs_telescopes_in_every_twin(form: str, name: str) -> None:
+    make = potentials()[name]
+    cls = wrapper_family("pbrs")[FORMS[form]]
+    from tests.test_reward_wrappers_vector import make_form
+
+    venv = make_form(form, FORMS[form], "pbrs", make(), {"gamma": GAMMA}, max_len=7, max_steps=5)
+    assert isinstance(venv, cls)
+    records, first = run_vector(form, venv, vector_actions(seed=2))
+    ended = set()
+    for i in range(NUM_ENVS):
+        s0, frames, shaping = first[i], [first[i]], []
+        for rec in records[i]:
+            if not rec["real"]:  # NEXT_STEP reset step: the episode starts here
+                s0, frames, shaping = rec["s_new"], [rec["s_new"]], []
+                continue
+            shaping.append(rec["F"])
+            frames.append(rec["s_next"])
+            if rec["done"]:
+                ended.add(rec["terminated"])
+                # Phi from the episode alone: a state leaking from the env's previous episode fails here.
+                phi = episode_potentials(make, frames)
+                check_telescoping(shaping, phi[0], phi[-1], rec["terminated"], GAMMA, tol=1e-6)
+                if rec["s_new"] is not None:
+                    s0, frames, shaping = rec["s_new"], [rec["s_new"]], []
+    assert ended == {True, False}  # both ends of an episode were checked
+
+
+def test_per_env_wrapper_matches_the_offline_episode_and_reports_diagnostics() -> None:
+    make = potentials()["learned"]
+    env = PBRS(counting_env(max_len=7, max_steps=5), make(), gamma=GAMMA)
+    records = rollout(env, actions_for(12, seed=3), seed=5)
+    frames, shaping, infos = [records[0]["obs"]], [], []
+    for rec in records[1:]:
+        if rec["reset"]:
+            break
+        frames.append(rec["obs"]), shaping.append(rec["info"]["shaping_reward"]), infos.append(rec["info"])
+    offline = make().score_episode({"state": np.stack(frames)}, gamma=GAMMA, terminated=records[len(frames) - 1]["terminated"])
+    np.testing.assert_allclose(shaping, offline.r_shape, atol=1e-9)
+    np.testing.assert_allclose([i["process_confidence"] for i in infos], offline.confidence[1:], atol=1e-9)
+    for info in infos:
+        weights = [info[f"process_weight_{p}"] for p in "IFB"]
+        assert sum(weights) == pytest.approx(1.0) and min(weights) >= 0.01 - 1e-12
+        phis = [info[f"process_phi_{p}"] for p in "IFB"]
+        assert info["process_disagreement"] == pytest.approx(max(phis) - min(phis))
+        assert info["potential"] == pytest.approx(info["process_gate"] * info["process_phi_star"])
+
+
+def test_episode_state_restarts_each_episode() -> None:
+    """Phi_I starts at 0 and the smoothed weights restart: the first frame of an episode scores as
+    the first frame of a fresh potential, whatever the previous episode did."""
+    make = potentials()["learned"]
+    env = PBRS(counting_env(max_len=30, max_steps=4), make(), gamma=GAMMA)
+    _, info = env.reset(seed=1)
+    fresh_start = info["potential"]
+    for _ in range(4):
+        env.step(np.ones(1, np.float32))
+    obs, info = env.reset(seed=1)
+    assert info["potential"] == pytest.approx(fresh_start, abs=1e-12)
+    _, _, _, _, info = env.step(np.ones(1, np.float32))
+    assert info["process_phi_I"] >= 0.0
+
+
+def test_fusion_overrides_by_hand() -> None:
+    phis = np.array([[0.2, 0.4, 0.8]])
+    logits = np.log(np.array([[1.0, 2.0, 1.0]]))  # softmax: 0.25, 0.5, 0.25
+    plain = fuse(logits, np.array([0.0]), phis, FusionOverride(min_weight_floor=0.0, entropy_penalty=0.0, gating="none"))
+    np.testing.assert_allclose(plain.weights, [[0.25, 0.5, 0.25]])
+    assert plain.phi_star[0] == pytest.approx(0.25 * 0.2 + 0.5 * 0.4 + 0.25 * 0.8)
+    assert plain.confidence[0] == pytest.approx(0.5) and plain.disagreement[0] == pytest.approx(0.6)
+    sharp = fuse(logits, np.array([0.0]), phis, FusionOverride(temperature=0.5, min_weight_floor=0.0))
+    np.testing.assert_allclose(sharp.weights, [[1 / 6, 4 / 6, 1 / 6]])  # (1, 4, 1) / 6
+    floored = fuse(np.array([[0.0, 50.0, 0.0]]), np.array([0.0]), phis, FusionOverride(min_weight_floor=0.1))
+    np.testing.assert_allclose(floored.weights, [[0.1, 0.8, 0.1]], atol=1e-12)
+    masked = fuse(logits, np.array([0.0]), phis, FusionOverride(candidate_mask=(True, False, True), min_weight_floor=0.0))
+    np.testing.assert_allclose(masked.weights, [[0.5, 0.0, 0.5]])
+    assert masked.disagreement[0] == pytest.approx(0.6)  # I vs B; F is not a candidate
+    smoothed = fuse(logits, np.array([0.0]), phis, FusionOverride(weight_smoothing=0.75, min_weight_floor=0.0),
+                    previous_weights=np.array([[1.0, 0.0, 0.0]]))
+    np.testing.assert_allclose(smoothed.weights, [[0.75 + 0.25 * 0.25, 0.25 * 0.5, 0.25 * 0.25]])
+    # entropy penalty: uniform weights over 3 have entropy log 3, so confidence * (1 - 0.5)
+    uniform = fuse(np.zeros((1, 3)), np.array([0.0]), phis, FusionOverride(entropy_penalty=0.5, min_weight_floor=0.0))
+    assert uniform.entropy[0] == pytest.approx(np.log(3)) and uniform.confidence[0] == pytest.approx(0.25)
+    # gating: scale by the confidence, or only zero below the risk tolerance
+    scaled = fuse(logits, np.array([np.log(3.0)]), phis, FusionOverride(entropy_penalty=0.0, risk_tolerance=0.5))
+    assert scaled.confidence[0] == pytest.approx(0.75) and scaled.potential[0] == pytest.approx(0.75 * scaled.phi_star[0])
+    threshold = fuse(logits, np.array([np.log(3.0)]), phis, FusionOverride(entropy_penalty=0.0, risk_tolerance=0.8, gating="threshold"))
+    assert threshold.gate[0] == 0.0 and threshold.potential[0] == 0.0
+    kept = fuse(logits, np.array([np.log(3.0)]), phis, FusionOverride(entropy_penalty=0.0, risk_tolerance=0.7, gating="threshold"))
+    assert kept.potential[0] == pytest.approx(kept.phi_star[0])
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=0), dict(candidate_mask=(False, False, False)), dict(risk_tolerance=1.5),
+                                 dict(gating="soft"), dict(min_weight_floor=0.4)])
+def test_fusion_override_refuses_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        FusionOverride(**bad)
+
+
+def test_heuristic_perspectives_on_a_straight_line() -> None:
+    """Distances by hand: start 4 from the goal, then 2, then 0 (the heuristic needs no network)."""
+    potential = ProcessPotential(None, goal=Goal.frame(np.zeros(2)), inputs={"state": (2,)},
+                                 override=FusionOverride(gating="none"))
+    out = potential.score_episode({"state": np.array([[4.0, 0.0], [2.0, 0.0], [0.0, 0.0]])}, gamma=0.5, terminated=True)
+    np.testing.assert_allclose(out.perspectives, [[0, 0, 0], [0.5, 0.5, 0.5], [1, 1, 1]], atol=1e-12)
+    np.testing.assert_allclose(out.phi_star, [0, 0.5, 1], atol=1e-12)
+    np.testing.assert_allclose(out.r_shape, [0.5 * 0.5 - 0.0, 0.5 * 0.0 - 0.5], atol=1e-12)  # terminated: Phi(s_T) = 0
+    assert out.metadata["goal"] == "explicit"
+    hop, sigma = heuristic_hop(np.array([[0.0, 0.0]]), np.array([[3.0, 0.0]]), np.array([[2.0, 0.0]]), np.array([2.0]))
+    assert hop[0] == pytest.approx(0.5) and sigma[0] == 0.0  # from 2 to 1 away from the goal, in units of 2
+
+
+def test_offline_scoring_may_use_the_last_frame_and_says_so() -> None:
+    potential = ProcessPotential(None, inputs={"state": (2,)})
+    out = potential.score_episode({"state": np.array([[4.0, 0.0], [1.0, 0.0]])}, gamma=1.0)
+    assert out.metadata["goal"] == "last frame (offline only)"
+    assert out.perspectives[-1].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_online_use_without_a_goal_is_refused() -> None:
+    with pytest.raises(ValueError, match="needs an explicit goal"):
+        PBRS(counting_env(), ProcessPotential(random_process_model()), gamma=GAMMA)
+
+
+def test_goal_from_an_observation_key_and_a_wrong_shape() -> None:
+    from gymnasium.vector import SyncVectorEnv
+
+    from reward_wrappers import VectorPBRS
+
+    def env() -> Any:
+        return counting_env(max_len=4, max_steps=6, image=True)
+
+    potential = ProcessPotential(None, goal=Goal.obs("missing"), inputs={"state": (3,)})
+    with pytest.raises(ValueError, match="missing"):
+        VectorPBRS(SyncVectorEnv([env]), potential, gamma=GAMMA)
+    wrong = ProcessPotential(None, goal=Goal.fn(lambda f: np.zeros((len(f["state"]), 2))), inputs={"state": (3,)})
+    venv = VectorPBRS(SyncVectorEnv([env]), wrong, gamma=GAMMA)
+    with pytest.raises(ValueError, match=r"goal features have shape \(2,\)"):
+        venv.reset(seed=0)
