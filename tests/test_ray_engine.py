@@ -1,8 +1,9 @@
-"""``--engine ray`` on a real local Ray cluster (2 CPUs): bench's grid.
+"""``--engine ray`` on a real local Ray cluster (2 CPUs): bench's grid and collect's actors.
 
 A grid survives a Ray worker killed mid-run (the task is retried and gives the same results as a
 run never killed), a run returns its files into ``--out`` where the workers do not share it,
-``--resume`` reuses finished runs. Ray is the ``.[ray]`` extra: these tests skip without it, except
+``--resume`` reuses finished runs, and two collector actors share one buffer: caps hold, nothing
+is lost, ids do not collide. Ray is the ``.[ray]`` extra: these tests skip without it, except
 under ``CI=true`` (``make setup`` installs it), where they fail.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import sys
@@ -21,6 +23,7 @@ from typing import Any, Iterator
 import pytest
 
 from agents.cli import main
+from collectors import load_trajectories
 from tests.conftest import IN_CI
 
 CONDITIONS = ("sparse", "env")
@@ -177,8 +180,47 @@ def test_ray_options_are_refused_where_they_cannot_work(tmp_path: pathlib.Path, 
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     assert main(["bench", "--address", "auto", "--out", str(tmp_path)]) == 2
     assert "only with --engine ray" in capsys.readouterr().err
+    assert main(["collect", "--env", "PointReach-v0", "--episodes", "2", "--workers", "2", "--out", str(tmp_path)]) == 2
+    assert "--workers counts Ray actors" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
-    for argv in (["bench", "--engine", "ray", "--out", str(tmp_path)],):
+    for argv in (["bench", "--engine", "ray", "--out", str(tmp_path)],
+                 ["collect", "--env", "PointReach-v0", "--episodes", "2", "--engine", "ray", "--out", str(tmp_path)]):
         assert main(argv) == 2
         assert "pip install -e '.[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+def collect(out: pathlib.Path, *extra: str) -> int:
+    return main(["collect", "--env", "PointReach-v0", "--policy", "expert", "--noise", "0.5", "--engine", "ray",
+                 "--workers", "2", "--no-progress", "--out", str(out), *extra])
+
+
+def test_two_collector_actors_share_one_buffer(ray_cluster: Any, tmp_path: pathlib.Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "all"
+    assert collect(out, "--episodes", "8") == 0
+    summary = capsys.readouterr().out
+    trajectories = load_trajectories(out)
+    assert sorted(t.meta["seed"] for t in trajectories) == list(range(8))  # each episode once: none lost or doubled
+    assert len({t.id for t in trajectories}) == 8
+    assert len({t.id.split("-")[1] for t in trajectories}) == 2  # written by two actors (pids)
+    for t in trajectories:  # every trajectory is complete and readable
+        assert len(t) > 0 and t.actions.shape[0] == len(t) and t.obs["state"].shape[0] == len(t) + 1
+    written = re.search(r"(\d+) positive, (\d+) negative", summary)
+    assert written is not None and int(written[1]) + int(written[2]) == 8, summary
+
+
+def test_caps_hold_across_collector_actors(ray_cluster: Any, tmp_path: pathlib.Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "capped"
+    assert collect(out, "--episodes", "12", "--max-positive", "3", "--max-negative", "1") == 0
+    summary = capsys.readouterr().out
+    positive, negative = load_trajectories(out, split="positive"), load_trajectories(out, split="negative")
+    assert len(positive) <= 3 and len(negative) <= 1
+    assert len(positive) == 3  # the expert at noise 0.5 succeeds far more than 3 times in 12 episodes
+    counts = re.search(r"(\d+) positive, (\d+) negative trajectories(?: \((\d+) not written: split full\))?", summary)
+    assert counts is not None, summary
+    assert (int(counts[1]), int(counts[2])) == (len(positive), len(negative))
+    episodes = int(counts[1]) + int(counts[2]) + int(counts[3] or 0)
+    # Every episode run is accounted for; the actors stop early only once both splits are full.
+    assert episodes == 12 or len(negative) == 1
