@@ -132,7 +132,7 @@ def test_without_a_shared_filesystem_runs_return_their_files_into_out(killed_gri
 
 
 def test_a_run_that_does_not_see_the_marker_trains_on_shipped_checkpoints_and_returns_its_files(
-        tmp_path: pathlib.Path) -> None:
+        ray_cluster: Any, tmp_path: pathlib.Path) -> None:
     import collectors
     import envs
     from agents.ray_engine import checkpoint_paths, train_run, write_returned_files
@@ -146,9 +146,11 @@ def test_a_run_that_does_not_see_the_marker_trains_on_shipped_checkpoints_and_re
     cfg = TrainConfig(env="PointReach-v0", reward=f"classifier:{clf}", steps=64, n_envs=1, eval_freq=64,
                       eval_episodes=1, algo_kwargs={"n_steps": 64, "batch_size": 64},
                       logdir=str(tmp_path / "out" / "runs" / "r"))
-    shipped = {path: pathlib.Path(path).read_bytes() for path in checkpoint_paths(cfg)}
+    shipped = {path: ray_cluster.put(pathlib.Path(path).read_bytes()) for path in checkpoint_paths(cfg)}
     (tmp_path / "driver").rename(tmp_path / "elsewhere")  # the worker cannot read the driver's checkpoint
-    returned = train_run(cfg, None, str(tmp_path / "out"), token="0123456789abcdef", checkpoints=shipped)  # no marker
+    # A token whose marker is not in --out: the task must take the no-shared-filesystem path.
+    task = ray_cluster.remote(train_run)
+    returned = ray_cluster.get(task.remote(cfg, None, str(tmp_path / "out"), "0123456789abcdef", shipped))
     assert returned["files"] is not None and {"model.zip", "eval.json", "run_config.json"} <= set(returned["files"])
     assert not pathlib.Path(cfg.logdir).exists()  # nothing written into --out by the run itself
     assert returned["summary"]["reward_inference_share"] > 0  # the shipped classifier paid the rewards
