@@ -136,8 +136,10 @@ def run_grid_on_ray(
     on_done: Callable[[tuple[str, int]], None] = lambda key: None,
 ) -> dict[tuple[str, int], dict[str, Any]]:
     """Every config as one Ray task; their summaries by key, as they finish (``on_done`` each)."""
-    out_dir = pathlib.Path(out_dir)
+    # Absolute: a worker on another node does not start in the driver's working directory.
+    out_dir = pathlib.Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
+    configs = [replace(cfg, logdir=str(pathlib.Path(cfg.logdir).resolve())) for cfg in configs]
     results: dict[tuple[str, int], dict[str, Any]] = {}
     with ray_session(grid.address) as ray, _marker(out_dir, grid.shared_fs) as token:
         if grid.gpus_per_run > 0 and ray.cluster_resources().get("GPU", 0) < grid.gpus_per_run:
