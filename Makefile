@@ -15,7 +15,8 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 	$(PY) -m pip install -qq --upgrade pip
 	# torch first and pinned: an unpinned torch resolves to a multi-GB CUDA build.
 	$(PY) -m pip install -qq -c constraints.txt torch
-	$(PY) -m pip install -qq -c constraints.txt -e '.[maniskill,dev]'
+	# ray: the .[ray] extra, so the --engine ray tests run in CI too.
+	$(PY) -m pip install -qq -c constraints.txt -e '.[maniskill,dev,ray]'
 	touch $(STAMP)
 
 vulkan:

@@ -6,8 +6,10 @@ Conditions are rewards as for ``train-agent``, optionally followed by ``+pbrs:PA
 (``classifier:c.pt+pbrs:p.pt@gamma=0.95``), otherwise ``--gamma`` or the env's default applies.
 Any other ``train-agent`` option of the refits and demonstrations may follow the same way:
 ``classifier:c.pt@refit-every=2000@label-budget=2000@demos=buffers`` (see ``agents.compare``).
-Runs go to parallel processes (``--jobs``); the output directory receives ``results.json`` (mean
-and spread per condition, per-seed curves, versions), ``report.md`` and ``curves.png``.
+Runs go to parallel processes (``--jobs``) or, with ``--engine ray``, to a Ray cluster
+(:mod:`agents.ray_engine`: ``--address``, ``--gpus-per-run``, ``--no-shared-fs``); the output
+directory receives ``results.json`` (mean and spread per condition, per-seed curves, versions),
+``report.md`` and ``curves.png``.
 ``--resume`` reuses the runs in ``--out`` that already finished with the same settings, so the
 same command continues an interrupted bench.
 """
@@ -22,10 +24,12 @@ import shlex
 import sys
 
 import envs
+from agents import ray_engine
 from agents.compare import Condition, format_table, run_conditions
 from agents.defaults import family_defaults, parse_algo_kwargs
 from agents.preflight import check_checkpoints, probe_env
 from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig
+from collectors.ray_cluster import RayUnavailableError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="reuse runs that already finished in --out with the same settings (continue an interrupted "
                              "bench); without it every run is trained afresh")
+    ray_engine.add_arguments(parser)
 
 
 def size_jobs(jobs: int | None, runs: int, base: TrainConfig, step_seconds: float | None, oversubscribe: bool,
@@ -101,17 +106,29 @@ def run(args: argparse.Namespace) -> int:
         for c in conditions:  # validate every checkpoint path and option before any run starts
             check_checkpoints(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
         step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
-        jobs = size_jobs(args.jobs, len(conditions) * args.seeds, base, step_seconds, args.oversubscribe)
-    except (ValueError, FileNotFoundError) as exc:
+        grid = ray_engine.grid_from_args(args)
+        if grid is None:
+            jobs = size_jobs(args.jobs, len(conditions) * args.seeds, base, step_seconds, args.oversubscribe)
+        else:
+            if args.jobs is not None:
+                print("rewardswap bench: --jobs is not used with --engine ray: each run is a task declaring one CPU, "
+                      "and the cluster's CPUs decide how many run at once", file=sys.stderr)
+            jobs = 1
+    except (ValueError, FileNotFoundError, RayUnavailableError) as exc:
         print(f"rewardswap bench: error: {exc}", file=sys.stderr)
         return 2
     extra = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": os.cpu_count()},
+        "engine": args.engine,
     }
-    summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=jobs, extra=extra,
-                             preamble=f"Command: `{extra['command']}`\n\n", resume=args.resume,
-                             step_seconds=step_seconds)
+    try:
+        summary = run_conditions(conditions, base, list(range(args.seeds)), args.out, jobs=jobs, extra=extra,
+                                 preamble=f"Command: `{extra['command']}`\n\n", resume=args.resume,
+                                 step_seconds=step_seconds, ray=grid)
+    except RayUnavailableError as exc:
+        print(f"rewardswap bench: error: {exc}", file=sys.stderr)
+        return 2
     print(format_table(summary))
     print(f"report: {args.out}/report.md")
     return 0

@@ -5,7 +5,7 @@ A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``,
 ``+pbrs:p.pt``, and optionally by ``@name=value`` options of ``train-agent``: ``@gamma=G`` (that
 condition's agent discount, and so its PBRS gamma), ``@refit-every=N``, ``@label-budget=L``,
 ``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``. Each (condition, seed) is
-one ``train_agent`` run in its own process; the results are summarised in ``results.json``,
+one ``train_agent`` run in its own process (or Ray task: :mod:`agents.ray_engine`); the results are summarised in ``results.json``,
 ``report.md`` and ``curves.png``.
 """
 
@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from agents.monitor import precision_since
+from agents.ray_engine import RayGrid, run_grid_on_ray
 from agents.train import TrainConfig, check_discount, package_versions, resolve_ignore_terminations, train_agent
 
 
@@ -139,8 +140,10 @@ def run_conditions(
     preamble: str = "",
     resume: bool = False,
     step_seconds: float | None = None,
+    ray: RayGrid | None = None,
 ) -> dict[str, Any]:
-    """Train every condition for every seed (``jobs`` processes at once); write a report.
+    """Train every condition for every seed (``jobs`` processes at once, or as Ray tasks with
+    ``ray``; ``jobs`` is then unused, the cluster's CPUs decide); write a report.
 
     ``step_seconds``: the env's step cost, measured once by the caller (``preflight.probe_env``),
     so every run makes the same choice of worker processes instead of measuring under the load
@@ -171,7 +174,9 @@ def run_conditions(
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(configs), desc="training runs", unit="run", disable=None if progress else True)  # None: off when not a tty
-    if jobs <= 1:
+    if ray is not None:
+        results.update(run_grid_on_ray(ray, keys, configs, out_dir, step_seconds, on_done=lambda key: bar.update(1)))
+    elif jobs <= 1:
         for key, cfg in zip(keys, configs):
             bar.set_postfix_str(f"{key[0]} seed {key[1]}")
             results[key] = _run_one(cfg, step_seconds)

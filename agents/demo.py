@@ -16,6 +16,8 @@ Steps (each prints progress):
 5. write ``report.md``, ``curves.png`` (true success vs env steps) and ``results.json``.
 
 Every condition is evaluated on the env's *true* success flag, whatever it was trained on.
+Step 4's runs go to ``--jobs`` processes or, with ``--engine ray``, to a Ray cluster
+(:mod:`agents.ray_engine`); steps 1-3 run here.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from typing import Any
 import numpy as np
 
 import envs
+from agents import ray_engine
 from agents.compare import Condition, format_table, run_conditions
 from agents.train import TrainConfig, check_discount, train_agent
+from collectors.ray_cluster import RayUnavailableError
 
 #: The compared rewards, by letter (see the module docstring).
 CONDITION_LETTERS = ("a", "b", "c", "d", "e")
@@ -123,8 +127,9 @@ def run_demo(
     learned_gamma: float | None = None,
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
+    ray: ray_engine.RayGrid | None = None,
 ) -> dict[str, Any]:
-    """Run the demo (see the module docstring); ``conditions`` picks among a-e.
+    """Run the demo (see the module docstring); ``conditions`` picks among a-e; ``ray``: step 4 on Ray.
 
     ``learned_gamma`` is the agent discount (and PBRS gamma) of the learned-reward conditions c-e;
     ``None`` keeps the env's default (PPO: 0.95), as for a and b. PBRS needs a long enough horizon:
@@ -208,7 +213,8 @@ def run_demo(
                         for r in refinement["rounds"]) + ". "
         )
     preamble += f"Setup before training took {time.perf_counter() - started:.0f} s.\n\n"
-    summary = run_conditions(chosen, base, seeds, out, jobs=jobs, progress=progress, extra=extra, preamble=preamble)
+    summary = run_conditions(chosen, base, seeds, out, jobs=jobs, progress=progress, extra=extra, preamble=preamble,
+                             ray=ray)
     say(f"[5/5] results (total {time.perf_counter() - started:.0f} s)")
     say(format_table(summary))
     say(f"report: {out / 'report.md'}  curves: {out / 'curves.png'}  results: {out / 'results.json'}")
@@ -302,12 +308,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-freq", type=int, default=8_000, help="env steps between true-success evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20, help="deterministic episodes per evaluation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes")
+    parser.add_argument("--jobs", type=int, default=1, help="training runs in parallel processes (--engine local)")
     parser.add_argument("--learned-gamma", type=float, default=None, metavar="G",
                         help="agent discount (and PBRS gamma) for the learned conditions c, d, e; default: the env's, "
                              "as for a and b (PPO: 0.95; PBRS on PushCube learned at 0.95, not at 0.8)")
     parser.add_argument("--quick", action="store_true",
                         help="tiny budgets: a smoke run (about 1 minute on PointReach-v0, 4 on PushCube-v1)")
+    ray_engine.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -318,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
                                   refine_rounds=args.refine_rounds, learned_gamma=args.learned_gamma)
     try:
         kwargs["env_kwargs"] = envs.parse_env_kwargs(args.env_kwargs)
-    except ValueError as exc:
+        kwargs["ray"] = ray_engine.grid_from_args(args)  # Ray missing: said now, not after minutes of fitting
+    except (ValueError, RayUnavailableError) as exc:
         print(f"rewardswap demo: error: {exc}", file=sys.stderr)
         return 2
     if args.quick:
@@ -339,5 +347,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"rewardswap demo: error: --env {args.env!r} has no scripted expert; choose one of "
               f"{list(envs.SUPPORTED_EXPERT_ENV_IDS)}", file=sys.stderr)
         return 2
-    run_demo(args.out, **kwargs)
+    try:
+        run_demo(args.out, **kwargs)
+    except RayUnavailableError as exc:
+        print(f"rewardswap demo: error: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -4,7 +4,8 @@ Runs ``--episodes`` episodes of ``--env`` with a scripted expert, random actions
 model, and writes each finished episode under ``OUT/positive/`` or ``OUT/negative/`` (see
 ``collectors.format``). Episode ``e`` (0-based) is reset with seed ``--seed + e``, so a run is
 reproducible and ``meta.json`` names each episode's seed. With ``--n-envs K`` the episodes are
-split over K worker processes writing into the same buffer.
+split over K worker processes writing into the same buffer; with ``--engine ray --workers N``
+over N actors on a Ray cluster (:mod:`collectors.ray_collect`), again into the same buffer.
 
 ``--policy module:factory`` imports ``module`` and calls ``factory(env, seed)``, which returns
 ``policy(obs) -> action`` (a suite's own scripted policy, say); ``--noise`` is applied on top.
@@ -12,6 +13,7 @@ split over K worker processes writing into the same buffer.
 Examples:
   rewardswap collect --env PointReach-v0 --policy expert --noise 0.5 --episodes 200 --obs rgb --out data/reach
   rewardswap collect --env PickCube-v1 --policy runs/ppo.zip --trust-policy --episodes 50 --n-envs 2 --out data/pick
+  rewardswap collect --env PointReach-v0 --episodes 10000 --engine ray --address auto --workers 32 --out /shared/data/reach
   rewardswap collect --env PushCube-v1 --env-kwargs '{"camera_view": "workspace"}' --obs state+rgb --episodes 20 --out data/push
   rewardswap collect --env my_suite:Lift-v0 --env-kwargs '{"task": "lift"}' --policy my_suite.policies:scripted --episodes 50 --out data/lift
   rewardswap collect --import-rlinf reward_data/ --out data/rlinf --allow-pickle
@@ -29,6 +31,8 @@ from typing import Any, Callable
 
 import envs
 from collectors.format import SPLITS
+from collectors.ray_cluster import RayUnavailableError, add_engine_arguments, engine_problems, import_ray
+from collectors.rollout import split_episodes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--noise", type=float, default=0.0,
                         help="action noise in [0, 1] for expert and model policies: 0 clean, 1 random (default: 0)")
     parser.add_argument("--n-envs", type=int, default=1, help="worker processes, one env each (default: 1)")
+    add_engine_arguments(parser)
+    parser.add_argument("--workers", type=int, default=None,
+                        help="with --engine ray: collector actors, one CPU each, all writing into --out (which every "
+                             "node must see); default: one per CPU of the cluster")
     parser.add_argument("--seed", type=int, default=0, help="episode e is reset with seed S+e (default: 0)")
     parser.add_argument("--info-keys", nargs="*", default=[], metavar="KEY",
                         help="info keys to store per frame, e.g. stage flags (PointKeyDoor-v0: has_key)")
@@ -227,6 +235,13 @@ def run(args: argparse.Namespace) -> int:
         problems.append("--episodes must be >= 1")
     if args.n_envs < 1:
         problems.append("--n-envs must be >= 1")
+    problems += engine_problems(args)
+    if args.engine == "ray" and args.n_envs != 1:
+        problems.append("--n-envs counts local worker processes; with --engine ray give --workers (Ray actors)")
+    if args.engine != "ray" and args.workers is not None:
+        problems.append("--workers counts Ray actors (--engine ray); for local worker processes give --n-envs")
+    if args.workers is not None and args.workers < 1:
+        problems.append("--workers must be >= 1")
     if not 0.0 <= args.noise <= 1.0:
         problems.append("--noise must be in [0, 1]")
     if args.policy not in ("expert", "random") and not is_factory_reference(args.policy) and not (
@@ -238,14 +253,18 @@ def run(args: argparse.Namespace) -> int:
                         "carries; pass --trust-policy if you trust this file")
     if not problems and args.env is not None:
         problems += _env_problems(args)
+    if not problems and args.engine == "ray":
+        try:
+            import_ray()  # a missing extra is said before anything starts
+        except RayUnavailableError as exc:
+            problems.append(str(exc))
     if problems:
         print("rewardswap collect: " + "; ".join(problems), file=sys.stderr)
         return 2
 
     from tqdm.auto import tqdm
 
-    n_workers = min(args.n_envs, args.episodes)
-    shards = [list(range(i, args.episodes, n_workers)) for i in range(n_workers)]
+    shards = split_episodes(args.episodes, args.n_envs)
     bar = tqdm(total=args.episodes, desc=f"collect {args.env}", unit="ep", disable=True if args.no_progress else None)  # None: off when not a tty
     counts = {"success": 0, "steps": 0}
 
@@ -260,7 +279,11 @@ def run(args: argparse.Namespace) -> int:
     results: list[dict[str, Any]] = []
     errors: list[str] = []
     try:
-        if n_workers == 1:
+        if args.engine == "ray":
+            from collectors.ray_collect import collect_on_ray
+
+            results, errors = collect_on_ray(args, args.workers, collect_episodes, on_event)
+        elif len(shards) == 1:
             results.append(collect_episodes(args, shards[0], on_event))
         else:
             import multiprocessing as mp
@@ -293,6 +316,10 @@ def run(args: argparse.Namespace) -> int:
                 p.join(timeout=5.0)
                 if p.is_alive():
                     p.terminate()
+    except RayUnavailableError as exc:  # not installed, or no cluster at --address: nothing was collected
+        bar.close()
+        print(f"rewardswap collect: {exc}", file=sys.stderr)
+        return 2
     except Exception:
         errors.append(traceback.format_exc())
     finally:

@@ -9,6 +9,12 @@ seed ``seed + e`` (so ``meta.json`` names a reproducible seed) and acted in by `
 >>> steps = record_episodes(recorder, lambda e: envs.expert_policy(recorder, seed=e), range(3), seed=0)
 >>> recorder.close(); recorder.stats.written["positive"]
 3
+
+Several workers (``collect --n-envs`` processes, ``--engine ray`` actors) share the episodes as
+:func:`split_episodes` deals them:
+
+>>> split_episodes(5, 2)
+[[0, 2, 4], [1, 3]]
 """
 
 from __future__ import annotations
@@ -16,6 +22,13 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 Policy = Callable[[Any], Any]
+
+
+def split_episodes(episodes: int, workers: int) -> list[list[int]]:
+    """Episodes ``0..episodes-1`` dealt round-robin to ``min(workers, episodes)`` workers: each
+    episode exactly once, the shares differing by at most one episode."""
+    n = max(1, min(workers, episodes))
+    return [list(range(i, episodes, n)) for i in range(n)]
 
 
 def record_episodes(

@@ -11,7 +11,7 @@ import pytest
 MODULES = [
     "collectors", "collectors.format", "collectors.frames", "collectors.writer", "collectors.process_writer",
     "collectors.recorder", "collectors.reader", "collectors.rollout", "collectors.rlinf", "collectors.atomic",
-    "collectors.columns", "collectors.root", "collectors.wire",
+    "collectors.columns", "collectors.root", "collectors.wire", "collectors.ray_cluster",
     "envs", "envs.point_base", "envs.point_reach", "envs.point_key_door", "envs.factory", "envs.wrappers",
     "envs.experts", "envs.spaces", "envs.options", "envs.dummy",
     pytest.param("envs.maniskill", marks=pytest.mark.maniskill),
