@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="observation mode; every key is stored (default: state)")
     parser.add_argument("--noise", type=float, default=0.0,
                         help="action noise in [0, 1] for expert and model policies: 0 clean, 1 random (default: 0)")
+    parser.add_argument("--ignore-terminations", action="store_true",
+                        help="episodes run their full length after success (built-in and ManiSkill envs), as "
+                             "train-agent runs them; record this way for a potential that must hold after success")
     parser.add_argument("--n-envs", type=int, default=1, help="worker processes, one env each (default: 1)")
     add_engine_arguments(parser)
     parser.add_argument("--workers", type=int, default=None,
@@ -144,7 +147,7 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
 
     env_kwargs = envs.parse_env_kwargs(args.env_kwargs)
     env = envs.make(args.env, obs=args.obs, render_size=args.render_size, max_episode_steps=args.max_episode_steps,
-                    **env_kwargs)
+                    ignore_terminations=getattr(args, "ignore_terminations", False), **env_kwargs)
     spec = envs.env_spec(args.env, env_kwargs, args.max_episode_steps, args.render_size)
     recorder = TrajectoryRecorder(
         env, args.out, success_key=args.success_key, info_keys=tuple(args.info_keys),
@@ -191,6 +194,8 @@ def _env_problems(args: argparse.Namespace) -> list[str]:
         return [str(exc)]
     if args.max_episode_steps is not None and args.max_episode_steps < 1:
         return [f"--max-episode-steps must be >= 1, got {args.max_episode_steps}"]
+    if getattr(args, "ignore_terminations", False) and not envs.supports_ignore_terminations(args.env):
+        return [f"--ignore-terminations: {args.env} does not support it (built-in and ManiSkill envs do)"]
     return []
 
 

@@ -3,8 +3,8 @@
 Three fits, one checkpoint (``process_net``, :mod:`reward_wrappers.process_net`):
 
 1. the **hop predictor** on frame pairs of the labelled training episodes (half consecutive
-   frames, half any two frames of an episode, both orders), Gaussian likelihood on the provider's
-   hop labels (:mod:`trainers.process_labels`);
+   frames, half any two frames of an episode, both orders): squared error of the hop, Gaussian
+   likelihood of its spread, on the provider's hop labels (:mod:`trainers.process_labels`);
 2. the **novelty reference**: features and one-step changes of those episodes' frames;
 3. the **fusion network** on episodes held back from 1 and 2 (so their novelty is what an unseen
    episode's is): its weights so that the fused progress matches the labels, its confidence so
@@ -142,17 +142,22 @@ def fit_process(
         return [torch.as_tensor(a, dtype=torch.float32, device=dev) for a in arrays]
 
     nll = torch.nn.GaussianNLLLoss()
+
+    def hop_loss(mu: torch.Tensor, sigma: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        # The mean by squared error, the spread by likelihood around the detached mean: likelihood
+        # alone lets the net call large hops uncertain instead of fitting them (Phi_F, Phi_B need them).
+        return F.mse_loss(mu, y) + nll(mu.detach(), y, sigma**2)
     val_pairs = tensors(*_pairs(held, 4096, np.random.default_rng(seed + 1)))
 
     def hop_batch() -> tuple[torch.Tensor, int]:
         before, after, y = tensors(*_pairs(hop_part, batch_size, rng))
         mu, sigma = net.hop(before, after)
-        return nll(mu, y, sigma**2), batch_size
+        return hop_loss(mu, sigma, y), batch_size
 
     def hop_validate() -> dict[str, float]:
         with torch.no_grad():
             mu, sigma = net.hop(val_pairs[0], val_pairs[1])
-            return {"val_loss": float(nll(mu, val_pairs[2], sigma**2)), "val_hop_mae": float((mu - val_pairs[2]).abs().mean())}
+            return {"val_loss": float(hop_loss(mu, sigma, val_pairs[2])), "val_hop_mae": float((mu - val_pairs[2]).abs().mean())}
 
     steps = steps_per_epoch or max(100, len(hop_frames) // batch_size)
     hop_fit = fit_loop(net.hop_net, hop_batch, hop_validate, epochs=epochs, steps=steps, lr=lr, patience=patience, desc="hop predictor",
