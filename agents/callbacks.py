@@ -40,7 +40,34 @@ class TimedModel:
             self.seconds += time.perf_counter() - start
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self.model, name)
+        value = getattr(self.model, name)
+        if name == "episode_potential":  # a stateful potential computes in its feed: time that instead
+            return lambda *args, **kwargs: _TimedFeed(value(*args, **kwargs), self)
+        return value
+
+
+class _TimedFeed:
+    """A stateful potential's per-env feed whose ``begin``/``evaluate`` seconds add to a :class:`TimedModel`."""
+
+    def __init__(self, feed: Any, owner: TimedModel) -> None:
+        self.feed, self.owner = feed, owner
+
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.feed.begin(*args, **kwargs)
+        finally:
+            self.owner.seconds += time.perf_counter() - start
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return self.feed.evaluate(*args, **kwargs)
+        finally:
+            self.owner.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.feed, name)
 
 
 class RewardLogger(BaseCallback):
