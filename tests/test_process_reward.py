@@ -13,7 +13,7 @@ from reward_wrappers import PBRS, FusionOverride, Goal, InputSpec, ModelSpec, Pr
 from reward_wrappers.process_fusion import fuse, heuristic_hop
 from reward_wrappers.process_net import ProcessNet
 from tests.reward_helpers import GAMMA, check_telescoping, counting_env, rollout, actions_for
-from tests.test_reward_wrappers_vector import FORMS, NUM_ENVS, run_vector, vector_actions, wrapper_family
+from tests.test_reward_wrappers_vector import FORMS, NUM_ENVS, make_form, run_vector, vector_actions, wrapper_family
 
 SPEC = ModelSpec({"state": InputSpec((3,), "float32")}, output="progress", has_confidence=True)
 
@@ -49,17 +49,15 @@ def episode_potentials(make: Any, frames: list[np.ndarray]) -> np.ndarray:
 def test_process_pbrs_telescopes_in_every_twin(form: str, name: str) -> None:
     make = potentials()[name]
     cls = wrapper_family("pbrs")[FORMS[form]]
-    from tests.test_reward_wrappers_vector import make_form
-
     venv = make_form(form, FORMS[form], "pbrs", make(), {"gamma": GAMMA}, max_len=7, max_steps=5)
     assert isinstance(venv, cls)
     records, first = run_vector(form, venv, vector_actions(seed=2))
     ended = set()
     for i in range(NUM_ENVS):
-        s0, frames, shaping = first[i], [first[i]], []
+        frames, shaping = [first[i]], []
         for rec in records[i]:
             if not rec["real"]:  # NEXT_STEP reset step: the episode starts here
-                s0, frames, shaping = rec["s_new"], [rec["s_new"]], []
+                frames, shaping = [rec["s_new"]], []
                 continue
             shaping.append(rec["F"])
             frames.append(rec["s_next"])
@@ -69,7 +67,7 @@ def test_process_pbrs_telescopes_in_every_twin(form: str, name: str) -> None:
                 phi = episode_potentials(make, frames)
                 check_telescoping(shaping, phi[0], phi[-1], rec["terminated"], GAMMA, tol=1e-6)
                 if rec["s_new"] is not None:
-                    s0, frames, shaping = rec["s_new"], [rec["s_new"]], []
+                    frames, shaping = [rec["s_new"]], []
     assert ended == {True, False}  # both ends of an episode were checked
 
 
