@@ -38,6 +38,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "refit-data": ("refit_data", str),
     "demos": ("demos", str),
     "demo-ratio": ("demo_ratio", float),
+    "pbrs-scale": ("pbrs_scale", float),
     "process-goal": ("process_goal", str),
     "process-override": ("process_override", json.loads),
 }

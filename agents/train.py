@@ -110,6 +110,7 @@ class TrainConfig:
     backbone: str | None = None
     batched_device: str | None = None
     process_goal: str | None = None
+    pbrs_scale: float = 1.0
     process_override: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -135,6 +136,8 @@ class TrainConfig:
             raise FileNotFoundError(f"--pbrs: checkpoint {self.pbrs} does not exist")
         if self.policy_obs not in OBS_CHOICES:
             raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
+        if not self.pbrs_scale > 0:
+            raise ValueError(f"--pbrs-scale must be positive, got {self.pbrs_scale}")
         if self.steps <= 0 or self.n_envs <= 0:
             raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
         if self.gamma is not None:
@@ -272,7 +275,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         venv = reward_kind(kind).serve(venv, reward_model, cfg.reward_output)  # the kind's wrapper (trainers.kinds)
     pbrs_gamma = None
     if potential is not None:
-        venv = VecPBRS(venv, potential, gamma=gamma)
+        venv = VecPBRS(venv, potential, gamma=gamma, scale=cfg.pbrs_scale)
         pbrs_gamma = venv.gamma  # the agent's own (reward-semantics notes); run_config.json shows both
     venv = _select_policy_keys(venv, env_obs, cfg.policy_obs)
     # Running mean/std of the policy's state observations: ManiSkill states mix joint angles,
@@ -375,6 +378,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="env | sparse | KIND:PATH, KIND a registered reward-model kind (classifier, progress, "
                              "preference or one a package adds)")
     parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
+    parser.add_argument("--pbrs-scale", type=float, default=1.0, metavar="K",
+                        help="the potential is K times the model's (a [0, 1] potential is small beside a sparse "
+                             "return of up to 1 / (1 - gamma); any K > 0 keeps the optimal policy)")
     parser.add_argument("--process-goal", default=None, metavar="SOURCE",
                         help="a process-reward potential's goal: obs:KEY, fn:MODULE:FUNCTION (e.g. "
                              "fn:envs.point_key_door:goal_state) or frame:FILE.npy (goal features)")
@@ -452,7 +458,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
         monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
         refit_epochs=args.refit_epochs, refit_precision=args.refit_precision, refit_data=args.refit_data,
-        demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
+        demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal, pbrs_scale=args.pbrs_scale,
         process_override=json.loads(args.process_override),
     )
 

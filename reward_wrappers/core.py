@@ -316,9 +316,13 @@ class PBRSCore:
         *,
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
+        scale: float = 1.0,
     ) -> None:
         self.ops = ops or NumpyOps()
         self.gamma = validate_gamma(gamma)
+        if not (np.isfinite(scale) and scale > 0):
+            raise ValueError(f"the potential's scale must be a positive number, got {scale}")
+        self.scale = float(scale)
         self.model = as_reward_model(potential)
         # A bare callable *is* the potential; a model's output is read per its spec.
         self.kind = "raw" if self.model.spec is None else self.model.spec.output
@@ -334,7 +338,8 @@ class PBRSCore:
         self.phi = self.ops.zeros(num_envs)
 
     def _potential(self, raw: Array) -> Array:
-        return potential_values(raw, self.kind, self.ops)
+        values = potential_values(raw, self.kind, self.ops)
+        return values if self.scale == 1.0 else values * self.scale
 
     def begin(self, frames: Frames, mask: Optional[Mask] = None) -> dict[str, Array]:
         phi = self._potential(self.feed.begin(frames, mask))

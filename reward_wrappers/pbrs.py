@@ -48,6 +48,9 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
         min_confidence: with a model offering ``predict_confidence`` (``spec.has_confidence``),
             ``Phi(s) = 0`` where the confidence is below this. Gating on a function of the state
             keeps the shaping potential-based.
+        scale: ``Phi`` is the model's potential times this (a potential in [0, 1] is small beside
+            a sparse success return of up to ``1 / (1 - gamma)``; any positive scale keeps the
+            optimal policy).
 
     ``info`` gets ``shaping_reward`` (``F``), ``potential`` (``Phi`` of the observation just
     returned, before terminal zeroing; on ``reset`` ``Phi(s_0)``) and ``env_reward``.
@@ -63,6 +66,7 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
         *,
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
+        scale: float = 1.0,
     ) -> None:
         # Recorded so that env.spec can rebuild the stack (gymnasium's check_env does).
         gym.utils.RecordConstructorArgs.__init__(
@@ -70,8 +74,10 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
             potential=potential,
             gamma=gamma,
             min_confidence=min_confidence,
+            scale=scale,
         )
-        core = PBRSCore(validated_model(potential, env.observation_space), gamma=gamma, min_confidence=min_confidence)
+        core = PBRSCore(validated_model(potential, env.observation_space), gamma=gamma, min_confidence=min_confidence,
+                        scale=scale)
         super().__init__(env, core)
         self.gamma = core.gamma
         self.potential = core.model

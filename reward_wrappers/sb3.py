@@ -184,6 +184,7 @@ class VecPBRS(VecCoreWrapper):
         *,
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
+        scale: float = 1.0,
     ) -> None:
         core = PBRSCore(
             validated_model(potential, venv.observation_space, what="VecEnv"),
@@ -191,6 +192,7 @@ class VecPBRS(VecCoreWrapper):
             NumpyOps(),
             gamma=gamma,
             min_confidence=min_confidence,
+            scale=scale,
         )
         super().__init__(venv, core)
         self.gamma = core.gamma

@@ -127,6 +127,7 @@ class TorchPBRS(TorchConventions, VectorPBRS):
         *,
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
+        scale: float = 1.0,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(
@@ -134,6 +135,7 @@ class TorchPBRS(TorchConventions, VectorPBRS):
             potential,
             gamma=gamma,
             min_confidence=min_confidence,
+            scale=scale,
             ops=TorchOps(device if device is not None else env_device(env)),
         )
 

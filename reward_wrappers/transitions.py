@@ -247,8 +247,9 @@ def transition_rewards(cores: Sequence[RewardCore], prev: Frames, nxt: Frames, e
             learned = raw_next - _values(core, prev, chunk) if core.output == "delta" else raw_next
             reward = combine_rewards(reward, learned, core.mode, core.env_weight, core.model_weight)
         elif isinstance(core, PBRSCore):
-            phi_prev = potential_values(_values(core, prev, chunk), core.kind, ops)
-            reward = reward + pbrs_shaping(phi_prev, potential_values(raw_next, core.kind, ops), terminated, core.gamma, ops)
+            phi_prev = core.scale * potential_values(_values(core, prev, chunk), core.kind, ops)
+            phi_next = core.scale * potential_values(raw_next, core.kind, ops)
+            reward = reward + pbrs_shaping(phi_prev, phi_next, terminated, core.gamma, ops)
         else:  # pragma: no cover - a new core kind must say how it pays a transition
             raise TypeError(f"no transition reward for {type(core).__name__}")
     return reward

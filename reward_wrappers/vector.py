@@ -208,6 +208,7 @@ class VectorPBRS(VectorCoreWrapper):
         *,
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
+        scale: float = 1.0,
         ops: Optional[Ops] = None,
     ) -> None:
         core = PBRSCore(
@@ -216,6 +217,7 @@ class VectorPBRS(VectorCoreWrapper):
             ops or NumpyOps(),
             gamma=gamma,
             min_confidence=min_confidence,
+            scale=scale,
         )
         super().__init__(env, core)
         self.gamma = core.gamma

@@ -419,3 +419,23 @@ def test_pbrs_min_confidence_refuses_a_network_without_confidence_head_at_constr
     plain = TorchRewardModel.build(ModelSpec.from_space(env.observation_space, ("state",), output="progress"), hidden=8)
     with pytest.raises(ValueError, match="min_confidence needs"):
         PBRS(env, plain, gamma=0.9, min_confidence=0.5)
+
+
+def test_pbrs_scale_multiplies_the_potential_and_still_telescopes() -> None:
+    plain = PBRS(counting_env(max_len=3, max_steps=9), potential_fn, gamma=GAMMA)
+    scaled = PBRS(counting_env(max_len=3, max_steps=9), potential_fn, gamma=GAMMA, scale=20.0)
+    _, info_p = plain.reset(seed=0)
+    _, info_s = scaled.reset(seed=0)
+    assert info_s["potential"] == pytest.approx(20.0 * info_p["potential"])
+    shaping, terminated = [], False
+    for action in actions_for(3):
+        _, _, terminated, truncated, step_p = plain.step(action)
+        _, _, _, _, step_s = scaled.step(action)
+        assert step_s["shaping_reward"] == pytest.approx(20.0 * step_p["shaping_reward"])
+        shaping.append(step_s["shaping_reward"])
+        if terminated or truncated:
+            break
+    assert terminated  # the counting env ends on success at max_len
+    check_telescoping(shaping, 20.0 * info_p["potential"], 0.0, True, GAMMA)
+    with pytest.raises(ValueError, match="scale"):
+        PBRS(counting_env(), potential_fn, gamma=GAMMA, scale=0.0)
