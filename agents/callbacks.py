@@ -4,6 +4,8 @@
 ``info["success"]``), the env's own return (``info["env_reward"]`` when a reward wrapper moved it
 there, else the reward) and the return the agent was trained on. ``TrueSuccessEval`` runs
 deterministic evaluation episodes on a separate env and logs the true success rate.
+``TimedModel`` adds up the seconds a reward model (or a stateful potential's feed) takes, for the
+run's reward-inference share.
 """
 
 from __future__ import annotations
@@ -52,19 +54,18 @@ class _TimedFeed:
     def __init__(self, feed: Any, owner: TimedModel) -> None:
         self.feed, self.owner = feed, owner
 
-    def begin(self, *args: Any, **kwargs: Any) -> Any:
+    def _timed(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         start = time.perf_counter()
         try:
-            return self.feed.begin(*args, **kwargs)
+            return method(*args, **kwargs)
         finally:
             self.owner.seconds += time.perf_counter() - start
 
+    def begin(self, *args: Any, **kwargs: Any) -> Any:
+        return self._timed(self.feed.begin, *args, **kwargs)
+
     def evaluate(self, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.feed.evaluate(*args, **kwargs)
-        finally:
-            self.owner.seconds += time.perf_counter() - start
+        return self._timed(self.feed.evaluate, *args, **kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.feed, name)
