@@ -26,7 +26,7 @@ from gymnasium.vector import VectorEnv
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from envs.batched import BatchedPointReach
+from envs.batched import BatchedPointKeyDoor, BatchedPointReach
 
 __all__ = ["BATCHED_ENVS", "TorchToSB3VecEnv", "make_batched_vec_env"]
 
@@ -95,7 +95,7 @@ class TorchToSB3VecEnv(VecEnv):
 
 
 #: Env ids with a torch-batched implementation (``train-agent --batched-device``).
-BATCHED_ENVS: dict[str, type[VectorEnv]] = {"PointReach-v0": BatchedPointReach}
+BATCHED_ENVS: dict[str, type[VectorEnv]] = {"PointReach-v0": BatchedPointReach, "PointKeyDoor-v0": BatchedPointKeyDoor}
 
 
 def make_batched_vec_env(env_id: str, *, n_envs: int, seed: int, device: str, obs: str, reward: str,

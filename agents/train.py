@@ -387,8 +387,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--process-override", default="{}", metavar="JSON", help="its FusionOverride fields, e.g. "
                         "'{\"gating\": \"threshold\", \"risk_tolerance\": 0.2, \"temperature\": 0.5}'")
     parser.add_argument("--batched-device", default=None, metavar="DEVICE",
-                        help="step the --n-envs envs as one torch-batched env on DEVICE (cpu, cuda); PointReach-v0 "
-                             "(state observations), e.g. --n-envs 1024 --batched-device cpu")
+                        help="step the --n-envs envs as one torch-batched env on DEVICE (cpu, cuda); PointReach-v0 or "
+                             "PointKeyDoor-v0 (state observations), e.g. --n-envs 1024 --batched-device cpu")
     parser.add_argument("--backbone", default=None, metavar="SOURCE",
                         help="backbone for reward models fitted on `rewardswap embed` embeddings (default: the source their "
                              "checkpoint records; a backbone with other weights is refused; unused when no model reads "

@@ -1,14 +1,15 @@
-"""The torch-batched PointReach-v0: the per-env env step for step, ManiSkill's batched conventions,
+"""The torch-batched PointReach-v0 and PointKeyDoor-v0: the per-env envs step for step, ManiSkill's batched conventions,
 and the torch reward wrappers on it agreeing with their per-env twins."""
 
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
 
 import envs
-from envs.batched import BatchedPointReach
+from envs.batched import BatchedPointKeyDoor, BatchedPointReach
 from reward_wrappers import PBRS
 from reward_wrappers.torch_batched import TorchPBRS
 
@@ -37,13 +38,36 @@ def per_env_rollouts(make, acts: np.ndarray) -> list[list[tuple]]:
     return out
 
 
-@pytest.mark.parametrize("reward", ["dense", "sparse"])
-def test_batched_env_is_the_per_env_env_step_for_step(reward: str) -> None:
-    acts = actions()
-    expected = per_env_rollouts(lambda: envs.make("PointReach-v0", reward=reward), acts)
-    env = BatchedPointReach(N, reward_mode=reward)
+def expert_actions(env_id: str, noise: float = 0.3) -> np.ndarray:
+    """Actions of a noisy expert on each env alone, reset as :func:`per_env_rollouts` resets: replayed,
+    they reach the key and the door, which random actions almost never do."""
+    acts = np.zeros((STEPS, N, 2), np.float32)
+    for i in range(N):
+        env = envs.make(env_id)
+        policy = envs.expert_policy(env, noise=noise, seed=i)
+        obs, _ = env.reset(seed=SEED + i)
+        for t in range(STEPS):
+            acts[t, i] = policy(obs)
+            obs, _, terminated, truncated, _ = env.step(acts[t, i])
+            if terminated or truncated:
+                obs, _ = env.reset()
+    return acts
+
+
+CASES = {"reach-dense": ("PointReach-v0", "dense", BatchedPointReach, None),
+         "reach-sparse": ("PointReach-v0", "sparse", BatchedPointReach, None),
+         "keydoor-dense": ("PointKeyDoor-v0", "dense", BatchedPointKeyDoor, "expert"),
+         "keydoor-sparse": ("PointKeyDoor-v0", "sparse", BatchedPointKeyDoor, "expert")}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_batched_env_is_the_per_env_env_step_for_step(case: str) -> None:
+    env_id, reward, batched, policy = CASES[case]
+    acts = actions() if policy is None else expert_actions(env_id)
+    expected = per_env_rollouts(lambda: envs.make(env_id, reward=reward), acts)
+    env = batched(N, reward_mode=reward, max_episode_steps=gym.spec(env_id).max_episode_steps)
     obs, _ = env.reset(seed=SEED)
-    episodes_ended = 0
+    episodes_ended = successes = 0
     for t in range(STEPS):
         obs, rewards, terminated, truncated, info = env.step(torch.as_tensor(acts[t]))
         for i in range(N):
@@ -53,10 +77,14 @@ def test_batched_env_is_the_per_env_env_step_for_step(reward: str) -> None:
             assert np.allclose(got_obs.numpy(), want_obs, atol=1e-6), (t, i)
             assert rewards[i].item() == pytest.approx(want_reward, abs=1e-6)
             assert (bool(terminated[i]), bool(truncated[i])) == (want_term, want_trunc), (t, i)
-            success = info["final_info"]["success"][i] if done else info["success"][i]
-            assert bool(success) == want_success
+            source = info["final_info"] if done else info
+            assert bool(source["success"][i]) == want_success
+            if "has_key" in expected[i][t][5]:
+                assert bool(source["has_key"][i]) == expected[i][t][5]["has_key"], (t, i)
             episodes_ended += done
+            successes += want_success
     assert episodes_ended > N  # autoresets happened
+    assert policy is None or successes > N  # the expert's episodes went through both stages
 
 
 def test_partial_reset_and_bad_arguments() -> None:
