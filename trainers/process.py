@@ -54,14 +54,23 @@ def _episodes(trajectories: Sequence[Any], spec: ModelSpec, provider: LabelProvi
 
 
 def _pairs(labelled: Sequence[tuple[Episode, np.ndarray]], n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
-    """``n`` (before, after, hop label) rows: half consecutive frames, half any two, both orders."""
+    """``n`` (before, after, hop label) rows: half consecutive frames, half any two, both orders.
+
+    Four frames in five come from the stretch where progress still changes (up to its first
+    maximum): an episode that runs on after success would otherwise fill most pairs with
+    zero-hop frames at the goal, and the early stage's small hops would go unlearnt."""
     which = rng.integers(len(labelled), size=n)
     before, after, labels = [], [], []
     for i in np.unique(which):
         episode, progress = labelled[i]
         k, T = int((which == i).sum()), len(progress)
-        b = rng.integers(T, size=k)
-        a = np.where(rng.random(k) < 0.5, np.clip(b + rng.choice([-1, 1], size=k), 0, T - 1), rng.integers(T, size=k))
+        moving = int(np.argmax(progress >= progress.max() - 1e-9)) + 1  # frames up to the first maximum
+
+        def frames(size: int) -> np.ndarray:
+            return np.where(rng.random(size) < 0.8, rng.integers(moving, size=size), rng.integers(T, size=size))
+
+        b = frames(k)
+        a = np.where(rng.random(k) < 0.5, np.clip(b + rng.choice([-1, 1], size=k), 0, T - 1), frames(k))
         before.append(episode.features[b]), after.append(episode.features[a]), labels.append(hop_labels(progress, b, a))
     return np.concatenate(before), np.concatenate(after), np.concatenate(labels)
 
