@@ -57,7 +57,8 @@ class Goal:
     ``Goal.frame(values)``: fixed features (a 1-D vector, or one observation as ``{key: value}``);
     ``Goal.obs(key)``: an observation key holding the goal features; ``Goal.fn(f)``: ``f(frames)``
     returns ``(B, F)`` goal features from the batched observation as numpy arrays (e.g. a goal
-    position in the state: ``envs.point_reach.goal_state``).
+    position in the state: ``envs.point_reach.goal_state``). The goal is taken at each episode's
+    first frame and held for the episode.
     """
 
     kind: str
