@@ -286,14 +286,15 @@ class ProcessFeed:
         self.weights = np.full((self.num_envs, 3), np.nan)
         self.diagnostics: dict[str, Array] = {}
 
-    def _read(self, frames: Frames) -> tuple[np.ndarray, np.ndarray]:
-        n = len(next(iter(frames.values())))
-        raw = raw_features(self.spec, frames)
-        goal = self.goal.features(frames, self.spec, n)  # type: ignore[union-attr]
-        if goal.shape != raw.shape:
-            raise ValueError(f"goal features have shape {goal.shape[1:]}, the model's features {raw.shape[1:]} "
+    def _read(self, frames: Frames) -> np.ndarray:
+        return self.scorer.normalise(raw_features(self.spec, frames))
+
+    def _goal(self, frames: Frames, like: np.ndarray) -> np.ndarray:
+        goal = self.goal.features(frames, self.spec, len(like))  # type: ignore[union-attr]
+        if goal.shape != like.shape:
+            raise ValueError(f"goal features have shape {goal.shape[1:]}, the model's features {like.shape[1:]} "
                              f"(keys {sorted(self.spec.inputs)}, flattened in that order)")
-        return self.scorer.normalise(raw), self.scorer.normalise(goal)
+        return self.scorer.normalise(goal)
 
     def _start(self, rows: np.ndarray, x: np.ndarray, goal: np.ndarray) -> None:
         self.x0[rows], self.previous[rows], self.goal_x[rows] = x, x, goal
@@ -342,8 +343,9 @@ class ProcessFeed:
         rows = self._rows(mask)
         values = np.zeros(self.num_envs)
         if len(rows):
-            x, goal = self._read(self._take(frames, rows))
-            self._start(rows, x, goal)
+            taken = self._take(frames, rows)
+            x = self._read(taken)
+            self._start(rows, x, self._goal(taken, x))
             values[rows], fused, phis = self._values(rows, x, np.zeros(len(rows), dtype=bool))
             if mask is None:
                 self._record(fused, phis)
@@ -354,16 +356,18 @@ class ProcessFeed:
         """Potentials at ``frames`` ``(B,)`` (``fresh`` envs start there) and, for ``ended`` envs,
         at their ``restart_frames``, where their next episodes start."""
         rows = np.arange(self.num_envs)
-        x, goal = self._read(frames)
+        x = self._read(frames)
         starting = np.zeros(self.num_envs, dtype=bool) if fresh is None else np.asarray(self._as_numpy(fresh), dtype=bool)
         if starting.any():
-            self._start(rows[starting], x[starting], goal[starting])
+            taken = self._take(frames, rows[starting])
+            self._start(rows[starting], x[starting], self._goal(taken, x[starting]))
         values, fused, phis = self._values(rows, x, ~starting)
         self._record(fused, phis)
         restart_values = None
         if restart_frames is not None and ended is not None and (restart := self._rows(ended)).size:
-            rx, rgoal = self._read(self._take(restart_frames, restart))
-            self._start(restart, rx, rgoal)
+            taken = self._take(restart_frames, restart)
+            rx = self._read(taken)
+            self._start(restart, rx, self._goal(taken, rx))
             restart_values = np.zeros(self.num_envs)
             restart_values[restart] = self._values(restart, rx, np.zeros(len(restart), dtype=bool))[0]
         return self.ops.floats(values), None if restart_values is None else self.ops.floats(restart_values)
