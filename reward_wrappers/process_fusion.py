@@ -32,6 +32,8 @@ PERSPECTIVES: tuple[str, str, str] = ("I", "F", "B")
 #: How gating uses the confidence: scale the potential by it, only zero it below the risk
 #: tolerance, or neither.
 GATING_MODES = ("scale", "threshold", "none")
+#: What a gate of 0 leaves: a potential of 0, or the episode's first fused value.
+GATE_TOWARD = ("zero", "start")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class FusionOverride:
         weight_smoothing: ``w_t = s * w_{t-1} + (1 - s) * w_raw``, restarted every episode.
         min_weight_floor: every enabled perspective keeps at least this weight.
         gating: ``"scale"`` (potential times confidence), ``"threshold"`` or ``"none"``.
+        gate_toward: where a gate below 1 pulls the potential: ``"zero"``, or ``"start"`` (the
+            episode's first ``Phi*``: ``Phi = Phi*_0 + gate * (Phi* - Phi*_0)``). With ``gamma < 1``
+            each step in a state costs ``(1 - gamma) * Phi``, so zeroing unfamiliar states makes
+            them cheap places to wait; pulling toward the start makes them neutral.
 
     Gating multiplies the *potential* (a function of the history-augmented state), never the
     shaping reward, so ``sum_t gamma^t F_t`` still telescopes and the optimal policy is unchanged.
@@ -59,6 +65,7 @@ class FusionOverride:
     weight_smoothing: float = 0.0
     min_weight_floor: float = 0.01
     gating: str = "scale"
+    gate_toward: str = "zero"
 
     def __post_init__(self) -> None:
         mask = tuple(bool(m) for m in self.candidate_mask)
@@ -74,6 +81,8 @@ class FusionOverride:
             raise ValueError(f"min_weight_floor * enabled perspectives must be in [0, 1), got {self.min_weight_floor} x {sum(mask)}")
         if self.gating not in GATING_MODES:
             raise ValueError(f"gating must be one of {GATING_MODES}, got {self.gating!r}")
+        if self.gate_toward not in GATE_TOWARD:
+            raise ValueError(f"gate_toward must be one of {GATE_TOWARD}, got {self.gate_toward!r}")
 
 
 @dataclass
@@ -114,8 +123,9 @@ def fusion_weights(logits: np.ndarray, override: FusionOverride, previous: Optio
 
 
 def fuse(weight_logits: np.ndarray, confidence_logit: np.ndarray, phis: np.ndarray, override: FusionOverride,
-         previous_weights: Optional[np.ndarray] = None) -> Fused:
-    """The fused potential of perspectives ``phis`` ``(B, 3)`` from a fusion's logits."""
+         previous_weights: Optional[np.ndarray] = None, start: Optional[np.ndarray] = None) -> Fused:
+    """The fused potential of perspectives ``phis`` ``(B, 3)`` from a fusion's logits; ``start``
+    is each row's episode-first ``Phi*`` for ``gate_toward="start"`` (NaN: this is the first frame)."""
     mask = np.asarray(override.candidate_mask)
     w = fusion_weights(weight_logits, override, previous_weights)
     phi_star = (w * phis).sum(axis=1)
@@ -128,7 +138,10 @@ def fuse(weight_logits: np.ndarray, confidence_logit: np.ndarray, phis: np.ndarr
     gate = confidence if override.gating == "scale" else np.ones_like(confidence)
     if override.gating != "none":
         gate = np.where(confidence >= override.risk_tolerance, gate, 0.0)
-    return Fused(w, phi_star, confidence, entropy, disagreement, gate, gate * phi_star)
+    base = np.zeros_like(phi_star)
+    if override.gate_toward == "start":
+        base = phi_star if start is None else np.where(np.isnan(start), phi_star, start)
+    return Fused(w, phi_star, confidence, entropy, disagreement, gate, base + gate * (phi_star - base))
 
 
 # --------------------------------------------------------------------------------------------
@@ -164,5 +177,5 @@ def heuristic_fusion(phis: np.ndarray, sigmas: np.ndarray) -> tuple[np.ndarray, 
     return logits, confidence_logit
 
 
-__all__ = ["FusionOverride", "Fused", "GATING_MODES", "PERSPECTIVES", "fuse", "fusion_weights", "heuristic_fusion",
+__all__ = ["FusionOverride", "Fused", "GATE_TOWARD", "GATING_MODES", "PERSPECTIVES", "fuse", "fusion_weights", "heuristic_fusion",
            "heuristic_hop"]

@@ -284,6 +284,7 @@ class ProcessFeed:
         self.sigma_sum = np.zeros(self.num_envs)
         self.steps = np.zeros(self.num_envs, dtype=np.int64)
         self.weights = np.full((self.num_envs, 3), np.nan)
+        self.start_phi = np.full(self.num_envs, np.nan)  # each episode's first Phi* (gate_toward="start")
         self.diagnostics: dict[str, Array] = {}
 
     def _read(self, frames: Frames) -> np.ndarray:
@@ -301,6 +302,7 @@ class ProcessFeed:
         self.scale[rows] = np.maximum(np.linalg.norm(x - goal, axis=1), 1e-8)
         self.hop_sum[rows], self.sigma_sum[rows], self.steps[rows] = 0.0, 0.0, 0
         self.weights[rows] = np.nan
+        self.start_phi[rows] = np.nan
 
     def _values(self, rows: np.ndarray, x: np.ndarray, stepped: np.ndarray) -> tuple[np.ndarray, Fused, np.ndarray]:
         """Advance ``rows`` (those ``stepped`` by one hop from their previous frame) to ``x``; fuse."""
@@ -314,8 +316,9 @@ class ProcessFeed:
         sigmas = np.stack([self.sigma_sum[rows] / np.maximum(self.steps[rows], 1), sigma[n : 2 * n], sigma[2 * n :]], axis=1)
         novelty = self.scorer.novelty(x, np.where(stepped[:, None], x - prev, 0.0))
         weight_logits, confidence_logit = self.scorer.fusion(phis, sigmas, novelty)
-        fused = fuse(weight_logits, confidence_logit, phis, self.override, self.weights[rows])
+        fused = fuse(weight_logits, confidence_logit, phis, self.override, self.weights[rows], self.start_phi[rows])
         self.weights[rows], self.previous[rows] = fused.weights, x
+        self.start_phi[rows] = np.where(np.isnan(self.start_phi[rows]), fused.phi_star, self.start_phi[rows])
         return fused.potential, fused, phis
 
     def _record(self, fused: Fused, phis: np.ndarray) -> None:

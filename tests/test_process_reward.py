@@ -35,8 +35,11 @@ def random_process_model(seed: int = 0) -> TorchRewardModel:
 
 def potentials() -> dict[str, Any]:
     override = FusionOverride(weight_smoothing=0.5, risk_tolerance=0.2)
+    toward_start = FusionOverride(weight_smoothing=0.5, risk_tolerance=0.2, gate_toward="start")
     return {"heuristic": lambda: ProcessPotential(None, goal=Goal.fn(counting_goal), inputs={"state": (3,)}, override=override),
-            "learned": lambda: ProcessPotential(random_process_model(), goal=Goal.fn(counting_goal), override=override)}
+            "learned": lambda: ProcessPotential(random_process_model(), goal=Goal.fn(counting_goal), override=override),
+            "learned_toward_start": lambda: ProcessPotential(random_process_model(), goal=Goal.fn(counting_goal),
+                                                             override=toward_start)}
 
 
 def episode_potentials(make: Any, frames: list[np.ndarray]) -> np.ndarray:
@@ -182,3 +185,15 @@ def test_goal_from_an_observation_key_and_a_wrong_shape() -> None:
     venv = VectorPBRS(SyncVectorEnv([env]), wrong, gamma=GAMMA)
     with pytest.raises(ValueError, match=r"goal features have shape \(2,\)"):
         venv.reset(seed=0)
+
+
+def test_gate_toward_the_start_leaves_unfamiliar_states_at_the_first_value() -> None:
+    phis = np.array([[0.2, 0.4, 0.8]])
+    logits = np.log(np.array([[1.0, 2.0, 1.0]]))
+    override = FusionOverride(entropy_penalty=0.0, min_weight_floor=0.0, risk_tolerance=0.0, gate_toward="start")
+    unsure = fuse(logits, np.array([np.log(1 / 3)]), phis, override, start=np.array([0.1]))  # confidence 0.25
+    assert unsure.potential[0] == pytest.approx(0.1 + 0.25 * (unsure.phi_star[0] - 0.1))
+    first = fuse(logits, np.array([np.log(1 / 3)]), phis, override, start=np.array([np.nan]))
+    assert first.potential[0] == pytest.approx(first.phi_star[0])  # an episode's first frame: its own value
+    with pytest.raises(ValueError, match="gate_toward"):
+        FusionOverride(gate_toward="middle")
