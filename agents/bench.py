@@ -25,7 +25,7 @@ import sys
 
 import envs
 from agents import ray_engine
-from agents.compare import Condition, format_table, run_conditions
+from agents.compare import CONDITION_OPTIONS, Condition, format_table, run_conditions
 from agents.defaults import family_defaults, parse_algo_kwargs
 from agents.preflight import check_checkpoints, probe_env
 from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig
@@ -35,9 +35,9 @@ from collectors.ray_cluster import RayUnavailableError
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     envs.add_env_arguments(parser, default_env="PointReach-v0")
     parser.add_argument("--algo", choices=sorted(ALGOS), default="ppo")
-    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"], help="rewards to compare: REWARD[+pbrs:PATH][@name=value]..., name one of gamma, refit-every, "
-                             "label-budget, refit-epochs, refit-precision, refit-data, demos, demo-ratio "
-                             "(train-agent's options)")
+    parser.add_argument("--conditions", nargs="+", default=["sparse", "env"],
+                        help="rewards to compare: REWARD[+pbrs:PATH][@name=value]..., name one of "
+                             f"{', '.join(CONDITION_OPTIONS)} (train-agent's options)")
     parser.add_argument("--names", nargs="+", default=None, help="display names, one per condition")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (0..N-1)")
     parser.add_argument("--steps", type=int, default=50_000, help="env steps per run")

@@ -4,7 +4,8 @@ A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``,
 ``classifier:c.pt``, ``progress:p.pt``, ``preference:b.pt``, or any of them followed by
 ``+pbrs:p.pt``, and optionally by ``@name=value`` options of ``train-agent``: ``@gamma=G`` (that
 condition's agent discount, and so its PBRS gamma), ``@refit-every=N``, ``@label-budget=L``,
-``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``. Each (condition, seed) is
+``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``, ``@pbrs-scale=K``,
+``@process-goal=SOURCE``, ``@process-override=JSON``. Each (condition, seed) is
 one ``train_agent`` run in its own process (or Ray task: :mod:`agents.ray_engine`); the results are summarised in ``results.json``,
 ``report.md`` and ``curves.png``.
 """
