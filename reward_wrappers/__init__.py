@@ -54,3 +54,11 @@ from reward_wrappers.torch_batched import TorchLearnedReward, TorchPBRS, TorchPr
 # The process reward (seed 004): a stateful potential for any PBRS twin above.
 from reward_wrappers.process_fusion import FusionOverride
 from reward_wrappers.process_potential import Goal, ProcessEpisode, ProcessPotential
+
+__all__ = [
+    "FusionOverride", "Goal", "InputSpec", "LearnedReward", "ModelSpec", "PBRS", "ProcessEpisode",
+    "ProcessPotential", "ProgressReward", "RewardModel", "TorchLearnedReward", "TorchPBRS", "TorchProgressReward",
+    "TorchRewardModel", "VecLearnedReward", "VecPBRS", "VecProgressReward", "VectorLearnedReward", "VectorPBRS",
+    "VectorProgressReward", "architecture_class", "architectures", "as_reward_model", "build_network",
+    "load_reward_model", "register_architecture", "save_reward_model"
+]
