@@ -382,7 +382,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the potential is K times the model's (a [0, 1] potential is small beside a sparse "
                              "return of up to 1 / (1 - gamma); any K > 0 keeps the optimal policy)")
     parser.add_argument("--process-goal", default=None, metavar="SOURCE",
-                        help="a process-reward potential's goal: obs:KEY, fn:MODULE:FUNCTION (e.g. "
+                        help="a process-reward potential's goal: obs:KEY, info:KEY, fn:MODULE:FUNCTION (e.g. "
                              "fn:envs.point_key_door:goal_state) or frame:FILE.npy (goal features)")
     parser.add_argument("--process-override", default="{}", metavar="JSON", help="its FusionOverride fields, e.g. "
                         "'{\"gating\": \"threshold\", \"risk_tolerance\": 0.2, \"temperature\": 0.5}'")

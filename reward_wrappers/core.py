@@ -81,6 +81,24 @@ def model_keys(model: RewardModel, observation_space: spaces.Space) -> tuple[str
     return tuple(model.spec.inputs) + tuple(k for k in getattr(model, "extra_keys", ()) if k not in model.spec.inputs)
 
 
+#: Frames key prefix of values a model reads from ``info`` (a process potential's goal, say).
+INFO_PREFIX = "info:"
+
+
+def model_info_keys(model: RewardModel) -> tuple[str, ...]:
+    """``info`` keys a model reads beside its observations (its ``info_keys``; usually none)."""
+    return tuple(getattr(model, "info_keys", ()))
+
+
+def info_value(info: Any, key: str, where: str) -> Any:
+    """``info[key]``, or a ``KeyError`` saying which info lacked it and what it has."""
+    try:
+        return info[key]
+    except (KeyError, TypeError):
+        have = sorted(info) if isinstance(info, dict) else type(info).__name__
+        raise KeyError(f"the reward model reads info[{key!r}], which the {where} info lacks (it has {have})") from None
+
+
 class FrameReader:
     """Reads the model's keys out of observations of one observation space (decided once).
 

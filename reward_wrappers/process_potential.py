@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from reward_wrappers.base import InputSpec, ModelSpec
+from reward_wrappers.core import INFO_PREFIX
 from reward_wrappers.ops import Array, Frames, Mask, NumpyOps, Ops
 from reward_wrappers.process_fusion import PERSPECTIVES, FusionOverride, Fused, fuse, heuristic_fusion, heuristic_hop
 from reward_wrappers.process_net import ProcessNet, fusion_inputs, raw_features
@@ -55,7 +56,8 @@ class Goal:
     """Where an episode's goal features come from (the raw feature layout of the model's inputs).
 
     ``Goal.frame(values)``: fixed features (a 1-D vector, or one observation as ``{key: value}``);
-    ``Goal.obs(key)``: an observation key holding the goal features; ``Goal.fn(f)``: ``f(frames)``
+    ``Goal.obs(key)``: an observation key holding the goal features; ``Goal.info(key)``: an ``info``
+    key holding them (read from the info of each episode's first step); ``Goal.fn(f)``: ``f(frames)``
     returns ``(B, F)`` goal features from the batched observation as numpy arrays (e.g. a goal
     position in the state: ``envs.point_reach.goal_state``). The goal is taken at each episode's
     first frame and held for the episode.
@@ -73,6 +75,10 @@ class Goal:
         return cls("obs", key)
 
     @classmethod
+    def info(cls, key: str) -> "Goal":
+        return cls("info", key)
+
+    @classmethod
     def fn(cls, function: GoalFn) -> "Goal":
         if not callable(function):
             raise TypeError(f"Goal.fn takes a callable frames -> (B, F) goal features, got {function!r}")
@@ -80,7 +86,7 @@ class Goal:
 
     @classmethod
     def parse(cls, text: str) -> "Goal":
-        """``frame:FILE.npy`` (1-D raw features), ``obs:KEY`` or ``fn:MODULE:FUNCTION`` (a CLI option)."""
+        """``frame:FILE.npy`` (1-D raw features), ``obs:KEY``, ``info:KEY`` or ``fn:MODULE:FUNCTION`` (a CLI option)."""
         kind, _, rest = text.partition(":")
         if kind == "frame" and rest:
             path = pathlib.Path(rest)
@@ -89,17 +95,23 @@ class Goal:
             return cls.frame(np.load(path, allow_pickle=False))
         if kind == "obs" and rest:
             return cls.obs(rest)
+        if kind == "info" and rest:
+            return cls.info(rest)
         if kind == "fn" and rest.count(":") == 1:
             module, name = rest.split(":")
             function = getattr(importlib.import_module(module), name, None)
             if function is None:
                 raise ValueError(f"goal function {rest!r}: module {module!r} has no {name!r}")
             return cls.fn(function)
-        raise ValueError(f"a goal is frame:FILE.npy, obs:KEY or fn:MODULE:FUNCTION, got {text!r}")
+        raise ValueError(f"a goal is frame:FILE.npy, obs:KEY, info:KEY or fn:MODULE:FUNCTION, got {text!r}")
 
     def keys(self) -> tuple[str, ...]:
         """Observation keys the goal reads beside the model's inputs."""
         return (self.value,) if self.kind == "obs" else ()
+
+    def info_keys(self) -> tuple[str, ...]:
+        """``info`` keys the goal reads (the wrappers put them in the frames, see ``core.INFO_PREFIX``)."""
+        return (self.value,) if self.kind == "info" else ()
 
     def features(self, frames: Frames, spec: ModelSpec, n: int) -> np.ndarray:
         """``(n, F)`` raw goal features for a batch of ``n`` frames."""
@@ -108,7 +120,10 @@ class Goal:
             goal = raw_features(spec, {k: np.asarray(value[k])[None] for k in spec.inputs}) if isinstance(value, Mapping) \
                 else np.asarray(value, dtype=np.float64).reshape(1, -1)
             return np.repeat(goal, n, axis=0)
-        value = frames[self.value] if self.kind == "obs" else self.value({k: _numpy(v) for k, v in frames.items()})
+        if self.kind == "fn":
+            value = self.value({k: _numpy(v) for k, v in frames.items()})
+        else:
+            value = frames[self.value if self.kind == "obs" else INFO_PREFIX + self.value]
         return np.asarray(_numpy(value), dtype=np.float64).reshape(n, -1)
 
 
@@ -218,6 +233,11 @@ class ProcessPotential:
         """Observation keys read beside the features (the goal's)."""
         return self.goal.keys() if self.goal is not None else ()
 
+    @property
+    def info_keys(self) -> tuple[str, ...]:
+        """``info`` keys read (the goal's)."""
+        return self.goal.info_keys() if self.goal is not None else ()
+
     def predict(self, batch: Frames) -> np.ndarray:
         raise TypeError("a process potential keeps per-episode state: use it as a PBRS potential or call score_episode()")
 
@@ -226,8 +246,8 @@ class ProcessPotential:
         if self.goal is None:
             raise ValueError(
                 "a process potential used while training needs an explicit goal: ProcessPotential(model, "
-                "goal=Goal.frame(features) | Goal.obs(KEY) | Goal.fn(function)), or train-agent --process-goal "
-                "frame:FILE.npy | obs:KEY | fn:MODULE:FUNCTION. Only offline scoring (score_episode) may use an "
+                "goal=Goal.frame(features) | Goal.obs(KEY) | Goal.info(KEY) | Goal.fn(function)), or train-agent "
+                "--process-goal frame:FILE.npy | obs:KEY | info:KEY | fn:MODULE:FUNCTION. Only offline scoring (score_episode) may use an "
                 "episode's last frame as its goal")
         return ProcessFeed(self, num_envs, ops)
 
@@ -393,7 +413,7 @@ def load_potential(path: str | os.PathLike, goal: Optional[str] = None, override
         return model
     if goal is None:
         raise ValueError(f"{path} is a process-reward model: training on it needs its goal, --process-goal obs:KEY | "
-                         "fn:MODULE:FUNCTION | frame:FILE.npy (for the built-in envs fn:envs.point_reach:goal_state, "
+                         "info:KEY | fn:MODULE:FUNCTION | frame:FILE.npy (for the built-in envs fn:envs.point_reach:goal_state, "
                          "fn:envs.point_key_door:goal_state)")
     try:
         fusion = FusionOverride(**dict(override or {}))

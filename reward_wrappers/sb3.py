@@ -41,6 +41,9 @@ from reward_wrappers.core import (
     ProgressCore,
     RewardCore,
     FrameReader,
+    INFO_PREFIX,
+    info_value,
+    model_info_keys,
     model_keys,
     validated_model,
 )
@@ -62,15 +65,23 @@ class VecCoreWrapper(VecEnvWrapper):
         self.core = core
         self._keys = model_keys(core.model, venv.observation_space)
         self._reader = FrameReader(venv.observation_space, self._keys)
+        self._info_keys = model_info_keys(core.model)
 
-    def _frames(self, obs: VecEnvObs) -> dict[str, np.ndarray]:
-        return self._reader.batched(obs)  # type: ignore[return-value]
+    def _frames(self, obs: VecEnvObs, infos: VecInfos) -> dict[str, np.ndarray]:
+        """The model's keys of ``obs``, plus the info values it reads (one info per env)."""
+        frames = self._reader.batched(obs)
+        for key in self._info_keys:
+            frames[INFO_PREFIX + key] = np.stack([np.asarray(info_value(info, key, "VecEnv's")) for info in infos])
+        return frames  # type: ignore[return-value]
+
+    def _inner_reset_infos(self) -> VecInfos:
+        return getattr(self.venv, "reset_infos", None) or [{} for _ in range(self.num_envs)]
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
-        extras = self.core.begin(self._frames(obs))
+        inner = self._inner_reset_infos()
+        extras = self.core.begin(self._frames(obs, inner))
         # The wrapper's own reset_infos: the inner ones plus e.g. the cached Phi(s_0).
-        inner = getattr(self.venv, "reset_infos", None) or [{} for _ in range(self.num_envs)]
         self.reset_infos = [dict(info) for info in inner]
         for key, values in extras.items():
             for info, value in zip(self.reset_infos, values.tolist()):
@@ -84,6 +95,8 @@ class VecCoreWrapper(VecEnvWrapper):
             terminal = obs_to_dict(infos[i]["terminal_observation"], self.observation_space)
             for key in self._keys:
                 next_frames[key][i] = terminal[key]
+            for key in self._info_keys:  # the terminal step's own info
+                next_frames[INFO_PREFIX + key][i] = info_value(infos[i], key, "VecEnv's")
         return next_frames
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -92,7 +105,11 @@ class VecCoreWrapper(VecEnvWrapper):
             infos = list(infos)
         dones = np.asarray(dones, dtype=bool)
         any_done = np.count_nonzero(dones) != 0
-        frames = self._reader.batched(obs)
+        if self._info_keys and any_done:  # done envs' returned obs start new episodes: their reset infos
+            reset_infos = self._inner_reset_infos()
+            frames = self._frames(obs, [reset_infos[i] if done else info for i, (info, done) in enumerate(zip(infos, dones))])
+        else:
+            frames = self._frames(obs, infos)
         env_rewards = np.asarray(env_rewards, dtype=np.float64)
         if any_done:
             truncated = np.fromiter((bool(info.get("TimeLimit.truncated", False)) for info in infos), bool, len(infos))

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import ENV_REWARD, FrameReader, RewardCore, model_keys
+from reward_wrappers.core import ENV_REWARD, INFO_PREFIX, FrameReader, RewardCore, info_value, model_info_keys, model_keys
 
 
 def mirror_success(info: dict[str, Any]) -> None:
@@ -39,14 +39,18 @@ class CoreWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
         super().__init__(env)
         self.core = core
         self._reader = FrameReader(env.observation_space, model_keys(core.model, env.observation_space))
+        self._info_keys = model_info_keys(core.model)
 
-    def _frames(self, obs: ObsType) -> dict[str, np.ndarray]:
-        return self._reader.single(obs)
+    def _frames(self, obs: ObsType, info: dict[str, Any]) -> dict[str, np.ndarray]:
+        frames = self._reader.single(obs)
+        for key in self._info_keys:
+            frames[INFO_PREFIX + key] = np.asarray(info_value(info, key, "env's"))[None]
+        return frames
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[ObsType, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         info = dict(info)
-        for key, value in self.core.begin(self._frames(obs)).items():
+        for key, value in self.core.begin(self._frames(obs, info)).items():
             info[key] = scalar(value)
         mirror_success(info)
         return obs, info
@@ -54,7 +58,7 @@ class CoreWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
     def step(self, action: ActType) -> tuple[ObsType, SupportsFloat, bool, bool, dict[str, Any]]:
         obs, env_reward, terminated, truncated, info = self.env.step(action)
         out = self.core.step(
-            self._frames(obs),
+            self._frames(obs, info),
             np.array([float(env_reward)], dtype=np.float64),
             np.array([bool(terminated)]),
         )

@@ -74,7 +74,7 @@ class TorchConventions:
         for key in FINAL_OBS_KEYS:
             if key in info:
                 mask = self.ops.bools(info["_" + key])
-                final = self._frames(info[key])  # type: ignore[attr-defined]
+                final = self._frames(info[key], info.get("final_info"))  # type: ignore[attr-defined]
                 next_frames = {}
                 for k, frame in frames.items():
                     where = mask.view(-1, *([1] * (frame.dim() - 1)))

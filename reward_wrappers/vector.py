@@ -39,6 +39,9 @@ from reward_wrappers.core import (
     ProgressCore,
     RewardCore,
     FrameReader,
+    INFO_PREFIX,
+    info_value,
+    model_info_keys,
     model_keys,
     validated_model,
 )
@@ -67,14 +70,21 @@ class VectorCoreWrapper(VectorWrapper):
         self.ops: Ops = core.ops
         self._keys = model_keys(core.model, env.single_observation_space)
         self._reader = FrameReader(env.single_observation_space, self._keys)
+        self._info_keys = model_info_keys(core.model)
         self.autoreset_mode = AutoresetMode(env.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
         if self.autoreset_mode not in self.supported_modes:
             raise ValueError(f"unsupported autoreset mode {self.autoreset_mode}; supported: {self.supported_modes}")
         self._autoreset = self.ops.falses(self.num_envs)
 
     # -- conventions (overridden by the torch twin) -----------------------------------------------
-    def _frames(self, obs: ObsType) -> dict[str, Array]:
-        return self._reader.batched(obs)
+    def _frames(self, obs: ObsType, info: Optional[VectorInfo] = None) -> dict[str, Array]:
+        """The model's keys of ``obs``, plus the info values it reads (batched ``info[key]``)."""
+        frames = self._reader.batched(obs)
+        if self._info_keys:
+            frames = dict(frames)
+            for key in self._info_keys:
+                frames[INFO_PREFIX + key] = info_value(info, key, "vector env's")
+        return frames
 
     def _reset_mask(self, options: Optional[dict[str, Any]]) -> Optional[Mask]:
         if options and "reset_mask" in options:
@@ -92,6 +102,8 @@ class VectorCoreWrapper(VectorWrapper):
             final = obs_to_dict(info["final_obs"][i], self.single_observation_space)
             for key in self._keys:
                 next_frames[key][i] = final[key]
+            for key in self._info_keys:  # the final step's own info
+                next_frames[INFO_PREFIX + key][i] = info_value(info["final_info"], key, "vector env's final")[i]
         return mask, next_frames
 
     def _put(self, info: VectorInfo, key: str, values: Array, mask: Optional[Mask] = None) -> None:
@@ -114,7 +126,7 @@ class VectorCoreWrapper(VectorWrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         info = dict(info)
         mask = self._reset_mask(options)
-        for key, values in self.core.begin(self._frames(obs), mask).items():
+        for key, values in self.core.begin(self._frames(obs, info), mask).items():
             self._put(info, key, values, mask)
         self._autoreset = self.ops.falses(self.num_envs) if mask is None else self.ops.where(mask, False, self._autoreset)
         self._mirror_success(info)
@@ -123,7 +135,7 @@ class VectorCoreWrapper(VectorWrapper):
     def step(self, actions: ActType) -> tuple[ObsType, Array, Array, Array, VectorInfo]:
         obs, env_rewards, terminations, truncations, info = self.env.step(actions)
         info = dict(info)
-        frames = self._frames(obs)
+        frames = self._frames(obs, info)
         terminated = self.ops.bools(terminations)
         env_rewards_f = self.ops.floats(env_rewards)
         fresh: Optional[Mask] = None

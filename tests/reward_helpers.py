@@ -123,8 +123,8 @@ class TorchBatchedCounting(VectorEnv):
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int, **kwargs: Any) -> None:
-        self.envs = [counting_env(**kwargs) for _ in range(num_envs)]
+    def __init__(self, num_envs: int, make: Optional[Callable[..., gym.Env]] = None, **kwargs: Any) -> None:
+        self.envs = [(make or counting_env)(**kwargs) for _ in range(num_envs)]
         self.num_envs = num_envs
         self.single_observation_space = self.envs[0].observation_space
         self.single_action_space = self.envs[0].action_space
@@ -132,6 +132,7 @@ class TorchBatchedCounting(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.device = torch.device("cpu")
         self._obs: list[Any] = [None] * num_envs
+        self._infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
 
     def _stack(self) -> Any:
         if isinstance(self._obs[0], Mapping):
@@ -141,21 +142,25 @@ class TorchBatchedCounting(VectorEnv):
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None) -> tuple[Any, dict]:
         idx = range(self.num_envs) if not options or "env_idx" not in options else torch.as_tensor(options["env_idx"]).tolist()
         for i in idx:
-            self._obs[i], _ = self.envs[i].reset(seed=None if seed is None else seed + i)
-        return self._stack(), {"success": torch.zeros(self.num_envs, dtype=torch.bool)}
+            self._obs[i], self._infos[i] = self.envs[i].reset(seed=None if seed is None else seed + i)
+        return self._stack(), self._stack_info()
+
+    def _stack_info(self) -> dict[str, Any]:
+        """Every env's latest info, batched key by key as tensors (ManiSkill's batched info)."""
+        return {k: torch.as_tensor(np.stack([np.asarray(info[k]) for info in self._infos])) for k in self._infos[0]}
 
     def step(self, actions: Any) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
         actions = torch.as_tensor(actions).numpy()
-        rewards, terms, truncs, success = [], [], [], []
+        rewards, terms, truncs = [], [], []
         for i, env in enumerate(self.envs):
-            self._obs[i], r, te, tr, info = env.step(actions[i])
-            rewards.append(r), terms.append(te), truncs.append(tr), success.append(info["success"])
+            self._obs[i], r, te, tr, self._infos[i] = env.step(actions[i])
+            rewards.append(r), terms.append(te), truncs.append(tr)
         obs = self._stack()
         te, tr = torch.tensor(terms), torch.tensor(truncs)
-        info: dict[str, Any] = {"success": torch.tensor(success)}
+        info: dict[str, Any] = self._stack_info()
         dones = te | tr
         if dones.any():
-            final_obs, final_info = obs, {"success": info["success"].clone()}
+            final_obs, final_info = obs, {k: v.clone() for k, v in info.items()}
             obs, info = self.reset(options={"env_idx": torch.nonzero(dones).flatten()})
             info.update(final_observation=final_obs, final_info=final_info, _final_info=dones, _final_observation=dones)
         return obs, torch.tensor(rewards, dtype=torch.float32), te, tr, info

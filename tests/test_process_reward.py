@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -197,3 +198,97 @@ def test_gate_toward_the_start_leaves_unfamiliar_states_at_the_first_value() -> 
     assert first.potential[0] == pytest.approx(first.phi_star[0])  # an episode's first frame: its own value
     with pytest.raises(ValueError, match="gate_toward"):
         FusionOverride(gate_toward="middle")
+
+
+class TargetInInfo(gym.Wrapper):
+    """The counting env reporting its goal features in ``info["target"]``, as an env that knows its goal."""
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict]:
+        obs, info = self.env.reset(**kwargs)
+        return obs, {**info, "target": counting_goal({"state": obs[None]})[0]}
+
+    def step(self, action: Any) -> tuple:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, "target": counting_goal({"state": obs[None]})[0]}
+
+
+def info_target_env(**kwargs: Any) -> gym.Env:
+    return TargetInInfo(counting_env(**kwargs))
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_a_goal_from_info_pays_what_the_same_goal_from_the_observation_pays(form: str) -> None:
+    """Goal.info reads the info of each episode's first step in every twin (reset infos under SB3,
+    the reset step under NEXT_STEP, the restart's info under SAME_STEP and the torch conventions)."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from tests.reward_helpers import TorchBatchedCounting
+
+    def venv(goal: Goal) -> Any:
+        env_kwargs = dict(max_len=7, max_steps=5)
+        if form == "sb3":
+            base = DummyVecEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)])
+        elif form == "torch":
+            base = TorchBatchedCounting(NUM_ENVS, make=info_target_env, **env_kwargs)
+        else:
+            mode = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[form]
+            base = SyncVectorEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)], autoreset_mode=mode)
+        potential = ProcessPotential(random_process_model(), goal=goal, override=FusionOverride(weight_smoothing=0.5))
+        return wrapper_family("pbrs")[FORMS[form]](base, potential, gamma=GAMMA)
+
+    from_info, _ = run_vector(form, venv(Goal.info("target")), vector_actions(seed=4))
+    from_obs, _ = run_vector(form, venv(Goal.fn(counting_goal)), vector_actions(seed=4))
+    assert any(r["done"] for r in from_info[0])
+    for i in range(NUM_ENVS):
+        np.testing.assert_allclose([r["reward"] for r in from_info[i]], [r["reward"] for r in from_obs[i]], atol=1e-6)
+
+
+def test_a_missing_info_key_is_named() -> None:
+    env = PBRS(counting_env(), ProcessPotential(random_process_model(), goal=Goal.info("target")), gamma=GAMMA)
+    with pytest.raises(KeyError, match=r"info\['target'\].*it has \['success'\]"):
+        env.reset(seed=0)
+
+
+class InfoPotential:
+    """A stateless potential reading ``info["target"]`` at every frame (the terminal one included)."""
+
+    spec = SPEC
+    info_keys = ("target",)
+
+    def predict(self, batch: dict[str, Any]) -> np.ndarray:
+        target = np.asarray(batch["info:target"].cpu() if isinstance(batch["info:target"], torch.Tensor) else batch["info:target"])
+        return 0.1 * target[:, 2].astype(np.float64) + 0.01 * np.asarray(batch["state"])[:, 0]
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_info_inputs_of_terminal_frames_come_from_the_final_step(form: str) -> None:
+    """s' of an ended episode reads the final step's info, the restart its reset info: every twin
+    pays what the per-env wrapper pays (the episode length in the target changes at each restart)."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from tests.reward_helpers import TorchBatchedCounting
+
+    env_kwargs = dict(max_len=7, max_steps=5)
+    if form == "sb3":
+        base = DummyVecEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)])
+    elif form == "torch":
+        base = TorchBatchedCounting(NUM_ENVS, make=info_target_env, **env_kwargs)
+    else:
+        mode = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[form]
+        base = SyncVectorEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)], autoreset_mode=mode)
+    records, _ = run_vector(form, wrapper_family("pbrs")[FORMS[form]](base, InfoPotential(), gamma=GAMMA), vector_actions(seed=5))
+    from tests.test_reward_wrappers_vector import SEED
+
+    for i in range(NUM_ENVS):
+        real = [r for r in records[i] if r["real"]]
+        env = PBRS(info_target_env(**env_kwargs), InfoPotential(), gamma=GAMMA)
+        env.reset(seed=SEED + i)
+        expected = []
+        for r in real:
+            _, reward, terminated, truncated, _ = env.step(r["action"])
+            expected.append(reward)
+            if terminated or truncated:
+                env.reset()
+        np.testing.assert_allclose([r["reward"] for r in real], expected, atol=1e-5 if form == "torch" else 1e-9)
