@@ -14,7 +14,7 @@ from reward_wrappers import PBRS, FusionOverride, Goal, InputSpec, ModelSpec, Pr
 from reward_wrappers.process_fusion import fuse, heuristic_hop
 from reward_wrappers.process_net import ProcessNet
 from tests.reward_helpers import GAMMA, check_telescoping, counting_env, rollout, actions_for
-from tests.test_reward_wrappers_vector import FORMS, NUM_ENVS, make_form, run_vector, vector_actions, wrapper_family
+from tests.test_reward_wrappers_vector import FORMS, NUM_ENVS, SEED, make_form, run_vector, vector_actions, wrapper_family
 
 SPEC = ModelSpec({"state": InputSpec((3,), "float32")}, output="progress", has_confidence=True)
 
@@ -216,24 +216,28 @@ def info_target_env(**kwargs: Any) -> gym.Env:
     return TargetInInfo(counting_env(**kwargs))
 
 
-@pytest.mark.parametrize("form", list(FORMS))
-def test_a_goal_from_info_pays_what_the_same_goal_from_the_observation_pays(form: str) -> None:
-    """Goal.info reads the info of each episode's first step in every twin (reset infos under SB3,
-    the reset step under NEXT_STEP, the restart's info under SAME_STEP and the torch conventions)."""
+def info_target_venv(form: str) -> Any:
+    """``NUM_ENVS`` info-target counting envs in the vector ``form`` (as ``make_form`` builds them)."""
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     from tests.reward_helpers import TorchBatchedCounting
 
+    env_kwargs = dict(max_len=7, max_steps=5)
+    if form == "sb3":
+        return DummyVecEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)])
+    if form == "torch":
+        return TorchBatchedCounting(NUM_ENVS, make=info_target_env, **env_kwargs)
+    mode = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[form]
+    return SyncVectorEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)], autoreset_mode=mode)
+
+
+@pytest.mark.parametrize("form", list(FORMS))
+def test_a_goal_from_info_pays_what_the_same_goal_from_the_observation_pays(form: str) -> None:
+    """Goal.info reads the info of each episode's first step in every twin (reset infos under SB3,
+    the reset step under NEXT_STEP, the restart's info under SAME_STEP and the torch conventions)."""
     def venv(goal: Goal) -> Any:
-        env_kwargs = dict(max_len=7, max_steps=5)
-        if form == "sb3":
-            base = DummyVecEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)])
-        elif form == "torch":
-            base = TorchBatchedCounting(NUM_ENVS, make=info_target_env, **env_kwargs)
-        else:
-            mode = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[form]
-            base = SyncVectorEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)], autoreset_mode=mode)
+        base = info_target_venv(form)
         potential = ProcessPotential(random_process_model(), goal=goal, override=FusionOverride(weight_smoothing=0.5))
         return wrapper_family("pbrs")[FORMS[form]](base, potential, gamma=GAMMA)
 
@@ -265,21 +269,9 @@ class InfoPotential:
 def test_info_inputs_of_terminal_frames_come_from_the_final_step(form: str) -> None:
     """s' of an ended episode reads the final step's info, the restart its reset info: every twin
     pays what the per-env wrapper pays (the episode length in the target changes at each restart)."""
-    from gymnasium.vector import AutoresetMode, SyncVectorEnv
-    from stable_baselines3.common.vec_env import DummyVecEnv
-
-    from tests.reward_helpers import TorchBatchedCounting
-
+    venv = wrapper_family("pbrs")[FORMS[form]](info_target_venv(form), InfoPotential(), gamma=GAMMA)
+    records, _ = run_vector(form, venv, vector_actions(seed=5))
     env_kwargs = dict(max_len=7, max_steps=5)
-    if form == "sb3":
-        base = DummyVecEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)])
-    elif form == "torch":
-        base = TorchBatchedCounting(NUM_ENVS, make=info_target_env, **env_kwargs)
-    else:
-        mode = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}[form]
-        base = SyncVectorEnv([lambda: info_target_env(**env_kwargs) for _ in range(NUM_ENVS)], autoreset_mode=mode)
-    records, _ = run_vector(form, wrapper_family("pbrs")[FORMS[form]](base, InfoPotential(), gamma=GAMMA), vector_actions(seed=5))
-    from tests.test_reward_wrappers_vector import SEED
 
     for i in range(NUM_ENVS):
         real = [r for r in records[i] if r["real"]]
