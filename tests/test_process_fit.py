@@ -87,3 +87,18 @@ def test_cli_fits_and_train_agent_takes_it_only_as_a_potential_with_a_goal(model
     assert "temperature" in capsys.readouterr().err
     assert cli([*base, "--reward", "sparse", "--pbrs", str(model), *goal, "--process-override", '{"temperature": 0.5}']) == 0
     assert (tmp_path / "run" / "eval.json").is_file()
+
+
+def test_novelty_reads_about_one_on_unseen_expert_frames_and_more_on_noise(model: Path, buffers: Path) -> None:
+    import torch
+
+    loaded = load_reward_model(model)
+    net, held_out = loaded.net, set(loaded.metadata["val_trajectory_ids"])
+    states = [t.obs["state"] for t in load_trajectories(buffers) if t.id in held_out]
+    x = net.normalise(torch.as_tensor(np.concatenate(states), dtype=torch.float32))
+    change = torch.as_tensor(np.concatenate([np.vstack([np.zeros((1, 6)), np.diff(s, axis=0)]) for s in states]), dtype=torch.float32) / net.std
+    with torch.no_grad():
+        typical = float(net.novelty(x, change).median())
+        noisy = float(net.novelty(x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0)), change).median())
+    assert 0.5 < typical < 2.0  # the scale is set on held-back training episodes
+    assert noisy > 1.3 * typical  # unit noise on every feature: measured 1.56 against 1.09

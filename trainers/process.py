@@ -156,6 +156,7 @@ def fit_process(
         # The mean by squared error, the spread by likelihood around the detached mean: likelihood
         # alone lets the net call large hops uncertain instead of fitting them (Phi_F, Phi_B need them).
         return F.mse_loss(mu, y) + nll(mu.detach(), y, sigma**2)
+
     val_pairs = tensors(*_pairs(held, 4096, np.random.default_rng(seed + 1)))
 
     def hop_batch() -> tuple[torch.Tensor, int]:
@@ -173,11 +174,14 @@ def fit_process(
                        unit="pairs", logdir=None if logdir is None else os.path.join(logdir, "hop"), progress=progress,
                        postfix=("val_loss", "val_hop_mae"))
 
-    # The novelty scale: a typical unseen training-like episode reads 1.
-    fusion_rows = [(_perspective_rows(net.cpu(), e.features, e.features[-1]), np.clip(p, 0, 1)) for e, p in fusion_part]
-    scale = float(np.median(np.concatenate([r[:, -1] for r, _ in fusion_rows])))
-    net.novelty_scale.fill_(max(scale, 1e-8))
-    step_std = np.diff(hop_frames, axis=0).std(0)
+    # The novelty scale: a typical frame of an unseen training-like episode (the fusion part) reads 1.
+    net = net.cpu()
+    with torch.no_grad():
+        raw = torch.cat([net.novelty(torch.as_tensor(e.features, dtype=torch.float32),
+                                     torch.as_tensor(np.vstack([np.zeros((1, e.features.shape[1])), np.diff(e.features, axis=0)]),
+                                                     dtype=torch.float32)) for e, _ in fusion_part])
+    net.novelty_scale.fill_(max(float(raw.median()), 1e-8))
+    step_std = changes.std(0)  # one-step changes within episodes, for the synthetic random walks
     fusion_rows = [(_perspective_rows(net, e.features, e.features[-1]), np.clip(p, 0, 1)) for e, p in fusion_part]
     ood = [_perspective_rows(net, x, e.features[-1]) for e, _ in fusion_part for x in _synthetic_ood(e.features, step_std, rng)]
     inside = torch.as_tensor(np.concatenate([r for r, _ in fusion_rows]), dtype=torch.float32)
