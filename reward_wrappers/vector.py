@@ -123,9 +123,11 @@ class VectorCoreWrapper(VectorWrapper):
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[ObsType, VectorInfo]:
-        obs, info = self.env.reset(seed=seed, options=options)
-        info = dict(info)
+        # The mask first, and the inner env given a copy: gymnasium's vector envs pop "reset_mask" out
+        # of the options dict, and without it every env's episode state would restart.
         mask = self._reset_mask(options)
+        obs, info = self.env.reset(seed=seed, options=dict(options) if options else options)
+        info = dict(info)
         for key, values in self.core.begin(self._frames(obs, info), mask).items():
             self._put(info, key, values, mask)
         self._autoreset = self.ops.falses(self.num_envs) if mask is None else self.ops.where(mask, False, self._autoreset)

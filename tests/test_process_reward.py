@@ -284,3 +284,24 @@ def test_info_inputs_of_terminal_frames_come_from_the_final_step(form: str) -> N
             if terminated or truncated:
                 env.reset()
         np.testing.assert_allclose([r["reward"] for r in real], expected, atol=1e-5 if form == "torch" else 1e-9)
+
+
+def test_a_partial_reset_restarts_only_the_masked_envs() -> None:
+    """AutoresetMode.DISABLED with reset_mask: an env still mid-episode keeps its history (gymnasium
+    pops the mask out of the options it is given; the wrapper must read it first)."""
+    from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+    from reward_wrappers import VectorPBRS
+
+    make = potentials()["learned"]
+    base = SyncVectorEnv([lambda: counting_env(max_len=30, max_steps=30) for _ in range(2)], autoreset_mode=AutoresetMode.DISABLED)
+    venv = VectorPBRS(base, make(), gamma=GAMMA)
+    obs, _ = venv.reset(seed=0)
+    frames, shaping = [obs[0]], []
+    for t in range(6):
+        obs, _, _, _, info = venv.step(np.full((2, 1), 0.3, np.float32))
+        frames.append(obs[0]), shaping.append(info["shaping_reward"][0])
+        if t == 2:  # env 1 restarts; env 0 goes on
+            obs, _ = venv.reset(options={"reset_mask": np.array([False, True])})
+    alone = make().score_episode({"state": np.stack(frames)}, gamma=GAMMA)
+    np.testing.assert_allclose(shaping, alone.r_shape, atol=1e-6)  # float32 networks, batch of 2 vs 1
