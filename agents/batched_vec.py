@@ -51,8 +51,9 @@ class TorchToSB3VecEnv(VecEnv):
         return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def reset(self) -> VecEnvObs:
-        obs, _ = self.env.reset(seed=self._seed)
+        obs, info = self.env.reset(seed=self._seed)
         self._seed = None  # later resets continue the generators, as SB3's own VecEnvs do
+        self.reset_infos = _per_env(info, range(self.num_envs), self.num_envs)
         return _numpy(obs)
 
     def step_async(self, actions: np.ndarray) -> None:
@@ -68,7 +69,9 @@ class TorchToSB3VecEnv(VecEnv):
         if dones.any():
             final_obs = _numpy(info["final_observation"])
             final_success = _numpy(info["final_info"]["success"]).astype(bool)
+            restarted = _per_env(info, np.flatnonzero(dones), self.num_envs)  # the new episodes' reset info
             for i in np.flatnonzero(dones):
+                self.reset_infos[i] = restarted[i]
                 infos[i] = {"success": bool(final_success[i]), "is_success": bool(final_success[i]),
                             "terminal_observation": final_obs[i],
                             "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
@@ -96,6 +99,18 @@ class TorchToSB3VecEnv(VecEnv):
 
 #: Env ids with a torch-batched implementation (``train-agent --batched-device``).
 BATCHED_ENVS: dict[str, type[VectorEnv]] = {"PointReach-v0": BatchedPointReach, "PointKeyDoor-v0": BatchedPointKeyDoor}
+
+
+def _per_env(info: dict[str, Any], rows: Any, num_envs: int) -> list[dict[str, Any]]:
+    """One plain dict per env (SB3's layout) of a batched info's per-env entries, for ``rows``."""
+    out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    for key, value in info.items():
+        if key.startswith("_") or key.startswith("final_") or not hasattr(value, "__len__") or len(value) != num_envs:
+            continue
+        values = _numpy(value)
+        for i in rows:
+            out[i][key] = values[i].item() if values[i].ndim == 0 else values[i]
+    return out
 
 
 def make_batched_vec_env(env_id: str, *, n_envs: int, seed: int, device: str, obs: str, reward: str,

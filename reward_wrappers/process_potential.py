@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from reward_wrappers.base import InputSpec, ModelSpec
-from reward_wrappers.core import INFO_PREFIX
+from reward_wrappers.core import INFO_PREFIX, validate_gamma
 from reward_wrappers.ops import Array, Frames, Mask, NumpyOps, Ops
 from reward_wrappers.process_fusion import PERSPECTIVES, FusionOverride, Fused, fuse, heuristic_fusion, heuristic_hop
 from reward_wrappers.process_net import ProcessNet, fusion_inputs, raw_features
@@ -57,7 +57,8 @@ class Goal:
 
     ``Goal.frame(values)``: fixed features (a 1-D vector, or one observation as ``{key: value}``);
     ``Goal.obs(key)``: an observation key holding the goal features; ``Goal.info(key)``: an ``info``
-    key holding them (read from the info of each episode's first step); ``Goal.fn(f)``: ``f(frames)``
+    key holding them (the env must report it in every info, reset and step, as the wrappers read
+    a model's info keys at every frame); ``Goal.fn(f)``: ``f(frames)``
     returns ``(B, F)`` goal features from the batched observation as numpy arrays (e.g. a goal
     position in the state: ``envs.point_reach.goal_state``). The goal is taken at each episode's
     first frame and held for the episode.
@@ -259,6 +260,9 @@ class ProcessPotential:
         frame; ``metadata["goal"]`` says which.
         """
         n = len(next(iter(frames.values())))
+        if n == 0:
+            raise ValueError("score_episode needs at least one frame")
+        gamma = validate_gamma(gamma)
         chosen, said = goal or self.goal, "explicit"
         if chosen is None:
             chosen, said = Goal.frame({k: np.asarray(frames[k])[-1] for k in self.spec.inputs}), "last frame (offline only)"
@@ -370,7 +374,7 @@ class ProcessFeed:
             x = self._read(taken)
             self._start(rows, x, self._goal(taken, x))
             values[rows], fused, phis = self._values(rows, x, np.zeros(len(rows), dtype=bool))
-            if mask is None:
+            if mask is None:  # (a partial reset keeps the last step's diagnostics of the other envs)
                 self._record(fused, phis)
         return self.ops.floats(values)
 

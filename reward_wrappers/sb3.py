@@ -75,7 +75,9 @@ class VecCoreWrapper(VecEnvWrapper):
         return frames  # type: ignore[return-value]
 
     def _inner_reset_infos(self) -> VecInfos:
-        return getattr(self.venv, "reset_infos", None) or [{} for _ in range(self.num_envs)]
+        # The base VecEnv's: SB3's VecEnvWrappers (VecMonitor, VecNormalize...) keep their own empty
+        # reset_infos, which autoresets never update.
+        return getattr(self.venv.unwrapped, "reset_infos", None) or [{} for _ in range(self.num_envs)]
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()

@@ -160,3 +160,17 @@ def test_batched_device_refuses_what_it_cannot_do(tmp_path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             TrainConfig(env="PointReach-v0", batched_device="cuda")
+
+
+def test_sb3_adapter_keeps_each_envs_reset_info() -> None:
+    from agents.batched_vec import TorchToSB3VecEnv
+
+    venv = TorchToSB3VecEnv(BatchedPointKeyDoor(N))
+    venv.seed(SEED)
+    venv.reset()
+    assert [info["has_key"] for info in venv.reset_infos] == [False] * N and all("success" in i for i in venv.reset_infos)
+    acts = expert_actions("PointKeyDoor-v0")
+    for t in range(STEPS):
+        venv.step(acts[t])
+        # restarts get the new episode's reset info, not the final one (which holds the key on success)
+        assert not any(info["has_key"] or info["success"] for info in venv.reset_infos)

@@ -107,7 +107,11 @@ def test_episode_state_restarts_each_episode() -> None:
     obs, info = env.reset(seed=1)
     assert info["potential"] == pytest.approx(fresh_start, abs=1e-12)
     _, _, _, _, info = env.step(np.ones(1, np.float32))
-    assert info["process_phi_I"] >= 0.0
+    fresh = PBRS(counting_env(max_len=30, max_steps=4), make(), gamma=GAMMA)
+    fresh.reset(seed=1)
+    _, _, _, _, first = fresh.step(np.ones(1, np.float32))
+    for key in ("process_phi_I", "process_phi_F", "process_weight_I", "process_confidence", "potential"):
+        assert info[key] == pytest.approx(first[key], abs=1e-12), key  # hop sum and smoothed weights restarted
 
 
 def test_fusion_overrides_by_hand() -> None:
@@ -305,3 +309,17 @@ def test_a_partial_reset_restarts_only_the_masked_envs() -> None:
             obs, _ = venv.reset(options={"reset_mask": np.array([False, True])})
     alone = make().score_episode({"state": np.stack(frames)}, gamma=GAMMA)
     np.testing.assert_allclose(shaping, alone.r_shape, atol=1e-6)  # float32 networks, batch of 2 vs 1
+
+
+def test_a_goal_from_info_under_sb3_wrappers_reads_the_base_envs_reset_infos() -> None:
+    """SB3's own VecEnvWrappers keep empty reset_infos; the goal comes from the base VecEnv's."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    def venv(goal: Goal) -> Any:
+        potential = ProcessPotential(random_process_model(), goal=goal)
+        return wrapper_family("pbrs")[FORMS["sb3"]](VecMonitor(info_target_venv("sb3")), potential, gamma=GAMMA)
+
+    from_info, _ = run_vector("sb3", venv(Goal.info("target")), vector_actions(seed=6))
+    from_obs, _ = run_vector("sb3", venv(Goal.fn(counting_goal)), vector_actions(seed=6))
+    for i in range(NUM_ENVS):
+        np.testing.assert_allclose([r["reward"] for r in from_info[i]], [r["reward"] for r in from_obs[i]], atol=1e-9)

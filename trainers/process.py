@@ -182,12 +182,19 @@ def fit_process(
                                                      dtype=torch.float32)) for e, _ in fusion_part])
     net.novelty_scale.fill_(max(float(raw.median()), 1e-8))
     step_std = changes.std(0)  # one-step changes within episodes, for the synthetic random walks
-    fusion_rows = [(_perspective_rows(net, e.features, e.features[-1]), np.clip(p, 0, 1)) for e, p in fusion_part]
-    ood = [_perspective_rows(net, x, e.features[-1]) for e, _ in fusion_part for x in _synthetic_ood(e.features, step_std, rng)]
-    inside = torch.as_tensor(np.concatenate([r for r, _ in fusion_rows]), dtype=torch.float32)
-    target = torch.as_tensor(np.concatenate([p for _, p in fusion_rows]), dtype=torch.float32)
-    outside = torch.as_tensor(np.concatenate(ood), dtype=torch.float32)
-    cut = max(1, int(0.8 * len(inside)))  # a slice of rows watches the fusion fit for early stopping
+    # One episode in five (and its synthetic versions) watches the fusion fit for early stopping.
+    watched = set(range(0, len(fusion_part), 5)) if len(fusion_part) > 1 else set()
+
+    def rows_of(episodes: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        parts = [fusion_part[i] for i in episodes]
+        inside = [_perspective_rows(net, e.features, e.features[-1]) for e, _ in parts]
+        outside = [_perspective_rows(net, x, e.features[-1]) for e, _ in parts for x in _synthetic_ood(e.features, step_std, rng)]
+        return (torch.as_tensor(np.concatenate(inside), dtype=torch.float32),
+                torch.as_tensor(np.concatenate([np.clip(p, 0, 1) for _, p in parts]), dtype=torch.float32),
+                torch.as_tensor(np.concatenate(outside), dtype=torch.float32))
+
+    inside, target, outside = rows_of([i for i in range(len(fusion_part)) if i not in watched])
+    val_inside, val_target, val_outside = rows_of(sorted(watched)) if watched else (inside, target, outside)
     net = net.to(dev)
 
     def fusion_loss(x_in: torch.Tensor, y: torch.Tensor, x_out: torch.Tensor) -> torch.Tensor:
@@ -198,12 +205,12 @@ def fit_process(
         return F.mse_loss(phi_star, y.to(dev)) + F.binary_cross_entropy_with_logits(logits, wanted)
 
     def fusion_batch() -> tuple[torch.Tensor, int]:
-        i, j = rng.integers(cut, size=batch_size), rng.integers(len(outside), size=batch_size)
+        i, j = rng.integers(len(inside), size=batch_size), rng.integers(len(outside), size=batch_size)
         return fusion_loss(inside[i], target[i], outside[j]), 2 * batch_size
 
     def fusion_validate() -> dict[str, float]:
         with torch.no_grad():
-            return {"val_loss": float(fusion_loss(inside[cut:], target[cut:], outside[::7]))}
+            return {"val_loss": float(fusion_loss(val_inside, val_target, val_outside))}
 
     # The fusion network is tiny and its rows cheap: it gets a larger step size than the hop predictor.
     fusion_fit = fit_loop(net.fusion, fusion_batch, fusion_validate, epochs=epochs, steps=steps, lr=10 * lr, patience=patience, desc="fusion",
@@ -276,7 +283,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote {out}\n  held-out median Spearman(Phi*, time) {report['val_median_spearman']:.4f} over "
           f"{report['val_episodes_scored']} episodes; confidence {report['val_mean_confidence']:.3f} held-out vs "
           f"{report['synthetic_ood_mean_confidence']:.3f} synthetic OOD (AUC {report['val_confidence_auc_synthetic_ood']:.3f})\n"
-          f"  use it as a potential: rewardswap train-agent --pbrs {out} --process-goal obs:KEY|fn:MODULE:FUNCTION|frame:FILE.npy")
+          f"  use it as a potential: rewardswap train-agent --pbrs {out} --process-goal obs:KEY|info:KEY|fn:MODULE:FUNCTION|frame:FILE.npy")
     return 0
 
 
