@@ -13,11 +13,11 @@ At each frame ``x_t`` of an episode that started at ``x_0``, with goal features 
 where ``hop`` is the fitted predictor, so "distance" is measured in task progress rather than
 raw feature units. The fusion gives weights and a confidence (:func:`~reward_wrappers.process_fusion.fuse`
 under a :class:`~reward_wrappers.process_fusion.FusionOverride`); the potential is the fused
-``Phi*`` times the gate. The potential depends on the episode so far (its first frame, the sum of
+``Phi*`` gated by the confidence (toward 0, or toward the episode's first value). The potential depends on the episode so far (its first frame, the sum of
 hops, smoothed weights), so PBRS's policy invariance holds on the history-augmented state.
 
-Online use needs a goal given explicitly (:class:`Goal`: fixed goal features, an observation key,
-or a function of the observation); :meth:`ProcessPotential.score_episode` scores a recorded
+Online use needs a goal given explicitly (:class:`Goal`: fixed goal features, an observation or
+``info`` key, or a function of the observation); :meth:`ProcessPotential.score_episode` scores a recorded
 episode offline and may take its last frame as the goal (the result says so).
 
 >>> import numpy as np
@@ -248,8 +248,8 @@ class ProcessPotential:
             raise ValueError(
                 "a process potential used while training needs an explicit goal: ProcessPotential(model, "
                 "goal=Goal.frame(features) | Goal.obs(KEY) | Goal.info(KEY) | Goal.fn(function)), or train-agent "
-                "--process-goal frame:FILE.npy | obs:KEY | info:KEY | fn:MODULE:FUNCTION. Only offline scoring (score_episode) may use an "
-                "episode's last frame as its goal")
+                "--process-goal frame:FILE.npy | obs:KEY | info:KEY | fn:MODULE:FUNCTION. Only offline scoring "
+                "(score_episode) may use an episode's last frame as its goal")
         return ProcessFeed(self, num_envs, ops)
 
     def score_episode(self, frames: Mapping[str, Any], *, gamma: float, terminated: bool = False,
