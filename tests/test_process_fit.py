@@ -56,9 +56,11 @@ def test_fits_are_deterministic_for_a_seed(model: Path, buffers: Path, tmp_path:
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
 
 
-def test_images_are_refused_with_what_to_do(buffers: Path, tmp_path: Path) -> None:
+def test_images_are_refused_with_what_to_do_and_never_chosen_by_default(buffers: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="embed them first"):
         fit_process(buffers, tmp_path / "x.pt", inputs=("rgb",), epochs=1, progress=False)
+    chosen = fit_process(buffers, tmp_path / "y.pt", epochs=1, steps_per_epoch=5, progress=False)  # data: state + rgb
+    assert list(load_reward_model(chosen).spec.inputs) == ["state"]
 
 
 def test_a_user_label_provider_is_checked() -> None:

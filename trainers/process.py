@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any, Sequence
 
 import numpy as np
@@ -98,6 +99,17 @@ def _synthetic_ood(x: np.ndarray, step_std: np.ndarray, rng: np.random.Generator
     return [walk, x[rng.permutation(len(x))], x + rng.normal(0, 1, x.shape)]
 
 
+def _feature_keys(trajectories: Sequence[Any]) -> tuple[str, ...]:
+    """The default inputs: the data's ``state`` key, else its vector keys (embeddings included), never images."""
+    obs = trajectories[0].obs
+    vectors = tuple(k for k in obs if np.asarray(obs[k]).ndim == 2)
+    chosen = ("state",) if "state" in obs else vectors
+    if not chosen:
+        raise ValueError(f"no state or embedding key among {sorted(obs)}: embed the images (`rewardswap embed`) or pass inputs")
+    print(f"inputs not given: the process reward reads {list(chosen)} (keys in the data: {sorted(obs)})", file=sys.stderr)
+    return chosen
+
+
 def fit_process(
     data: DataLike,
     out: str | os.PathLike,
@@ -123,7 +135,7 @@ def fit_process(
     rng = seed_everything(seed)
     dev = resolve_device(device)
     trajectories = load_buffers(data)
-    keys = choose_inputs(trajectories, inputs)
+    keys = choose_inputs(trajectories, inputs if inputs is not None else _feature_keys(trajectories))
     spec = ModelSpec(input_specs(trajectories, keys), output="progress", has_confidence=True)
     check_process_spec(spec)
     provider = label_provider(labels)
@@ -262,7 +274,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="buffer directory written by `rewardswap collect` (has positive/ and negative/)")
     parser.add_argument("--out", required=True, help="checkpoint file to write (.pt); the report goes beside it")
     parser.add_argument("--inputs", nargs="+", default=None,
-                        help="state or embedding keys the model reads (default: the data's state key); images: embed them first")
+                        help="state or embedding keys the model reads (default: the data's state key, else its vector keys; never "
+                             "images: embed them first)")
     parser.add_argument("--labels", default="success",
                         help="hop labels: success (recorded success flags), oracle (distance to the last frame's features) "
                              "or fn:MODULE:FUNCTION (your episode -> per-frame progress)")
