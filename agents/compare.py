@@ -77,7 +77,8 @@ class Condition:
             try:
                 parsed = kind(value)
             except ValueError:
-                raise ValueError(f"condition {spec!r}: @{key}= expects {'an integer' if kind is int else 'a number'}, "
+                expected = {int: "an integer", float: "a number", str: "a value"}.get(kind, "a JSON object")
+                raise ValueError(f"condition {spec!r}: @{key}= expects {expected}, "
                                  f"got {value!r}") from None
             if key == "gamma":
                 gamma = check_discount(parsed, f"condition {spec!r}: gamma")

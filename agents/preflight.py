@@ -44,7 +44,8 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
         raise ValueError(f"--reward {cfg.reward}: a process-reward model is a shaping potential; pass it as --pbrs PATH "
                          "with --process-goal (and --reward sparse or env)")
     if "--pbrs" in process:
-        load_potential(cfg.pbrs, cfg.process_goal, cfg.process_override)  # the goal and overrides, checked here
+        if not isinstance(getattr(models["--pbrs"], "model", None), ProcessPotential):  # else train_agent built it already
+            load_potential(cfg.pbrs, cfg.process_goal, cfg.process_override)  # the goal and overrides, checked here
         if cfg.refit_every is not None or cfg.demos is not None:
             raise ValueError("a process-reward potential depends on each episode's history, which stored transitions "
                              "do not keep: train without --refit-every and --demos")

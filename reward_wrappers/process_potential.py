@@ -296,7 +296,7 @@ class ProcessFeed:
     """
 
     def __init__(self, potential: ProcessPotential, num_envs: int, ops: Ops, goal: Optional[Goal] = None) -> None:
-        self.potential, self.ops, self.num_envs = potential, ops, int(num_envs)
+        self.ops, self.num_envs = ops, int(num_envs)
         self.goal = goal or potential.goal
         self.spec, self.scorer, self.override = potential.spec, potential.scorer, potential.override
         dim = sum(int(np.prod(s.shape)) for s in self.spec.inputs.values())

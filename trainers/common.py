@@ -117,13 +117,16 @@ def fraction(text: str) -> float:
     return value
 
 
-def add_fit_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 128, batch_help: str | None = None) -> None:
-    """The ``train-reward`` options every model kind shares (same names, meanings and defaults)."""
+def add_fit_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 128, batch_help: str | None = None,
+                      images: bool = True) -> None:
+    """The ``train-reward`` options every model kind shares (same names, meanings and defaults);
+    ``images=False`` for a kind that never reads images (no ``--no-augment``)."""
     parser.add_argument("--epochs", type=positive_int, default=20)
     parser.add_argument("--batch-size", type=positive_int, default=batch_size, help=batch_help)
     parser.add_argument("--lr", type=positive_float, default=3e-4)
     parser.add_argument("--val-fraction", type=fraction, default=0.2, help="fraction of trajectories held out")
-    parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation of images")
+    if images:
+        parser.add_argument("--no-augment", action="store_true", help="disable random-shift augmentation of images")
     parser.add_argument("--patience", type=positive_int, default=5, help="early-stopping patience in epochs")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (it is off anyway when not a terminal)")
     parser.add_argument("--seed", type=int, default=0)
@@ -147,9 +150,10 @@ def frame_sampling(args: argparse.Namespace) -> FrameSampling:
 
 def fit_arguments(args: argparse.Namespace) -> dict[str, Any]:
     """``fit_*`` keyword arguments from the options :func:`add_fit_arguments` added."""
+    images = {"augment": not args.no_augment} if hasattr(args, "no_augment") else {}
     return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, val_fraction=args.val_fraction,
-                augment=not args.no_augment, patience=args.patience, seed=args.seed, device=args.device,
-                logdir=args.logdir, progress=not args.no_progress)
+                patience=args.patience, seed=args.seed, device=args.device, logdir=args.logdir,
+                progress=not args.no_progress, **images)
 
 
 def report_path(out: str | os.PathLike, suffix: str) -> pathlib.Path:

@@ -283,15 +283,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fusion-hidden", type=int, default=32, help="fusion network width")
     parser.add_argument("--fusion-fraction", type=float, default=0.25, help="share of labelled training episodes kept for the fusion fit")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: one pass over the frames)")
-    add_fit_arguments(parser, batch_size=256)
+    add_fit_arguments(parser, batch_size=256, images=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    fit = fit_arguments(args)
-    fit.pop("augment")  # features, not images: nothing to shift
     out = fit_process(args.data, args.out, inputs=args.inputs, labels=args.labels, hidden=args.hidden,
                       fusion_hidden=args.fusion_hidden, fusion_fraction=args.fusion_fraction,
-                      steps_per_epoch=args.steps_per_epoch, **fit)
+                      steps_per_epoch=args.steps_per_epoch, **fit_arguments(args))
     report = json.loads(report_path(out, ".report.json").read_text())
     print(f"wrote {out}\n  held-out median Spearman(Phi*, time) {report['val_median_spearman']:.4f} over "
           f"{report['val_episodes_scored']} episodes; confidence {report['val_mean_confidence']:.3f} held-out vs "
