@@ -74,16 +74,16 @@ class VecCoreWrapper(VecEnvWrapper):
             frames[INFO_PREFIX + key] = np.stack([np.asarray(info_value(info, key, "VecEnv's")) for info in infos])
         return frames  # type: ignore[return-value]
 
-    def _inner_reset_infos(self) -> VecInfos:
-        # The base VecEnv's: SB3's VecEnvWrappers (VecMonitor, VecNormalize...) keep their own empty
-        # reset_infos, which autoresets never update.
+    def _base_reset_infos(self) -> VecInfos:
+        # The base VecEnv's, for the info values a model reads: SB3's VecEnvWrappers (VecMonitor,
+        # VecNormalize...) keep their own empty reset_infos, which autoresets never update.
         return getattr(self.venv.unwrapped, "reset_infos", None) or [{} for _ in range(self.num_envs)]
 
     def reset(self) -> VecEnvObs:
         obs = self.venv.reset()
-        inner = self._inner_reset_infos()
-        extras = self.core.begin(self._frames(obs, inner))
+        extras = self.core.begin(self._frames(obs, self._base_reset_infos()))
         # The wrapper's own reset_infos: the inner ones plus e.g. the cached Phi(s_0).
+        inner = getattr(self.venv, "reset_infos", None) or [{} for _ in range(self.num_envs)]
         self.reset_infos = [dict(info) for info in inner]
         for key, values in extras.items():
             for info, value in zip(self.reset_infos, values.tolist()):
@@ -108,7 +108,7 @@ class VecCoreWrapper(VecEnvWrapper):
         dones = np.asarray(dones, dtype=bool)
         any_done = np.count_nonzero(dones) != 0
         if self._info_keys and any_done:  # done envs' returned obs start new episodes: their reset infos
-            reset_infos = self._inner_reset_infos()
+            reset_infos = self._base_reset_infos()
             frames = self._frames(obs, [reset_infos[i] if done else info for i, (info, done) in enumerate(zip(infos, dones))])
         else:
             frames = self._frames(obs, infos)

@@ -482,3 +482,12 @@ def test_maniskill_torch_learned_reward_with_a_network() -> None:
         _, reward, _, _, info = venv.step(torch.zeros(1, 4))
         assert reward.dtype == torch.float32 and "is_success" in info and "learned_success" in info
     venv.close()
+
+
+def test_stacked_sb3_wrappers_keep_the_inner_wrappers_reset_infos() -> None:
+    inner = VecProgressReward(DummyVecEnv([lambda: counting_env(max_len=3, max_steps=9)]),
+                              SpecModel(state_spec("progress"), potential_fn), output="delta")
+    venv = VecPBRS(inner, potential_fn, gamma=GAMMA)
+    obs = venv.reset()
+    assert venv.reset_infos[0]["progress"] == pytest.approx(phi_of(obs[0]))  # the inner wrapper's, kept
+    assert venv.reset_infos[0]["potential"] == pytest.approx(phi_of(obs[0]))
