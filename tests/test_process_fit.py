@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 import envs
@@ -92,8 +93,6 @@ def test_cli_fits_and_train_agent_takes_it_only_as_a_potential_with_a_goal(model
 
 
 def test_novelty_reads_about_one_on_unseen_expert_frames_and_more_on_noise(model: Path, buffers: Path) -> None:
-    import torch
-
     loaded = load_reward_model(model)
     net, held_out = loaded.net, set(loaded.metadata["val_trajectory_ids"])
     states = [t.obs["state"] for t in load_trajectories(buffers) if t.id in held_out]
@@ -104,3 +103,16 @@ def test_novelty_reads_about_one_on_unseen_expert_frames_and_more_on_noise(model
         noisy = float(net.novelty(x + torch.randn(x.shape, generator=torch.Generator().manual_seed(0)), change).median())
     assert 0.5 < typical < 2.0  # the scale is set on held-back training episodes
     assert noisy > 1.3 * typical  # unit noise on every feature: measured 1.56 against 1.09
+
+
+def test_the_fusion_is_fitted_on_the_perspectives_the_online_feed_computes(model: Path, buffers: Path) -> None:
+    """The fit computes each episode's perspectives at once (trainers.process._perspective_rows); the
+    online feed step by step. They are two codings of one rule, so they must agree."""
+    from trainers.process import _perspective_rows
+
+    loaded = load_reward_model(model)
+    states = next(t.obs["state"] for t in load_trajectories(buffers) if t.success)
+    x = loaded.net.normalise(torch.as_tensor(states, dtype=torch.float32)).double().numpy()
+    at_once = _perspective_rows(loaded.net, x, x[-1])[:, :3]
+    online = ProcessPotential(loaded).score_episode({"state": states}, gamma=1.0).perspectives  # goal: the last frame
+    np.testing.assert_allclose(at_once, online, atol=1e-5)
