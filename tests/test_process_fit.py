@@ -116,3 +116,25 @@ def test_the_fusion_is_fitted_on_the_perspectives_the_online_feed_computes(model
     at_once = _perspective_rows(loaded.net, x, x[-1])[:, :3]
     online = ProcessPotential(loaded).score_episode({"state": states}, gamma=1.0).perspectives  # goal: the last frame
     np.testing.assert_allclose(at_once, online, atol=1e-5)
+
+
+def test_any_vector_keys_and_dtypes(tmp_path: Path) -> None:
+    """No 'state' key: the fit reads every vector key (a float64 'joints', a float16 embedding) and
+    never the camera; the potential then scores that layout."""
+    from tests.fake_trajectories import FakeTrajectory
+
+    rng = np.random.default_rng(0)
+    trajectories = []
+    for i in range(24):
+        t = np.linspace(0.0, 1.0, 15)
+        joints = np.stack([t, 1 - t, rng.normal(0, 0.01, 15), t**2], axis=1)  # float64, moves toward a goal
+        labels = (t >= 0.95).astype(np.float32)
+        obs = {"joints": joints, "cam_emb": rng.normal(0, 1, (15, 8)).astype(np.float16),
+               "cam": np.zeros((15, 24, 40, 3), np.uint8)}
+        trajectories.append(FakeTrajectory(obs, labels, np.zeros(14, np.float32), f"fake/{i}", f"t{i}"))
+    out = fit_process(trajectories, tmp_path / "p.pt", epochs=2, steps_per_epoch=20, progress=False)
+    loaded = load_reward_model(out)
+    assert sorted(loaded.spec.inputs) == ["cam_emb", "joints"]
+    assert {k: s.dtype for k, s in loaded.spec.inputs.items()} == {"cam_emb": "float16", "joints": "float64"}
+    scored = ProcessPotential(loaded).score_episode({k: trajectories[0].obs[k] for k in ("joints", "cam_emb")}, gamma=1.0)
+    assert scored.potential.shape == (15,) and np.isfinite(scored.potential).all()
