@@ -4,7 +4,7 @@ A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``,
 ``classifier:c.pt``, ``progress:p.pt``, ``preference:b.pt``, or any of them followed by
 ``+pbrs:p.pt``, and optionally by ``@name=value`` options of ``train-agent``: ``@gamma=G`` (that
 condition's agent discount, and so its PBRS gamma), ``@refit-every=N``, ``@label-budget=L``,
-``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``, ``@pbrs-scale=K``,
+``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``, ``@pbrs-scale=K``, ``@pbrs-offset=C``,
 ``@process-goal=SOURCE``, ``@process-override=JSON``. Each (condition, seed) is
 one ``train_agent`` run in its own process (or Ray task: :mod:`agents.ray_engine`); the results are summarised in ``results.json``,
 ``report.md`` and ``curves.png``.
@@ -40,6 +40,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "demos": ("demos", str),
     "demo-ratio": ("demo_ratio", float),
     "pbrs-scale": ("pbrs_scale", float),
+    "pbrs-offset": ("pbrs_offset", float),
     "process-goal": ("process_goal", str),
     "process-override": ("process_override", json.loads),
 }

@@ -19,6 +19,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import pathlib
 import platform
 import shlex
@@ -111,6 +112,7 @@ class TrainConfig:
     batched_device: str | None = None
     process_goal: str | None = None
     pbrs_scale: float = 1.0
+    pbrs_offset: float = 0.0
     process_override: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -138,6 +140,8 @@ class TrainConfig:
             raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
         if not self.pbrs_scale > 0:
             raise ValueError(f"--pbrs-scale must be positive, got {self.pbrs_scale}")
+        if not math.isfinite(self.pbrs_offset):
+            raise ValueError(f"--pbrs-offset must be a finite number, got {self.pbrs_offset}")
         if self.steps <= 0 or self.n_envs <= 0:
             raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
         if self.gamma is not None:
@@ -275,7 +279,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         venv = reward_kind(kind).serve(venv, reward_model, cfg.reward_output)  # the kind's wrapper (trainers.kinds)
     pbrs_gamma = None
     if potential is not None:
-        venv = VecPBRS(venv, potential, gamma=gamma, scale=cfg.pbrs_scale)
+        venv = VecPBRS(venv, potential, gamma=gamma, scale=cfg.pbrs_scale, offset=cfg.pbrs_offset)
         pbrs_gamma = venv.gamma  # the agent's own (reward-semantics notes); run_config.json shows both
     venv = _select_policy_keys(venv, env_obs, cfg.policy_obs)
     # Running mean/std of the policy's state observations: ManiSkill states mix joint angles,
@@ -381,6 +385,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pbrs-scale", type=float, default=1.0, metavar="K",
                         help="the potential is K times the model's (a [0, 1] potential is small beside a sparse "
                              "return of up to 1 / (1 - gamma); any K > 0 keeps the optimal policy)")
+    parser.add_argument("--pbrs-offset", type=float, default=0.0, metavar="C",
+                        help="Phi = K * (potential + C). Phi is 0 on termination, so with a [0, 1] progress "
+                             "potential on an env that terminates on success, C = -1 makes Phi about 0 at the "
+                             "goal and finishing no longer gives back the potential; keeps the optimal policy")
     parser.add_argument("--process-goal", default=None, metavar="SOURCE",
                         help="a process-reward potential's goal: obs:KEY, info:KEY, fn:MODULE:FUNCTION (e.g. "
                              "fn:envs.point_key_door:goal_state) or frame:FILE.npy (goal features)")
@@ -458,8 +466,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
         monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
         refit_epochs=args.refit_epochs, refit_precision=args.refit_precision, refit_data=args.refit_data,
-        demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal, pbrs_scale=args.pbrs_scale,
-        process_override=json.loads(args.process_override),
+        demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
+        pbrs_scale=args.pbrs_scale, pbrs_offset=args.pbrs_offset, process_override=json.loads(args.process_override),
     )
 
 

@@ -335,12 +335,15 @@ class PBRSCore:
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
         scale: float = 1.0,
+        offset: float = 0.0,
     ) -> None:
         self.ops = ops or NumpyOps()
         self.gamma = validate_gamma(gamma)
         if not (np.isfinite(scale) and scale > 0):
             raise ValueError(f"the potential's scale must be a positive number, got {scale}")
-        self.scale = float(scale)
+        if not np.isfinite(offset):
+            raise ValueError(f"the potential's offset must be a finite number, got {offset}")
+        self.scale, self.offset = float(scale), float(offset)
         self.model = as_reward_model(potential)
         # A bare callable *is* the potential; a model's output is read per its spec.
         self.kind = "raw" if self.model.spec is None else self.model.spec.output
@@ -355,12 +358,15 @@ class PBRSCore:
             self.feed = ModelFeed(self.model, num_envs, self.ops, min_confidence=min_confidence, what="potential")
         self.phi = self.ops.zeros(num_envs)
 
-    def _potential(self, raw: Array) -> Array:
+    def potential_of(self, raw: Array) -> Array:
+        """``Phi = scale * (potential + offset)`` from the model's raw output."""
         values = potential_values(raw, self.kind, self.ops)
+        if self.offset != 0.0:
+            values = values + self.offset
         return values if self.scale == 1.0 else values * self.scale
 
     def begin(self, frames: Frames, mask: Optional[Mask] = None) -> dict[str, Array]:
-        phi = self._potential(self.feed.begin(frames, mask))
+        phi = self.potential_of(self.feed.begin(frames, mask))
         self.phi = phi if mask is None else self.ops.where(mask, phi, self.phi)
         return {POTENTIAL: self.phi}
 
@@ -378,14 +384,14 @@ class PBRSCore:
         raw, restart_raw = self.feed.evaluate(
             frames, fresh=fresh, ended=ended, restart_frames=restart_frames, want_restart_values=True
         )
-        phi_next = self._potential(raw)
+        phi_next = self.potential_of(raw)
         shaping = pbrs_shaping(self.phi, phi_next, terminated, self.gamma, ops)
         if ops.any(fresh):  # reset step: Phi(s_0) is cached, nothing is paid
             shaping = ops.where(fresh, 0.0, shaping)
         reward = ops.check_finite(env_reward + shaping, "the shaped reward (reward + gamma * Phi(s') - Phi(s))")
         self.phi = phi_next
         if restart_raw is not None:
-            self.phi = ops.where(ended, self._potential(restart_raw), self.phi)
+            self.phi = ops.where(ended, self.potential_of(restart_raw), self.phi)
         info = {ENV_REWARD: env_reward, SHAPING_REWARD: shaping, POTENTIAL: phi_next,
                 **getattr(self.feed, "diagnostics", {})}
         if restart_raw is not None:

@@ -51,6 +51,12 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
         scale: ``Phi`` is the model's potential times this (a potential in [0, 1] is small beside
             a sparse success return of up to ``1 / (1 - gamma)``; any positive scale keeps the
             optimal policy).
+        offset: added before the scale, ``Phi = scale * (potential + offset)``. ``Phi`` is 0 on
+            termination, so a potential high at the goal makes the finishing step pay it back
+            (``-Phi(s)``); on an env that terminates on success, ``offset = -1`` for a [0, 1]
+            progress potential puts ``Phi`` near 0 at the goal. Any offset keeps the optimal
+            policy; it adds ``(1 - gamma) * scale * -offset`` to every non-terminal step and
+            ``scale * -offset`` to the terminating one.
 
     ``info`` gets ``shaping_reward`` (``F``), ``potential`` (``Phi`` of the observation just
     returned, before terminal zeroing; on ``reset`` ``Phi(s_0)``) and ``env_reward``.
@@ -67,6 +73,7 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
         scale: float = 1.0,
+        offset: float = 0.0,
     ) -> None:
         # Recorded so that env.spec can rebuild the stack (gymnasium's check_env does).
         gym.utils.RecordConstructorArgs.__init__(
@@ -75,9 +82,10 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
             gamma=gamma,
             min_confidence=min_confidence,
             scale=scale,
+            offset=offset,
         )
         core = PBRSCore(validated_model(potential, env.observation_space), gamma=gamma, min_confidence=min_confidence,
-                        scale=scale)
+                        scale=scale, offset=offset)
         super().__init__(env, core)
         self.gamma = core.gamma
         self.potential = core.model

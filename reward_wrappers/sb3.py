@@ -204,6 +204,7 @@ class VecPBRS(VecCoreWrapper):
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
         scale: float = 1.0,
+        offset: float = 0.0,
     ) -> None:
         core = PBRSCore(
             validated_model(potential, venv.observation_space, what="VecEnv"),
@@ -212,6 +213,7 @@ class VecPBRS(VecCoreWrapper):
             gamma=gamma,
             min_confidence=min_confidence,
             scale=scale,
+            offset=offset,
         )
         super().__init__(venv, core)
         self.gamma = core.gamma

@@ -128,6 +128,7 @@ class TorchPBRS(TorchConventions, VectorPBRS):
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
         scale: float = 1.0,
+        offset: float = 0.0,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__(
@@ -136,6 +137,7 @@ class TorchPBRS(TorchConventions, VectorPBRS):
             gamma=gamma,
             min_confidence=min_confidence,
             scale=scale,
+            offset=offset,
             ops=TorchOps(device if device is not None else env_device(env)),
         )
 

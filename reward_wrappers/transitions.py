@@ -38,7 +38,6 @@ from reward_wrappers.core import (
     combine_rewards,
     learned_output,
     pbrs_shaping,
-    potential_values,
     success_score,
 )
 from reward_wrappers.base import model_window
@@ -247,8 +246,8 @@ def transition_rewards(cores: Sequence[RewardCore], prev: Frames, nxt: Frames, e
             learned = raw_next - _values(core, prev, chunk) if core.output == "delta" else raw_next
             reward = combine_rewards(reward, learned, core.mode, core.env_weight, core.model_weight)
         elif isinstance(core, PBRSCore):
-            phi_prev = core.scale * potential_values(_values(core, prev, chunk), core.kind, ops)
-            phi_next = core.scale * potential_values(raw_next, core.kind, ops)
+            phi_prev = core.potential_of(_values(core, prev, chunk))
+            phi_next = core.potential_of(raw_next)
             reward = reward + pbrs_shaping(phi_prev, phi_next, terminated, core.gamma, ops)
         else:  # pragma: no cover - a new core kind must say how it pays a transition
             raise TypeError(f"no transition reward for {type(core).__name__}")

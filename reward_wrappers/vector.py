@@ -223,6 +223,7 @@ class VectorPBRS(VectorCoreWrapper):
         gamma: Optional[float] = None,
         min_confidence: Optional[float] = None,
         scale: float = 1.0,
+        offset: float = 0.0,
         ops: Optional[Ops] = None,
     ) -> None:
         core = PBRSCore(
@@ -232,6 +233,7 @@ class VectorPBRS(VectorCoreWrapper):
             gamma=gamma,
             min_confidence=min_confidence,
             scale=scale,
+            offset=offset,
         )
         super().__init__(env, core)
         self.gamma = core.gamma

@@ -138,7 +138,7 @@ def test_a_swapped_model_pays_from_the_very_next_step():
 
 def _relabel_stack(vec_env_cls, live, potential):
     frames = VecTransitionFrames(vec_env_cls([lambda: CountingEnv(terminate_odd=True)] * 2), ("state",))
-    venv = VecPBRS(VecLearnedReward(frames, live, output="prob"), potential, gamma=0.9)
+    venv = VecPBRS(VecLearnedReward(frames, live, output="prob"), potential, gamma=0.9, scale=2.0, offset=-0.5)
     cores = reward_cores(venv)
     frames.keep_prev = needs_prev(cores)
     kwargs = dict(frames=frames, reward_fn=lambda *a: transition_rewards(cores, *a), demos=None)
@@ -172,7 +172,7 @@ def test_relabelled_replay_rewards_equal_the_new_models_rewards(vec_env_cls):
     assert 0 < terminated.sum() < (buf.dones[:n] > 0).sum()  # both terminations and truncations are stored
 
     def by_hand(model_shift):
-        phi = lambda o: 0.1 * o[:, 0] + o[:, 1]  # noqa: E731
+        phi = lambda o: 2.0 * (0.1 * o[:, 0] + o[:, 1] - 0.5)  # noqa: E731 (scale 2, offset -0.5)
         return sigmoid(nxt[:, 0] - model_shift) + 0.9 * np.where(terminated > 0, 0.0, phi(nxt)) - phi(obs)
 
     np.testing.assert_allclose(buf.rewards[:n].reshape(-1), by_hand(2.0), rtol=1e-6, atol=1e-6)  # what the wrappers paid

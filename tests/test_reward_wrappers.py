@@ -439,3 +439,25 @@ def test_pbrs_scale_multiplies_the_potential_and_still_telescopes() -> None:
     check_telescoping(shaping, 20.0 * info_p["potential"], 0.0, True, GAMMA)
     with pytest.raises(ValueError, match="scale"):
         PBRS(counting_env(), potential_fn, gamma=GAMMA, scale=0.0)
+
+
+def test_pbrs_offset_shifts_the_potential_before_the_scale_and_zero_still_means_terminated() -> None:
+    """``Phi = K * (phi + C)``; the terminating step pays ``0 - Phi(s)``, so with ``C = -phi(goal)``
+    finishing no longer gives the potential back."""
+    K, C = 2.0, -1.0
+    env = PBRS(counting_env(max_len=3, max_steps=9), potential_fn, gamma=GAMMA, scale=K, offset=C)
+    obs, info = env.reset(seed=0)
+    phi_s = K * (phi_of(obs) + C)
+    assert info["potential"] == pytest.approx(phi_s)
+    shaping, terminated = [], False
+    for action in actions_for(3):
+        obs, _, terminated, truncated, step = env.step(action)
+        phi_next = 0.0 if terminated else K * (phi_of(obs) + C)
+        assert step["shaping_reward"] == pytest.approx(GAMMA * phi_next - phi_s)
+        shaping.append(step["shaping_reward"])
+        phi_s = phi_next
+        if terminated or truncated:
+            break
+    assert terminated
+    with pytest.raises(ValueError, match="offset"):
+        PBRS(counting_env(), potential_fn, gamma=GAMMA, offset=float("nan"))

@@ -73,6 +73,8 @@ def kinds() -> dict[str, tuple[Callable[[], Any], dict[str, Any]]]:
                                          {"output": "binary", "hold_steps": 3}),
         "learned_weighted": (lambda: SpecModel(state_spec("logit"), logit_fn), {"mode": "weighted", "env_weight": 0.5, "model_weight": 2.0}),
         "pbrs": (lambda: SpecModel(state_spec("progress"), potential_fn), {"gamma": GAMMA}),
+        "pbrs_scaled_offset": (lambda: SpecModel(state_spec("progress"), potential_fn),
+                               {"gamma": GAMMA, "scale": 3.0, "offset": -1.0}),
         "progress_window_delta": (lambda: SpecModel(state_spec("progress", window=3), window_fn), {"output": "delta"}),
         "progress_window": (lambda: SpecModel(state_spec("progress", window=2), window_fn), {"output": "progress"}),
     }
