@@ -5,7 +5,12 @@ One network holds everything a checkpoint needs to rebuild the process reward:
 * the feature layout (the spec's input keys, flattened and concatenated in sorted key order) and
   its normalisation (training mean and standard deviation);
 * the **hop predictor**: from (before, after) features, a hop in [-1, 1] (positive = progress)
-  and its uncertainty (the standard deviation of a Gaussian fitted by likelihood);
+  and its uncertainty (the standard deviation of a Gaussian fitted by likelihood). Two forms:
+  ``"pairwise"`` (one network of the pair) and ``"anchored"``: a per-frame progress difference
+  ``g(after) - g(before)`` plus the antisymmetric part of the pair network, so a hop from a frame
+  to itself is exactly 0 and reversing a pair negates its hop. A pair network alone only knows
+  pairs of demonstration frames; the per-frame term carries an ordering to frames no
+  demonstration visited (measured in ``benchmarks/potential_quality.py``);
 * the **novelty** reference: features and one-step changes of training frames, against which
   a frame's mean distance to its nearest neighbours measures how unfamiliar it is;
 * the **fusion network**: from the three perspectives and their uncertainties, weight logits
@@ -21,6 +26,11 @@ episode's history and a goal.
 >>> mu, sigma = net.hop(torch.zeros(2, 3), torch.ones(2, 3))
 >>> tuple(mu.shape), bool((mu.abs() <= 1).all()), bool((sigma > 0).all())
 ((2,), True, True)
+>>> anchored = ProcessNet(ModelSpec({"state": InputSpec((3,), "float32")}, output="progress"), hidden=8,
+...                       hop_form="anchored")
+>>> x, y = torch.randn(4, 3), torch.randn(4, 3)
+>>> bool((anchored.hop(x, x)[0] == 0).all()), bool(torch.allclose(anchored.hop(x, y)[0], -anchored.hop(y, x)[0]))
+(True, True)
 """
 
 from __future__ import annotations
@@ -64,6 +74,10 @@ def fusion_inputs(phis: np.ndarray, sigmas: np.ndarray, novelty: np.ndarray) -> 
     return np.concatenate([phis, sigmas, gaps, np.log1p(novelty)[:, None]], axis=1)
 
 
+#: the hop predictor's forms (see the module docstring)
+HOP_FORMS = ("pairwise", "anchored")
+
+
 def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
 
@@ -77,12 +91,17 @@ class ProcessNet(nn.Module):
         fusion_hidden: width of the fusion network.
         reference_rows: rows of the novelty reference (training frames: features and changes).
         neighbours: nearest reference rows averaged for novelty.
+        hop_form: ``"pairwise"`` or ``"anchored"`` (see the module docstring). The default stays
+            ``"pairwise"`` so that checkpoints written before the choice existed load as fitted.
     """
 
     def __init__(self, spec: ModelSpec, hidden: int = 128, fusion_hidden: int = 32, reference_rows: int = 1,
-                 neighbours: int = 5) -> None:
+                 neighbours: int = 5, hop_form: str = "pairwise") -> None:
         super().__init__()
         check_process_spec(spec)
+        if hop_form not in HOP_FORMS:
+            raise ValueError(f"hop_form must be one of {HOP_FORMS}, got {hop_form!r}")
+        self.hop_form = hop_form
         dim = feature_dim(spec)
         self.dim, self.neighbours = dim, int(neighbours)
         self.register_buffer("mean", torch.zeros(dim))
@@ -90,6 +109,8 @@ class ProcessNet(nn.Module):
         self.register_buffer("reference", torch.zeros(int(reference_rows), 2 * dim))
         self.register_buffer("novelty_scale", torch.ones(()))
         self.hop_net = _mlp(3 * dim, hidden, 2)
+        # Per-frame progress of the anchored form (absent from pairwise checkpoints' state dicts).
+        self.anchor = _mlp(dim, hidden, 1) if hop_form == "anchored" else None
         self.fusion = _mlp(len(FUSION_INPUTS), fusion_hidden, len(FUSION_INPUTS[:3]) + 1)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -102,7 +123,15 @@ class ProcessNet(nn.Module):
     def hop(self, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hop ``(B,)`` in [-1, 1] and its uncertainty ``(B,)`` (> 0) between normalised features."""
         out = self.hop_net(torch.cat([before, after, after - before], dim=1))
+        if self.anchor is not None:
+            back = self.hop_net(torch.cat([after, before, before - after], dim=1))
+            mean = self.anchor(after)[:, 0] - self.anchor(before)[:, 0] + 0.5 * (out[:, 0] - back[:, 0])
+            out = torch.stack([mean, 0.5 * (out[:, 1] + back[:, 1])], dim=1)
         return torch.tanh(out[:, 0]), nn.functional.softplus(out[:, 1]) + 1e-3
+
+    def hop_modules(self) -> nn.Module:
+        """The hop predictor's parameters (what its fit trains)."""
+        return nn.ModuleList([m for m in (self.hop_net, self.anchor) if m is not None])
 
     def novelty(self, x: torch.Tensor, change: torch.Tensor) -> torch.Tensor:
         """Mean distance of ``(x, change)`` rows to their nearest reference rows, in units of the
@@ -122,4 +151,4 @@ def check_process_spec(spec: ModelSpec) -> None:
 
 register_architecture("process_net", ProcessNet)
 
-__all__ = ["FUSION_INPUTS", "ProcessNet", "check_process_spec", "feature_dim", "fusion_inputs", "raw_features"]
+__all__ = ["FUSION_INPUTS", "HOP_FORMS", "ProcessNet", "check_process_spec", "feature_dim", "fusion_inputs", "raw_features"]

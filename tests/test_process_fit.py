@@ -138,3 +138,23 @@ def test_any_vector_keys_and_dtypes(tmp_path: Path) -> None:
     assert {k: s.dtype for k, s in loaded.spec.inputs.items()} == {"cam_emb": "float16", "joints": "float64"}
     scored = ProcessPotential(loaded).score_episode({k: trajectories[0].obs[k] for k in ("joints", "cam_emb")}, gamma=1.0)
     assert scored.potential.shape == (15,) and np.isfinite(scored.potential).all()
+
+
+def test_the_anchored_hop_gives_a_still_agent_no_incremental_progress(model: Path, buffers: Path) -> None:
+    loaded = load_reward_model(model)
+    assert loaded.net.hop_form == "anchored"  # the fit's default
+    still = np.repeat(load_trajectories(buffers)[0].obs["state"][5:6], 30, axis=0)  # 30 frames at rest at one state
+    scored = ProcessPotential(loaded).score_episode({"state": still}, gamma=1.0)
+    assert np.all(scored.perspectives[:, 0] == 0.0)  # Phi_I: the sum of hops from a frame to itself
+
+
+def test_a_pairwise_fit_and_checkpoints_from_before_the_choice_load_as_fitted(buffers: Path, tmp_path: Path) -> None:
+    pairwise = load_reward_model(fit_process(buffers, tmp_path / "pw.pt", inputs=("state",), epochs=1, steps_per_epoch=5,
+                                             hop_form="pairwise", progress=False))
+    assert pairwise.net.hop_form == "pairwise" and pairwise.net.anchor is None
+    # A checkpoint written before hop_form existed has no such kwarg: the constructor's default
+    # must rebuild exactly its state dict (hop_net, fusion and the buffers, no anchor).
+    old = ProcessNet(pairwise.spec, hidden=128, fusion_hidden=32, reference_rows=pairwise.net.reference.shape[0])
+    old.load_state_dict(pairwise.net.state_dict(), strict=True)
+    with pytest.raises(ValueError, match="hop_form"):
+        ProcessNet(pairwise.spec, hop_form="symmetric")

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from reward_wrappers.base import ModelSpec
 from reward_wrappers.networks import TorchRewardModel
 from reward_wrappers.process_fusion import FusionOverride
-from reward_wrappers.process_net import ProcessNet, check_process_spec, fusion_inputs, raw_features
+from reward_wrappers.process_net import HOP_FORMS, ProcessNet, check_process_spec, fusion_inputs, raw_features
 from reward_wrappers.process_potential import Goal, ProcessPotential
 from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
 from trainers.data import DataLike, choose_inputs, input_specs, load_buffers, recorded_embeddings, recorded_env, split_by_trajectory
@@ -118,6 +118,7 @@ def fit_process(
     labels: str | LabelProvider = "success",
     hidden: int = 128,
     fusion_hidden: int = 32,
+    hop_form: str = "anchored",
     fusion_fraction: float = 0.25,
     reference_rows: int = 2048,
     epochs: int = 30,
@@ -155,7 +156,7 @@ def fit_process(
     hop_frames = np.concatenate([e.features for e, _ in hop_part])
     changes = np.concatenate([np.vstack([np.zeros((1, e.features.shape[1])), np.diff(e.features, axis=0)]) for e, _ in hop_part])
     rows = rng.choice(len(hop_frames), size=min(reference_rows, len(hop_frames)), replace=False)
-    net = ProcessNet(spec, hidden=hidden, fusion_hidden=fusion_hidden, reference_rows=len(rows)).to(dev)
+    net = ProcessNet(spec, hidden=hidden, fusion_hidden=fusion_hidden, reference_rows=len(rows), hop_form=hop_form).to(dev)
     net.mean.copy_(torch.as_tensor(mean)), net.std.copy_(torch.as_tensor(std))
     net.reference.copy_(torch.as_tensor(np.hstack([hop_frames, changes])[rows]))
 
@@ -182,7 +183,7 @@ def fit_process(
             return {"val_loss": float(hop_loss(mu, sigma, val_pairs[2])), "val_hop_mae": float((mu - val_pairs[2]).abs().mean())}
 
     steps = steps_per_epoch or max(100, len(hop_frames) // batch_size)
-    hop_fit = fit_loop(net.hop_net, hop_batch, hop_validate, epochs=epochs, steps=steps, lr=lr, patience=patience, desc="hop predictor",
+    hop_fit = fit_loop(net.hop_modules(), hop_batch, hop_validate, epochs=epochs, steps=steps, lr=lr, patience=patience, desc="hop predictor",
                        unit="pairs", logdir=None if logdir is None else os.path.join(logdir, "hop"), progress=progress,
                        postfix=("val_loss", "val_hop_mae"))
 
@@ -228,7 +229,7 @@ def fit_process(
     fusion_fit = fit_loop(net.fusion, fusion_batch, fusion_validate, epochs=epochs, steps=steps, lr=10 * lr, patience=patience, desc="fusion",
                           unit="rows", logdir=None if logdir is None else os.path.join(logdir, "fusion"), progress=progress)
     model = TorchRewardModel(net.cpu().eval(), spec, {"name": "process_net", "kwargs": {
-        "hidden": hidden, "fusion_hidden": fusion_hidden, "reference_rows": len(rows)}})
+        "hidden": hidden, "fusion_hidden": fusion_hidden, "reference_rows": len(rows), "hop_form": hop_form}})
     report = {"kind": "process", "labels": getattr(provider, "name", str(labels)), "inputs": list(keys),
               "counts": {"train_episodes_labelled": len(labelled), "hop_episodes": len(hop_part),
                          "fusion_episodes": len(fusion_part), "val_episodes_labelled": len(held),
@@ -281,6 +282,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "or fn:MODULE:FUNCTION (your episode -> per-frame progress)")
     parser.add_argument("--hidden", type=int, default=128, help="hop predictor width")
     parser.add_argument("--fusion-hidden", type=int, default=32, help="fusion network width")
+    parser.add_argument("--hop-form", choices=HOP_FORMS, default="anchored",
+                        help="anchored: per-frame progress difference plus an antisymmetric pair term (a hop to "
+                             "the same frame is 0; orders frames no demonstration visited); pairwise: one pair network")
     parser.add_argument("--fusion-fraction", type=float, default=0.25, help="share of labelled training episodes kept for the fusion fit")
     parser.add_argument("--steps-per-epoch", type=int, default=None, help="batches per epoch (default: one pass over the frames)")
     add_fit_arguments(parser, batch_size=256, images=False)
@@ -288,7 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = fit_process(args.data, args.out, inputs=args.inputs, labels=args.labels, hidden=args.hidden,
-                      fusion_hidden=args.fusion_hidden, fusion_fraction=args.fusion_fraction,
+                      fusion_hidden=args.fusion_hidden, hop_form=args.hop_form, fusion_fraction=args.fusion_fraction,
                       steps_per_epoch=args.steps_per_epoch, **fit_arguments(args))
     report = json.loads(report_path(out, ".report.json").read_text())
     print(f"wrote {out}\n  held-out median Spearman(Phi*, time) {report['val_median_spearman']:.4f} over "
