@@ -13,7 +13,7 @@ import envs
 from reward_wrappers import load_reward_model
 from reward_wrappers.process_net import ProcessNet
 from reward_wrappers.process_potential import ProcessPotential, load_potential
-from reward_wrappers.base import RewardModel
+from reward_wrappers.base import RewardModel, as_reward_model, import_function
 
 
 def reward_path(reward: str) -> str | None:
@@ -23,6 +23,25 @@ def reward_path(reward: str) -> str | None:
     ('c.pt', None)
     """
     return reward.partition(":")[2] or None
+
+
+def pbrs_path(pbrs: str | None) -> str | None:
+    """The checkpoint of ``--pbrs`` (None when it names a function, ``fn:MODULE:FUNCTION``).
+
+    >>> pbrs_path("progress.pt"), pbrs_path("fn:envs.point_key_door:remaining_path_potential")
+    ('progress.pt', None)
+    """
+    return None if pbrs is None or pbrs.startswith("fn:") else pbrs
+
+
+def load_pbrs(cfg: Any) -> Any:
+    """``--pbrs`` as a potential: a checkpoint (:func:`load_potential`: a process model gets its
+    goal and overrides) or a function ``f(frames) -> (B,)`` of the env's observation keys."""
+    if cfg.pbrs.startswith("fn:"):
+        if cfg.process_goal is not None or cfg.process_override:
+            raise ValueError("--process-goal and --process-override apply only to a process-reward model given as --pbrs")
+        return as_reward_model(import_function(cfg.pbrs[3:], f"--pbrs {cfg.pbrs}"))
+    return load_potential(cfg.pbrs, cfg.process_goal, cfg.process_override)
 
 
 def recorded_env_spec(path: str) -> dict[str, Any] | None:
@@ -36,7 +55,9 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
     refits need the classifier's original buffers, and refits, relabelling and demonstrations need
     single-frame models. ``models``: option -> loaded model (else each
     checkpoint is read, once)."""
-    paths = {option: path for option, path in (("--reward", reward_path(cfg.reward)), ("--pbrs", cfg.pbrs)) if path}
+    if cfg.pbrs is not None and pbrs_path(cfg.pbrs) is None:
+        load_pbrs(cfg)  # a function potential: its module and name, checked before any run
+    paths = {option: path for option, path in (("--reward", reward_path(cfg.reward)), ("--pbrs", pbrs_path(cfg.pbrs))) if path}
     models = {option: (models or {}).get(option) or load_reward_model(path) for option, path in paths.items()}
     process = {option for option, model in models.items() if isinstance(getattr(model, "net", model), ProcessNet)
                or isinstance(getattr(model, "model", None), ProcessPotential)}

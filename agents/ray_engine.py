@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Sequence
 
+from agents.preflight import pbrs_path
 from agents.train import TrainConfig, parse_reward
 from collectors.atomic import write_atomic
 from collectors.ray_cluster import (RayUnavailableError, add_engine_arguments, import_ray, ray_session, sees_marker,
@@ -76,7 +77,7 @@ def grid_from_args(args: argparse.Namespace) -> RayGrid | None:
 def checkpoint_paths(cfg: TrainConfig) -> list[str]:
     """The checkpoint files a run reads: its ``--reward`` model's and its ``--pbrs`` potential's."""
     _, reward_path = parse_reward(cfg.reward)
-    return [p for p in (reward_path, cfg.pbrs) if p]
+    return [p for p in (reward_path, pbrs_path(cfg.pbrs)) if p]
 
 
 def train_run(cfg: TrainConfig, step_seconds: float | None, out_dir: str, token: str | None,

@@ -39,9 +39,8 @@ from agents import correction
 from agents.callbacks import RewardLogger, TimedModel, TrueSuccessEval
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
 from agents.vec import VecKeepKeys
-from agents.preflight import check_checkpoints, probe_env, recorded_env_spec, reward_path
+from agents.preflight import check_checkpoints, load_pbrs, pbrs_path, probe_env, recorded_env_spec, reward_path
 from reward_wrappers import load_reward_model
-from reward_wrappers.process_potential import load_potential
 from reward_wrappers.base import RewardModel, SwappableModel
 from reward_wrappers.embedding import embedding_inputs, vec_embed_for
 from reward_wrappers.core import validate_gamma
@@ -134,7 +133,7 @@ class TrainConfig:
             path = self.reward.split(":", 1)[1]
             if not pathlib.Path(path).is_file():
                 raise FileNotFoundError(f"--reward {self.reward}: checkpoint {path} does not exist")
-        if self.pbrs is not None and not pathlib.Path(self.pbrs).is_file():
+        if pbrs_path(self.pbrs) is not None and not pathlib.Path(self.pbrs).is_file():
             raise FileNotFoundError(f"--pbrs: checkpoint {self.pbrs} does not exist")
         if self.policy_obs not in OBS_CHOICES:
             raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
@@ -181,8 +180,8 @@ def parse_reward(reward: str) -> tuple[str, str | None]:
 def _required_obs(policy_obs: str, models: list[RewardModel]) -> str:
     keys = set(policy_obs.split("+"))
     embedded = embedding_inputs(models)
-    for model in models:
-        keys |= set(model.spec.inputs) - set(embedded)
+    for model in models:  # a function potential has no spec: it reads the policy's keys
+        keys |= set(model.spec.inputs if model.spec is not None else ()) - set(embedded)
     if embedded:  # computed online from their image key (reward_wrappers.embedding), in a Dict observation
         keys |= {"state", *(record.get("from", "rgb") for record in embedded.values())}
     unknown = keys - {"state", "rgb"}
@@ -232,7 +231,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     kind, path = parse_reward(cfg.reward)
     live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
     reward_model = TimedModel(live) if live is not None else None
-    potential = TimedModel(load_potential(cfg.pbrs, cfg.process_goal, cfg.process_override)) if cfg.pbrs else None
+    potential = TimedModel(load_pbrs(cfg)) if cfg.pbrs else None
     check_checkpoints(cfg, {"--reward": live, "--pbrs": potential})
     models = [m for m in (reward_model, potential) if m is not None]
     env_obs = _required_obs(cfg.policy_obs, models)
@@ -381,7 +380,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reward", default="env",
                         help="env | sparse | KIND:PATH, KIND a registered reward-model kind (classifier, progress, "
                              "preference or one a package adds)")
-    parser.add_argument("--pbrs", default=None, metavar="PATH", help="add PBRS with this model as the potential")
+    parser.add_argument("--pbrs", default=None, metavar="PATH|fn:MODULE:FUNCTION",
+                        help="add PBRS with this model as the potential, or a function f(frames) -> (B,) of the "
+                             "env's observation (e.g. a hand-written distance: the ceiling a learned potential can reach)")
     parser.add_argument("--pbrs-scale", type=float, default=1.0, metavar="K",
                         help="the potential is K times the model's (a [0, 1] potential is small beside a sparse "
                              "return of up to 1 / (1 - gamma); any K > 0 keeps the optimal policy)")

@@ -154,6 +154,24 @@ def as_reward_model(model: ModelLike) -> RewardModel:
     raise TypeError(f"expected a reward model (with .spec and .predict) or a callable, got {type(model).__name__}")
 
 
+def import_function(target: str, what: str) -> Callable[..., Any]:
+    """``"MODULE:FUNCTION"`` -> that function. Only for names a user typed (a CLI option or an
+    argument), never for a name read from a file.
+
+    >>> import_function("numpy:tanh", "--example") is np.tanh
+    True
+    """
+    module, sep, name = target.partition(":")
+    if not sep or not module or not name or ":" in name:
+        raise ValueError(f"{what}: expected MODULE:FUNCTION, got {target!r}")
+    import importlib
+
+    function = getattr(importlib.import_module(module), name, None)
+    if not callable(function):
+        raise ValueError(f"{what}: module {module!r} has no function {name!r}")
+    return function
+
+
 def model_window(model: RewardModel) -> int:
     return 1 if model.spec is None else model.spec.window
 

@@ -29,7 +29,6 @@ episode offline and may take its last frame as the goal (the result says so).
 
 from __future__ import annotations
 
-import importlib
 import os
 import pathlib
 from dataclasses import dataclass, field
@@ -38,7 +37,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from reward_wrappers.base import InputSpec, ModelSpec
+from reward_wrappers.base import InputSpec, ModelSpec, import_function
 from reward_wrappers.core import INFO_PREFIX, validate_gamma
 from reward_wrappers.ops import Array, Frames, Mask, NumpyOps, Ops
 from reward_wrappers.process_fusion import PERSPECTIVES, FusionOverride, Fused, fuse, heuristic_fusion, heuristic_hop
@@ -99,11 +98,7 @@ class Goal:
         if kind == "info" and rest:
             return cls.info(rest)
         if kind == "fn" and rest.count(":") == 1:
-            module, name = rest.split(":")
-            function = getattr(importlib.import_module(module), name, None)
-            if function is None:
-                raise ValueError(f"goal function {rest!r}: module {module!r} has no {name!r}")
-            return cls.fn(function)
+            return cls.fn(import_function(rest, "goal function"))
         raise ValueError(f"a goal is frame:FILE.npy, obs:KEY, info:KEY or fn:MODULE:FUNCTION, got {text!r}")
 
     def keys(self) -> tuple[str, ...]:

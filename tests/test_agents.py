@@ -48,6 +48,10 @@ def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
         (["--reward", "classifer:x.pt"], "unknown reward-model kind 'classifer'; known: ['classifier'"),
         (["--reward", "classifier:/nonexistent/model.pt"], "does not exist"),
         (["--pbrs", "/nonexistent/p.pt"], "does not exist"),
+        (["--pbrs", "fn:envs.point_key_door:no_such_potential", "--steps", "64"], "has no function 'no_such_potential'"),
+        (["--pbrs", "fn:envs.point_key_door", "--steps", "64"], "expected MODULE:FUNCTION"),
+        (["--pbrs", "fn:envs.point_key_door:remaining_path_potential", "--process-goal", "obs:state"],
+         "apply only to a process-reward model"),
         (["--steps", "0"], "must be positive"),
         (["--gamma", "1.5"], "gamma"),
         (["--algo-kwargs", "{n_epochs: 4}"], "--algo-kwargs must be a JSON object"),
@@ -448,3 +452,16 @@ def test_top_level_help_imports_neither_torch_nor_sb3() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "train-agent" in done.stdout and done.stdout.strip().endswith("[]")
+
+
+def test_a_function_potential_shapes_training_without_a_checkpoint(tmp_path):
+    """``--pbrs fn:MODULE:FUNCTION``: a hand-written potential of the env's observation."""
+    from agents.train import TrainConfig, train_agent
+
+    cfg = TrainConfig(env="PointKeyDoor-v0", reward="sparse", pbrs="fn:envs.point_key_door:remaining_path_potential",
+                      steps=128, n_envs=2, eval_freq=128, eval_episodes=1, logdir=str(tmp_path / "run"),
+                      algo_kwargs={"n_steps": 64, "batch_size": 64})
+    summary = train_agent(cfg)
+    assert summary["pbrs"] == cfg.pbrs
+    config = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert config["config"]["pbrs"] == cfg.pbrs and config["pbrs_gamma"] == config["hyperparameters"]["gamma"]

@@ -334,3 +334,19 @@ def test_point_reach_state_mode_is_fast() -> None:
             env.reset()
     steps_per_s = n / (time.perf_counter() - start)
     assert steps_per_s >= 5_000, f"{steps_per_s:.0f} steps/s"
+
+
+def test_the_key_door_potential_is_one_plus_the_dense_reward_it_reaches():
+    from envs.point_key_door import remaining_path_potential
+
+    env = envs.make("PointKeyDoor-v0", obs="state", reward="dense", seed=0)
+    obs, _ = env.reset(seed=4)
+    policy = envs.expert_policy(env, noise=0.0, seed=0)
+    picked_up = False
+    for _ in range(100):
+        obs, reward, terminated, truncated, info = env.step(policy(obs))
+        assert remaining_path_potential({"state": obs[None]})[0] == pytest.approx(1.0 + reward, abs=1e-6)
+        picked_up |= bool(info["has_key"])
+        if terminated or truncated:
+            break
+    assert picked_up and terminated  # both stages were crossed

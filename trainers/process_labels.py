@@ -19,11 +19,12 @@ order teach regress. Built in:
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import numpy as np
+
+from reward_wrappers.base import import_function
 
 
 @dataclass
@@ -94,11 +95,7 @@ def label_provider(spec: str | LabelProvider) -> LabelProvider:
     if spec == "success":
         return TaskSuccessLabels()
     if spec.startswith("fn:") and spec.count(":") == 2:
-        _, module, name = spec.split(":")
-        function = getattr(importlib.import_module(module), name, None)
-        if function is None:
-            raise ValueError(f"--labels {spec}: module {module!r} has no {name!r}")
-        return CallableLabels(function, spec)
+        return CallableLabels(import_function(spec[3:], f"--labels {spec}"), spec)
     raise ValueError(f"labels must be 'oracle', 'success' or 'fn:MODULE:FUNCTION', got {spec!r}")
 
 
