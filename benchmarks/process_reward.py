@@ -20,7 +20,6 @@ Command (results in ``benchmarks/results/process_reward/``)::
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import pathlib
@@ -73,8 +72,7 @@ def collect_random(env_id: str, out: pathlib.Path, episodes: int, seed: int) -> 
 def goal_function(reference: str | None) -> Goal | None:
     if reference is None:
         return None
-    module, name = reference.split(":")
-    return Goal.fn(getattr(importlib.import_module(module), name))
+    return Goal.parse(f"fn:{reference}")
 
 
 def score(potential: ProcessPotential, trajectories: list[Any], goal: Goal | None) -> list[dict[str, float]]:
