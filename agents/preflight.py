@@ -55,8 +55,8 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
     refits need the classifier's original buffers, and refits, relabelling and demonstrations need
     single-frame models. ``models``: option -> loaded model (else each
     checkpoint is read, once)."""
-    if cfg.pbrs is not None and pbrs_path(cfg.pbrs) is None:
-        load_pbrs(cfg)  # a function potential: its module and name, checked before any run
+    if cfg.pbrs is not None and pbrs_path(cfg.pbrs) is None and not (models or {}).get("--pbrs"):
+        load_pbrs(cfg)  # a function potential: its module and name, checked before any run (unless loaded)
     paths = {option: path for option, path in (("--reward", reward_path(cfg.reward)), ("--pbrs", pbrs_path(cfg.pbrs))) if path}
     models = {option: (models or {}).get(option) or load_reward_model(path) for option, path in paths.items()}
     process = {option for option, model in models.items() if isinstance(getattr(model, "net", model), ProcessNet)
