@@ -11,7 +11,9 @@ remaining path to success, so it is the ordering a potential should reproduce:
 * ``within``: median over episodes of the per-episode correlation (does Phi move with progress
   along one episode?). Episodes whose Phi or reward is constant are left out of the median.
 
-The potential is read through the per-env :class:`~reward_wrappers.pbrs.PBRS` wrapper exactly as
+A potential is given as ``train-agent --pbrs`` takes it (a checkpoint, or ``fn:MODULE:FUNCTION``
+for a hand-written one such as the env's own, the reference row), with a bench condition's
+``@process-goal=`` and ``@process-override=``. The potential is read through the per-env :class:`~reward_wrappers.pbrs.PBRS` wrapper exactly as
 training applies it (a process potential with its goal, gating and per-episode state).
 
 Command (the results committed in ``benchmarks/results/process_reward/potential_quality.json``)::
@@ -31,6 +33,7 @@ import pathlib
 import platform
 import shlex
 import sys
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -40,28 +43,31 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import envs  # noqa: E402
+from agents.compare import Condition  # noqa: E402
+from agents.preflight import load_pbrs  # noqa: E402
 from collectors.atomic import write_json_atomic  # noqa: E402
 from reward_wrappers import PBRS  # noqa: E402
-from reward_wrappers.process_potential import load_potential  # noqa: E402
 from trainers.metrics import spearman  # noqa: E402
 
 
-def parse_potential(text: str) -> tuple[str, str, str | None, dict[str, Any]]:
-    """``NAME=PATH[@process-goal=SOURCE][@process-override=JSON]`` -> (name, path, goal, override)."""
+def parse_potential(text: str) -> tuple[str, Any]:
+    """``NAME=SOURCE[@process-goal=SOURCE][@process-override=JSON]`` -> (name, potential); SOURCE
+    is what ``train-agent --pbrs`` takes (a checkpoint or ``fn:MODULE:FUNCTION``), the options
+    are those of a bench condition."""
     name, sep, rest = text.partition("=")
     if not sep or not name or not rest:
-        raise SystemExit(f"--potentials {text!r}: expected NAME=PATH[@process-goal=SOURCE][@process-override=JSON]")
-    path, *options = rest.split("@")
-    goal, override = None, {}
-    for option in options:
-        key, _, value = option.partition("=")
-        if key == "process-goal":
-            goal = value
-        elif key == "process-override":
-            override = json.loads(value)
-        else:
-            raise SystemExit(f"--potentials {text!r}: unknown option @{key}= (process-goal, process-override)")
-    return name, path, goal, override
+        raise SystemExit(f"--potentials {text!r}: expected NAME=SOURCE[@process-goal=SOURCE][@process-override=JSON]")
+    try:
+        condition = Condition.parse("sparse+pbrs:" + rest)
+    except ValueError as exc:
+        raise SystemExit(f"--potentials {text!r}: {exc}") from None
+    options = dict(condition.options)
+    unused = set(options) - {"process_goal", "process_override"}
+    if unused or condition.gamma is not None:
+        raise SystemExit(f"--potentials {text!r}: only @process-goal= and @process-override= apply here")
+    cfg = SimpleNamespace(pbrs=condition.pbrs, process_goal=options.get("process_goal"),
+                          process_override=options.get("process_override"))
+    return name, load_pbrs(cfg)
 
 
 def rollout_policy(env: Any, name: str, episode: int) -> Callable[[Any], Any]:
@@ -100,7 +106,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="PointKeyDoor-v0", help="a built-in env id (its dense reward is the reference)")
     parser.add_argument("--potentials", nargs="+", required=True,
-                        metavar="NAME=PATH[@process-goal=SOURCE][@process-override=JSON]")
+                        metavar="NAME=SOURCE[@process-goal=SOURCE][@process-override=JSON]",
+                        help="SOURCE: a checkpoint or fn:MODULE:FUNCTION, as train-agent --pbrs takes")
     parser.add_argument("--policies", nargs="+", default=["random", "expert:0.5", "expert:1.0"])
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--gamma", type=float, default=0.95, help="only for the PBRS wrapper; the figures do not use it")
@@ -110,8 +117,8 @@ def main() -> int:
 
     rows: dict[str, dict[str, Any]] = {}
     for spec in args.potentials:
-        name, path, goal, override = parse_potential(spec)
-        rows[name] = {policy: measure(args.env, load_potential(path, goal, override), policy, args.episodes,
+        name, potential = parse_potential(spec)
+        rows[name] = {policy: measure(args.env, potential, policy, args.episodes,
                                       args.seed, args.gamma)
                       for policy in args.policies}
         print(name, json.dumps(rows[name]), flush=True)
