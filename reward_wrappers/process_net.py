@@ -122,10 +122,17 @@ class ProcessNet(nn.Module):
 
     def hop(self, before: torch.Tensor, after: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hop ``(B,)`` in [-1, 1] and its uncertainty ``(B,)`` (> 0) between normalised features."""
-        out = self.hop_net(torch.cat([before, after, after - before], dim=1))
-        if self.anchor is not None:
-            back = self.hop_net(torch.cat([after, before, before - after], dim=1))
-            mean = self.anchor(after)[:, 0] - self.anchor(before)[:, 0] + 0.5 * (out[:, 0] - back[:, 0])
+        if self.anchor is None:
+            out = self.hop_net(torch.cat([before, after, after - before], dim=1))
+        else:
+            # One call per network for both directions: at a handful of rows per step, the cost is
+            # per call, not per row (it halves the feed's time in PPO).
+            n = len(before)
+            both = self.hop_net(torch.cat([torch.cat([before, after, after - before], dim=1),
+                                           torch.cat([after, before, before - after], dim=1)]))
+            out, back = both[:n], both[n:]
+            anchors = self.anchor(torch.cat([after, before]))[:, 0]
+            mean = anchors[:n] - anchors[n:] + 0.5 * (out[:, 0] - back[:, 0])
             out = torch.stack([mean, 0.5 * (out[:, 1] + back[:, 1])], dim=1)
         return torch.tanh(out[:, 0]), nn.functional.softplus(out[:, 1]) + 1e-3
 
