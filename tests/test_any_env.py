@@ -15,6 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 
@@ -160,6 +161,12 @@ def test_env_family_defaults() -> None:
     assert "5.00 ms per step" in slow.reasons["workers"]
     builtin = family_defaults("ppo", "PointReach-v0")
     assert not builtin.subprocess and not builtin.normalize_obs and builtin.hyperparameters["n_steps"] == 64
+    # PointKeyDoor's rollouts hold whole episodes (the measured fix for its late successes); the
+    # rest of its settings are the family's.
+    keydoor = family_defaults("ppo", "PointKeyDoor-v0").hyperparameters
+    assert keydoor["n_steps"] > gym.spec("PointKeyDoor-v0").max_episode_steps > builtin.hyperparameters["n_steps"]
+    assert {k: v for k, v in keydoor.items() if k not in ("n_steps", "n_epochs")} == \
+        {k: v for k, v in builtin.hyperparameters.items() if k not in ("n_steps", "n_epochs")}
 
 
 def test_bench_sizes_parallel_runs_to_the_cores(capsys: pytest.CaptureFixture[str]) -> None:
