@@ -141,6 +141,8 @@ class TrainConfig:
             raise ValueError(f"--pbrs-scale must be positive, got {self.pbrs_scale}")
         if not math.isfinite(self.pbrs_offset):
             raise ValueError(f"--pbrs-offset must be a finite number, got {self.pbrs_offset}")
+        if self.pbrs is None and (self.pbrs_scale, self.pbrs_offset) != (1.0, 0.0):
+            raise ValueError("--pbrs-scale and --pbrs-offset shape a potential: give one with --pbrs")
         if self.steps <= 0 or self.n_envs <= 0:
             raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
         if self.gamma is not None:

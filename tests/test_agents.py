@@ -52,6 +52,8 @@ def test_demo_smoke_run_writes_every_artefact(tmp_path, capsys):
         (["--pbrs", "fn:envs.point_key_door", "--steps", "64"], "expected MODULE:FUNCTION"),
         (["--pbrs", "fn:envs.point_key_door:remaining_path_potential", "--process-goal", "obs:state"],
          "apply only to a process-reward model"),
+        (["--pbrs-offset", "-1"], "give one with --pbrs"),
+        (["--pbrs-scale", "2"], "give one with --pbrs"),
         (["--steps", "0"], "must be positive"),
         (["--gamma", "1.5"], "gamma"),
         (["--algo-kwargs", "{n_epochs: 4}"], "--algo-kwargs must be a JSON object"),
