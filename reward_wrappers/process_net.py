@@ -125,8 +125,8 @@ class ProcessNet(nn.Module):
         if self.anchor is None:
             out = self.hop_net(torch.cat([before, after, after - before], dim=1))
         else:
-            # One call per network for both directions: at a handful of rows per step, the cost is
-            # per call, not per row (it halves the feed's time in PPO).
+            # One call per network for both directions: at the few rows of a PPO step, a call's cost
+            # is mostly fixed, not per row.
             n = len(before)
             both = self.hop_net(torch.cat([torch.cat([before, after, after - before], dim=1),
                                            torch.cat([after, before, before - after], dim=1)]))
