@@ -70,7 +70,7 @@ def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
             # Rollouts of 256 steps per env, longer than its 100-step episodes, so an update sees
             # whole episodes and the late success in them (and 10 epochs). At gamma 0.99, 3 seeds,
             # 400k steps: the dense reward reached 80 % by 200k on 3/3 seeds (400k median before),
-            # PBRS on the env's own potential by 200k on 3/3 (2/3 by 400k before)
+            # PBRS on the env's own potential (scale 5) by 200k on 3/3 (2/3 by 400k before)
             # (benchmarks/results/process_reward/ppo_keydoor_rollout256/).
             hyper.update(n_steps=256, n_epochs=10)
         return hyper
