@@ -14,7 +14,8 @@ remaining path to success, so it is the ordering a potential should reproduce:
 A potential is given as ``train-agent --pbrs`` takes it (a checkpoint, or ``fn:MODULE:FUNCTION``
 for a hand-written one such as the env's own, the reference row), with a bench condition's
 ``@process-goal=`` and ``@process-override=``. It is read through the per-env
-:class:`~reward_wrappers.pbrs.PBRS` wrapper exactly as training applies it (a process potential with its goal, gating and per-episode state).
+:class:`~reward_wrappers.pbrs.PBRS` wrapper exactly as training applies it (a process potential
+with its goal, gating and per-episode state).
 
 Command (the results committed in ``benchmarks/results/process_reward/potential_quality.json``)::
 
