@@ -27,6 +27,7 @@ import envs
 from agents import ray_engine
 from agents.compare import CONDITION_OPTIONS, Condition, format_table, run_conditions
 from agents.defaults import family_defaults, parse_algo_kwargs
+from agents.labelling.command import add_page_arguments
 from agents.preflight import check_checkpoints, probe_env
 from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig
 from collectors.ray_cluster import RayUnavailableError
@@ -60,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="reuse runs that already finished in --out with the same settings (continue an interrupted "
                              "bench); without it every run is trained afresh")
     ray_engine.add_arguments(parser)
+    add_page_arguments(parser)
 
 
 def size_jobs(jobs: int | None, runs: int, base: TrainConfig, step_seconds: float | None, oversubscribe: bool,
@@ -102,7 +104,8 @@ def run(args: argparse.Namespace) -> int:
                            steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,
                            gamma=args.gamma, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
-                           algo_kwargs=parse_algo_kwargs(args.algo_kwargs))
+                           algo_kwargs=parse_algo_kwargs(args.algo_kwargs), label_host=args.label_host,
+                           label_port=args.label_port)
         for c in conditions:  # validate every checkpoint path and option before any run starts
             check_checkpoints(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
         step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process

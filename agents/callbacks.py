@@ -11,6 +11,9 @@ run's reward-inference share.
 from __future__ import annotations
 
 import copy
+import signal
+import sys
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -212,3 +215,35 @@ class TrueSuccessEval(BaseCallback):
     def _on_training_end(self) -> None:
         if not self.curve or self.curve[-1]["steps"] != self.num_timesteps:
             self._evaluate()
+
+
+class StopOnSignal(BaseCallback):
+    """Ends training cleanly at the next step after SIGTERM or SIGINT (Ctrl-C): the run still saves
+    its model, ``eval.json`` and reports, and says it was stopped (``received``). A second signal
+    is handled as Python would without this callback. Only in the main thread (where signals go)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.received is not None:  # a second signal: no more patience
+            self.restore()
+            signal.raise_signal(signum)
+            return
+        self.received = signal.Signals(signum).name
+        print(f"{self.received}: stopping after this step; saving the run", file=sys.stderr, flush=True)
+
+    def _on_step(self) -> bool:
+        return self.received is None
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous = {}

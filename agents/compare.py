@@ -37,6 +37,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "refit-epochs": ("refit_epochs", int),
     "refit-precision": ("refit_precision", float),
     "refit-data": ("refit_data", str),
+    "labeller": ("labeller", str),
     "demos": ("demos", str),
     "demo-ratio": ("demo_ratio", float),
     "pbrs-scale": ("pbrs_scale", float),
@@ -125,7 +126,8 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
 
     def settings(config: dict[str, Any]) -> dict[str, Any]:
         # A setting added after a run was saved ran at its default (new options keep old behaviour).
-        out = {k: v for k, v in {**defaults, **config}.items() if k not in ("logdir", "verbose")}
+        out = {k: v for k, v in {**defaults, **config}.items()
+               if k not in ("logdir", "verbose", "label_host", "label_port")}  # where a page listens trains nothing
         if "env" in out:
             out["ignore_terminations"] = resolve_ignore_terminations(out["env"], out.get("ignore_terminations"))
         return out
@@ -166,6 +168,7 @@ def run_conditions(
         for s in seeds
     ]
     keys = [(c.name, s) for c in conditions for s in seeds]
+    configs = label_pages(configs, base, ray is not None, progress)
     results: dict[tuple[str, int], dict[str, Any]] = {}
     if resume:
         for key, cfg in zip(keys, configs):
@@ -198,6 +201,25 @@ def run_conditions(
     return summary
 
 
+def label_pages(configs: list[TrainConfig], base: TrainConfig, on_ray: bool, report: bool) -> list[TrainConfig]:
+    """One labelling page per run that labels with ``web``: ports ``--label-port``, +1, +2... (listed
+    here), or any free port each (0: each run prints its URL and writes ``labelling_page.json``)."""
+    web = [i for i, cfg in enumerate(configs) if cfg.labeller == "web" and cfg.refit_every is not None]
+    if not web:
+        return configs
+    if on_ray:
+        raise ValueError("@labeller=web needs a person at a page on this machine; Ray runs are elsewhere: "
+                         "use the local engine, or @labeller=module:callable")
+    configs = list(configs)
+    for n, i in enumerate(web):
+        port = base.label_port + n if base.label_port else 0
+        configs[i] = replace(configs[i], label_host=base.label_host, label_port=port)
+        if report:
+            where = f"http://{base.label_host}:{port}/" if port else f"{configs[i].logdir}/labelling_page.json"
+            print(f"labelling page of {pathlib.Path(configs[i].logdir).name}: {where}")
+    return configs
+
+
 def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: dict, base: TrainConfig) -> dict[str, Any]:
     rows = []
     for c in conditions:
@@ -218,6 +240,7 @@ def summarise(conditions: Sequence[Condition], seeds: Sequence[int], results: di
             "reward_inference_share_mean": float(np.mean([r["reward_inference_share"] for r in runs])),
             "curves": [r["curve"] for r in runs],
             "labels_used_per_seed": [r.get("labels_used", 0) for r in runs],
+            "labels_per_seed": [r.get("labels") for r in runs],
             "monitor_warned_per_seed": [bool((r.get("monitor") or {}).get("warned")) for r in runs],
             # precision of the learned success decision on the training frames of the last 20 % of steps
             "monitor_precision_last20_per_seed": [
@@ -240,13 +263,15 @@ def format_table(summary: dict[str, Any]) -> str:
     n = len(summary["seeds"])
     lines = [
         f"| condition | gamma | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | "
-        "monitor precision, last 20 % (per seed) | labels used (per seed) | wall time (s) | reward inference share |",
+        "monitor precision, last 20 % (per seed) | labels used, marks+queries (per seed) | wall time (s) | reward inference share |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["conditions"]:
         steps = "never" if row["steps_to_80_median"] is None else f"{row['steps_to_80_median']:.0f} ({row['seeds_reaching_80']}/{n})"
         precision = " / ".join("–" if p is None else f"{p:.2f}" for p in row.get("monitor_precision_last20_per_seed", []))
-        labels = " / ".join(str(v) for v in row.get("labels_used_per_seed", []))
+        labels = " / ".join(str(v) if not d else f"{v} ({d['trajectory_marks']}+{d['queries']})"
+                            for v, d in zip(row.get("labels_used_per_seed", []),
+                                            row.get("labels_per_seed") or [None] * len(row.get("labels_used_per_seed", []))))
         lines.append(
             f"| {row['condition']} | {row['gamma']:g} | {row['final_true_success_mean']:.2f} ± {row['final_true_success_std']:.2f} | {steps} | "
             f"{precision or '–'} | {labels or '–'} | "

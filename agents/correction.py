@@ -9,17 +9,22 @@ own module: :mod:`agents.monitor`, :mod:`agents.refit`, :mod:`agents.replay`,
 from __future__ import annotations
 
 import pathlib
+import sys
 from typing import Any, Optional, Sequence
 
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
+from agents.labelling.accounting import LabelAccount, buffer_ids
+from agents.labelling.queue import LabelQueue
+from agents.labelling.server import LabelServer, QueryPage
+from agents.labelling.sources import parse_labeller
 from agents.monitor import RewardMonitor
 from agents.refit import RefitCallback, labels_per_refit
+from collectors.atomic import write_json_atomic
 from agents.replay import load_demonstrations, replay_buffer_class
 from reward_wrappers.base import RewardModel, SwappableModel
 from reward_wrappers.transitions import (
-    SuccessLabeller,
     VecTransitionFrames,
     check_relabelable,
     needs_prev,
@@ -44,8 +49,13 @@ def check_settings(cfg: Any, kind: str) -> None:
             raise ValueError(f"--refit-epochs must be positive, got {cfg.refit_epochs}")
         if cfg.refit_data is not None and not pathlib.Path(cfg.refit_data).is_dir():
             raise FileNotFoundError(f"--refit-data: buffer directory {cfg.refit_data} does not exist")
+        parse_labeller(cfg.labeller)  # an unknown source or callable is named before any run
+        if cfg.labeller == "web" and not 0 <= cfg.label_port <= 65535:
+            raise ValueError(f"--label-port must be in 0..65535, got {cfg.label_port}")
     elif cfg.label_budget:
         raise ValueError("--label-budget is spent by refits: give --refit-every N too")
+    elif cfg.labeller != "env":
+        raise ValueError(f"--labeller {cfg.labeller} answers the refits' questions: give --refit-every N too")
     if cfg.demos is not None:
         if cfg.algo != "sac":
             raise ValueError("--demos puts demonstrations in SAC's replay buffer: use --algo sac")
@@ -73,8 +83,11 @@ def frame_store(venv: VecEnv, cfg: Any, models: Sequence[RewardModel]) -> tuple[
     """Wrap ``venv`` with a :class:`VecTransitionFrames` when refits or SAC's replay need one."""
     if cfg.refit_every is None and not (cfg.algo == "sac" and cfg.demos is not None):
         return venv, None
-    frames = VecTransitionFrames(venv, model_input_keys(models), recent=cfg.refit_every or 0,
-                                 max_recent_bytes=RECENT_FRAMES_BYTES)
+    keys = model_input_keys(models)
+    # A person needs to see something: with --label-render the env's rendered frame rides along.
+    display = ("rgb",) if getattr(cfg, "label_render", False) and "rgb" not in keys else ()
+    frames = VecTransitionFrames(venv, keys, recent=cfg.refit_every or 0, max_recent_bytes=RECENT_FRAMES_BYTES,
+                                 display_keys=display)
     return frames, frames
 
 
@@ -96,24 +109,61 @@ def replay_kwargs(cfg: Any, venv: VecEnv, frames: VecTransitionFrames) -> dict[s
     }
 
 
+def label_account(cfg: Any, live: Optional[SwappableModel], potential: Any = None) -> LabelAccount:
+    """The run's label account: the reward checkpoints' trajectory marks and the demonstrations'
+    (each trajectory once); the refit adds its queue and buffers."""
+    account = LabelAccount()
+    if live is not None:
+        account.add_checkpoint(live.current, "reward model data")
+    if potential is not None and getattr(potential, "metadata", None) is not None:
+        account.add_checkpoint(potential, "potential data")
+    if cfg.demos is not None:
+        account.add_marks(buffer_ids(cfg.demos), "demonstrations")
+    return account
+
+
 def callbacks(cfg: Any, frames: Optional[VecTransitionFrames], live: Optional[SwappableModel], run_dir: pathlib.Path,
-              has_reward_model: bool, verbose: int = 1) -> tuple[list[BaseCallback], Optional[RewardMonitor], Optional[RefitCallback]]:
-    """The monitor (on whenever a reward model pays the agent and ``cfg.monitor``) and the refit."""
-    labeller = None
+              has_reward_model: bool, account: LabelAccount, verbose: int = 1
+              ) -> tuple[list[BaseCallback], Optional[RewardMonitor], Optional[RefitCallback], Optional[LabelServer]]:
+    """The monitor (on whenever a reward model pays the agent and ``cfg.monitor``), the refit and,
+    with ``--labeller web``, the labelling page (close it when the run ends)."""
+    refit = server = None
+    queue = None
     if cfg.refit_every is not None:
-        labeller = SuccessLabeller(frames, cfg.label_budget)
+        source = parse_labeller(cfg.labeller)
+        queue = LabelQueue(run_dir / "labels", cfg.label_budget, source.name)
+        account.queue = queue
+        if queue.reused and verbose:
+            print(f"reusing {queue.reused} answers from {run_dir / 'labels'} (not charged again; "
+                  f"{queue.remaining} of the budget left)", file=sys.stderr)
     monitor = None
     if cfg.monitor and has_reward_model:
         monitor = RewardMonitor(min_precision=cfg.monitor_min_precision, log_every=max(cfg.n_envs, cfg.eval_freq // 4),
-                                report_path=run_dir / "reward_monitor.json", label_counter=labeller, verbose=verbose)
-    refit = None
-    if labeller is not None:
+                                report_path=run_dir / "reward_monitor.json", label_counter=account,
+                                label_queue=queue, verbose=verbose)
+    if queue is not None:
         base = cfg.refit_data or live.current.metadata.get("data")
         if not base or not pathlib.Path(base).is_dir():
             raise ValueError(f"--refit-every: the classifier's original buffers ({base!r} in its checkpoint) are not a "
                              "directory here; give --refit-data DIR")
-        refit = RefitCallback(model=live, frames=frames, labeller=labeller, base_data=base, every=cfg.refit_every,
-                              labels_per_refit=labels_per_refit(cfg.label_budget, cfg.steps, cfg.refit_every),
+        refit = RefitCallback(model=live, frames=frames, queue=queue, source=source, base_data=base,
+                              every=cfg.refit_every, labels_per_refit=labels_per_refit(cfg.label_budget, cfg.steps, cfg.refit_every),
                               run_dir=run_dir, epochs=cfg.refit_epochs, seed=cfg.seed, monitor=monitor,
-                              precision=cfg.refit_precision, verbose=verbose)
-    return [c for c in (monitor, refit) if c is not None], monitor, refit
+                              precision=cfg.refit_precision, account=account, verbose=verbose)
+        if source.live:
+            server = LabelServer(QueryPage(queue, lambda: page_status(refit, monitor), f"RewardSwap: {cfg.env}, "
+                                           f"{cfg.algo.upper()} on {cfg.reward}"), cfg.label_host, cfg.label_port)
+            write_json_atomic(run_dir / "labelling_page.json", {"url": server.url})
+            print(f"labelling page: {server.url}  (answers are used by the next refit; the run does not wait)",
+                  flush=True)
+    return [c for c in (monitor, refit) if c is not None], monitor, refit, server
+
+
+def page_status(refit: RefitCallback, monitor: Optional[RewardMonitor]) -> dict[str, Any]:
+    """What the labelling page shows beside the queries: the last refit and the monitor's figures."""
+    last = refit.records[-1] if refit.records else None
+    figures: dict[str, Any] = {"steps": refit.num_timesteps}
+    if monitor is not None:
+        figures.update(monitor.page_figures())
+    return {"refit": None if last is None else {k: last[k] for k in ("refit", "steps", "answers_used", "labels_used")},
+            "monitor": figures}

@@ -156,14 +156,18 @@ def true_success_key(info: dict[str, Any]) -> Optional[str]:
 class RewardMonitor(BaseCallback):
     """Feeds a :class:`SuccessMonitor` from training rollouts; logs, warns, writes a JSON report.
 
-    Disabled (with one line saying why) when the env reports no true success. ``labels_used`` is
-    read from ``label_counter`` (anything with a ``used`` attribute, e.g. the refit's labeller)
+    Where the env reports no true success, there is nothing to compare with: the monitor then
+    reports the share of training frames the reward calls successes and, given the run's
+    ``label_queue``, the precision *estimated* from the answered queries (a person's answers on a
+    uniform sample of the frames the reward called successes), and says so. ``labels_used`` is
+    read from ``label_counter`` (anything with a ``used`` attribute: the run's label account)
     so the report says how many labels the figures cost.
     """
 
     def __init__(self, *, min_precision: float = 0.9, window: int = 5_000, min_positives: int = 50,
                  progress_threshold: float = 0.9, log_every: int = 1_000,
-                 report_path: Optional[str | pathlib.Path] = None, label_counter: Any = None, verbose: int = 1) -> None:
+                 report_path: Optional[str | pathlib.Path] = None, label_counter: Any = None, label_queue: Any = None,
+                 verbose: int = 1) -> None:
         super().__init__(verbose)
         self.monitor = SuccessMonitor(window)
         self.min_precision = float(min_precision)
@@ -172,7 +176,10 @@ class RewardMonitor(BaseCallback):
         self.log_every = int(log_every)
         self.report_path = None if report_path is None else pathlib.Path(report_path)
         self.label_counter = label_counter
-        self.enabled: Optional[bool] = None  # decided at the first step
+        self.label_queue = label_queue
+        self.enabled: Optional[bool] = None  # decided at the first step: does the env report success?
+        self.frames_decided = 0  # training frames with a learned success decision
+        self.frames_called = 0  # of those, called successes
         self.warned = False
         self.history: list[dict[str, float]] = []
         self.refits: list[dict[str, Any]] = []
@@ -189,12 +196,19 @@ class RewardMonitor(BaseCallback):
             self.enabled = key is not None
             self._key = key
             if not self.enabled and self.verbose:
-                print("reward monitor: off (the env reports no success flag in its infos)", file=sys.stderr)
+                print("reward monitor: the env reports no success flag, so true precision cannot be measured; "
+                      "reporting the share of frames the reward calls successes"
+                      + (" and the precision estimated from the answered queries" if self.label_queue else ""),
+                      file=sys.stderr)
+        decision = decision_from_infos(infos, self.progress_threshold)
+        if decision is not None:
+            self.frames_decided += len(decision)
+            self.frames_called += int(decision.sum())
         if not self.enabled:
             return True
         rewards = np.asarray(self.locals["rewards"], dtype=np.float64).reshape(-1)
         self.monitor.update(
-            predicted=decision_from_infos(infos, self.progress_threshold),
+            predicted=decision,
             true=np.fromiter((bool(i.get(self._key, False)) for i in infos), bool, len(infos)),
             learned_reward=np.fromiter((float(i.get(LEARNED_REWARD, r)) for i, r in zip(infos, rewards)), float, len(infos)),
             env_reward=np.fromiter((float(i.get(ENV_REWARD, r)) for i, r in zip(infos, rewards)), float, len(infos)),
@@ -229,6 +243,22 @@ class RewardMonitor(BaseCallback):
         """Called by the refit just before it swaps the model: the figures the old model earned."""
         self.refits.append({**info, "before": self.snapshot()})
 
+    def estimates(self) -> dict[str, Any]:
+        """Figures that need no success flag: the share of frames called successes, and the
+        precision estimated from answered queries (None without a queue or answers)."""
+        out: dict[str, Any] = {"called_success_rate": _ratio(self.frames_called, self.frames_decided)}
+        if self.label_queue is not None:
+            out.update(self.label_queue.precision_estimate())
+        return out
+
+    def page_figures(self) -> dict[str, Any]:
+        """The few figures the labelling page shows."""
+        figures: dict[str, Any] = {"labels_used": self.labels_used, **self.estimates()}
+        if self.enabled:
+            recent = self.monitor.figures()
+            figures.update(true_precision=recent["precision"], true_recall=recent["recall"])
+        return json_safe(figures)
+
     def _on_training_end(self) -> None:
         if self.enabled:
             self._log()
@@ -238,6 +268,11 @@ class RewardMonitor(BaseCallback):
         """Everything ``reward_monitor.json`` holds (strict JSON: undefined figures are null)."""
         return json_safe({
             "enabled": bool(self.enabled),
+            "true_success_reported": bool(self.enabled),
+            "estimates": {**self.estimates(), "note": "called_success_rate: share of training frames the reward called "
+                          "successes; precision_estimate: share of the answered queries on such frames (a uniform "
+                          "sample of them) that the labeller called successes: an estimate, not the env's truth"},
+            "labels": self.label_counter.summary() if hasattr(self.label_counter, "summary") else None,
             "min_precision": self.min_precision,
             "window_frames": self.monitor.window,
             "warned": self.warned,

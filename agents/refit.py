@@ -5,10 +5,13 @@ from one model), :class:`RefitCallback`:
 
 1. scores the agent's recent frames (kept by :class:`VecTransitionFrames`, the reward model's own
    inputs) with the current classifier;
-2. asks the labeller about those the classifier calls successes (the false positives an agent
-   exploits) plus a random sample of the rest; each answer costs one label of the budget, and
-   nothing is asked once it is spent. The env's success flag stands in for the human here;
-3. fine-tunes the classifier on its original buffers plus every frame labelled so far, the
+2. asks the labeller (``--labeller``: a person on the labelling page, a function, or the env's
+   flag standing in for one; :mod:`agents.labelling`) about frames the classifier calls successes
+   (the false positives an agent exploits; a uniform sample of them, so the answers also estimate
+   its precision) plus a uniform sample of the rest. Each answer costs one label of the budget;
+   nothing is asked beyond it. A page's answers arrive while training goes on: each refit uses
+   those that have arrived, and one with no new answer fits nothing;
+3. fine-tunes the classifier on its original buffers plus every frame answered so far, the
    labelled frames taking half of each class's share of a batch (its
    threshold raised where needed to reach ``precision`` on held-out frames, labelled ones among
    them: false positives are what the agent exploits), saves it
@@ -29,12 +32,15 @@ from typing import Any, Optional
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from agents.labelling.accounting import LabelAccount
+from agents.labelling.queue import LabelQueue
+from agents.labelling.sources import LabelSource, with_ids
 from collectors import load_trajectories
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import SwappableModel
 from reward_wrappers.core import output_kind, success_score
 from reward_wrappers.ops import NumpyOps
-from reward_wrappers.transitions import SuccessLabeller, VecTransitionFrames, predict_in_chunks
+from reward_wrappers.transitions import VecTransitionFrames, predict_in_chunks
 from trainers.classifier import fit_classifier
 
 #: Share of a refit's labels that may go to frames the classifier calls successes; the rest (at
@@ -79,14 +85,16 @@ def choose_frames(called: np.ndarray, allowance: int, rng: np.random.Generator) 
 class RefitCallback(BaseCallback):
     """See the module docstring. ``base_data`` is the classifier's original buffer directory."""
 
-    def __init__(self, *, model: SwappableModel, frames: VecTransitionFrames, labeller: SuccessLabeller,
+    def __init__(self, *, model: SwappableModel, frames: VecTransitionFrames, queue: LabelQueue, source: LabelSource,
                  base_data: str, every: int, labels_per_refit: int, run_dir: str | pathlib.Path, epochs: int = 3,
                  lr: float = 1e-4, seed: int = 0, monitor: Any = None, precision: float | None = 0.95,
-                 verbose: int = 1) -> None:
+                 account: Optional[LabelAccount] = None, verbose: int = 1) -> None:
         super().__init__(verbose)
         self.live = model
         self.frames = frames
-        self.labeller = labeller
+        self.queue = queue
+        self.source = source
+        self.account = account if account is not None else LabelAccount(queue)
         self.base_data = base_data
         self.every = int(every)
         self.labels_per_refit = int(labels_per_refit)
@@ -95,10 +103,10 @@ class RefitCallback(BaseCallback):
         self.monitor = monitor
         self.precision = precision
         self.rng = np.random.default_rng(seed)
-        self.labelled: list[LabelledFrames] = []
         self.records: list[dict[str, Any]] = []
         self.seconds = 0.0
         self._last = 0
+        self._fitted: set[int] = set()  # query ids the current model was fitted on
         self._base: Optional[list[Any]] = None
 
     def _on_step(self) -> bool:
@@ -107,7 +115,7 @@ class RefitCallback(BaseCallback):
     def _on_rollout_end(self) -> None:
         # No refit once the step budget is reached: nothing would train on it.
         finished = self.num_timesteps >= getattr(self.model, "_total_timesteps", float("inf"))
-        if self.num_timesteps - self._last >= self.every and self.labeller.remaining > 0 and not finished:
+        if self.num_timesteps - self._last >= self.every and not finished:
             self._last = self.num_timesteps
             self.refit()
 
@@ -115,60 +123,82 @@ class RefitCallback(BaseCallback):
         """What the wrappers compare with the threshold: the probability, for a classifier."""
         return success_score(predict_in_chunks(self.live.predict, frames), output_kind(self.live), NumpyOps())
 
-    def refit(self) -> Optional[dict[str, Any]]:
-        """Label, fine-tune, swap, relabel; return what happened (None when nothing was labelled)."""
-        start = time.perf_counter()
-        frames = self.frames.recent_frames()
+    def ask(self) -> int:
+        """Put this refit's questions to the labeller; a source that answers at once answers now."""
+        allowance = min(self.labels_per_refit, self.queue.can_ask)
+        if allowance <= 0:
+            return 0
+        frames = self.frames.recent_frames(display=True)
+        scores = self._scores({k: frames[k] for k in self.frames.keys})
         threshold = float(self.live.spec.threshold) if self.live.spec is not None else 0.5
-        called = self._scores(frames) > threshold
-        chosen = choose_frames(called, min(self.labels_per_refit, self.labeller.remaining), self.rng)
-        labels = self.labeller.label(chosen)
-        chosen = chosen[: len(labels)]
-        if len(chosen) == 0:
+        called = scores > threshold
+        chosen = choose_frames(called, allowance, self.rng)
+        episodes, steps = (ids[chosen] for ids in self.frames.recent_ids())
+        asked = self.queue.ask({k: v[chosen] for k, v in frames.items()}, episodes, steps, scores[chosen], called[chosen])
+        chosen = chosen[: len(asked)]
+        answers = self.source.answer(with_ids({k: v[chosen] for k, v in frames.items()}, episodes, steps),
+                                     truth=lambda: self.frames.true_success(chosen))
+        for query, label in zip(asked, answers or ()):
+            self.queue.answer(query.id, label)
+        return len(asked)
+
+    def refit(self) -> Optional[dict[str, Any]]:
+        """Ask, then fine-tune on every answer so far, swap, relabel; return what happened (None
+        when no new answer has arrived since the last fit)."""
+        start = time.perf_counter()
+        asked = self.ask()
+        answered = self.queue.answered()
+        new = [q for q in answered if q.id not in self._fitted]
+        if not new:
             return None
         k = len(self.records) + 1
-        for c, start_row in enumerate(range(0, len(chosen), CHUNK)):
-            rows = chosen[start_row : start_row + CHUNK]
-            self.labelled.append(LabelledFrames({key: v[rows].copy() for key, v in frames.items()},
-                                                labels[start_row : start_row + CHUNK].astype(np.float32), f"refit{k}_{c}"))
+        labelled = [LabelledFrames({key: np.stack([q.frames[key] for q in chunk]) for key in self.frames.keys},
+                                   np.array([q.label for q in chunk], np.float32), f"answers{k}_{c}")
+                    for c, chunk in enumerate(answered[i : i + CHUNK] for i in range(0, len(answered), CHUNK))]
         if self._base is None:
             self._base = list(load_trajectories(self.base_data))
-        was_called = called[chosen]
+            self.account.add_buffer(self._base, "refit data")
+        was_called = np.array([q.called for q in new], bool)
+        truth = np.array([q.label for q in new], bool)
         record = {
             "refit": k,
             "steps": int(self.num_timesteps),
-            "frames_scored": int(len(called)),
-            "frames_called_success": int(called.sum()),
-            "labelled": int(len(chosen)),
-            "labelled_called_success": int(was_called.sum()),
-            "false_positives_found": int((was_called & ~labels).sum()),
-            "missed_successes_found": int((~was_called & labels).sum()),
-            "labels_used": self.labeller.used,
-            "labels_remaining": self.labeller.remaining,
+            "asked": asked,
+            "answers_used": len(answered),
+            "new_answers": len(new),
+            "open_queries": len(self.queue.open()),
+            "new_called_success": int(was_called.sum()),
+            "false_positives_found": int((was_called & ~truth).sum()),
+            "missed_successes_found": int((~was_called & truth).sum()),
+            "query_ids": [q.id for q in answered],
+            "labels_used": self.account.used,
+            "labels": self.account.summary(),
+            "labels_remaining": self.queue.remaining,
         }
         out = self.run_dir / "refits" / f"refit_{k:03d}.pt"
         current = getattr(self.live, "current", self.live)
-        path = fit_classifier(self._base, out, focus=self.labelled, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
+        path = fit_classifier(self._base, out, focus=labelled, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
                               progress=False, init=current, metadata={"refit": record},
                               threshold_precision=self.precision)
-        new = load_reward_model(path)
+        new_model = load_reward_model(path)
         if self.monitor is not None:
             self.monitor.record_refit(record)
-        self.live.swap(new)
-        record["threshold"] = float(new.spec.threshold)
+        self.live.swap(new_model)
+        self._fitted = {q.id for q in answered}
+        record["threshold"] = float(new_model.spec.threshold)
         buffer = getattr(self.model, "replay_buffer", None)
         if buffer is not None and hasattr(buffer, "relabel"):
             record["relabelled_transitions"] = buffer.relabel()
         record["seconds"] = time.perf_counter() - start
         self.seconds += record["seconds"]
         self.records.append(record)
-        for key in ("labels_used", "false_positives_found", "missed_successes_found", "frames_called_success"):
+        for key in ("labels_used", "false_positives_found", "missed_successes_found", "answers_used", "open_queries"):
             self.logger.record(f"refit/{key}", record[key])
         if self.verbose:
-            print(f"  refit {k} at step {record['steps']}: labelled {record['labelled']} frames "
-                  f"({record['labelled_called_success']} called successes, {record['false_positives_found']} of them "
-                  f"false); labels used {record['labels_used']}/{self.labeller.budget}; {record['seconds']:.0f}s",
-                  file=sys.stderr, flush=True)
+            print(f"  refit {k} at step {record['steps']}: {record['answers_used']} answers ({record['new_answers']} new, "
+                  f"{record['open_queries']} still open; {record['false_positives_found']} false positives found); "
+                  f"labels used {record['labels_used']} ({self.queue.used}/{self.queue.budget} queries); "
+                  f"{record['seconds']:.0f}s", file=sys.stderr, flush=True)
         return record
 
 

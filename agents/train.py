@@ -19,168 +19,35 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import pathlib
 import platform
 import shlex
 import sys
 import time
-import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNormalize
 
 import envs
-from envs.spaces import RenderSize, render_size_value
 from agents import correction
-from agents.callbacks import RewardLogger, TimedModel, TrueSuccessEval
+from agents.callbacks import RewardLogger, StopOnSignal, TimedModel, TrueSuccessEval
+from agents.config import (  # noqa: F401 - re-exported: callers import them from here
+    ALGOS, AUTO_YES_NO, OBS_CHOICES, RESERVED_ENV_KWARGS, TrainConfig, check_discount, parse_reward,
+    resolve_ignore_terminations,
+)
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
+from agents.labelling.command import add_page_arguments
+from agents.preflight import check_checkpoints, load_pbrs, probe_env, recorded_env_spec, reward_path
 from agents.vec import VecKeepKeys
-from agents.preflight import check_checkpoints, load_pbrs, pbrs_path, probe_env, recorded_env_spec, reward_path
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
 from reward_wrappers.embedding import embedding_inputs, vec_embed_for
-from reward_wrappers.core import validate_gamma
-from trainers.kinds import reward_kind, reward_kinds
-
-ALGOS = {"ppo": PPO, "sac": SAC}
-OBS_CHOICES = ("state", "rgb", "state+rgb")
-#: ``--ignore-terminations`` / ``--normalize-obs`` choice -> TrainConfig value (None: decided per env)
-AUTO_YES_NO: dict[str, bool | None] = {"auto": None, "yes": True, "no": False}
-#: envs.make arguments a run sets itself; --env-kwargs may not override them.
-RESERVED_ENV_KWARGS = frozenset({"obs", "reward", "render_size", "seed", "max_episode_steps", "ignore_terminations"})
+from trainers.kinds import reward_kind
 
 
-def resolve_ignore_terminations(env_id: str, ignore_terminations: bool | None) -> bool:
-    """``TrainConfig.ignore_terminations`` as runs use it: None (auto) means full-length episodes
-    wherever the env allows it (built-in and ManiSkill envs), for every reward."""
-    return envs.supports_ignore_terminations(env_id) if ignore_terminations is None else ignore_terminations
-
-
-def check_discount(gamma: float, name: str) -> float:
-    """``gamma`` if it is a discount factor (the wrappers' own rule, ``core.validate_gamma``);
-    else a ValueError naming the option ``name``.
-
-    >>> check_discount(0.95, "--gamma")
-    0.95
-    """
-    try:
-        return validate_gamma(gamma)
-    except ValueError:
-        raise ValueError(f"{name} must be in (0, 1], got {gamma}") from None
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on; saved as ``run_config.json``."""
-
-    env: str = "PointReach-v0"
-    algo: str = "ppo"
-    reward: str = "env"
-    pbrs: str | None = None
-    gamma: float | None = None
-    policy_obs: str = "state"
-    steps: int = 50_000
-    seed: int = 0
-    n_envs: int = 8
-    logdir: str = "runs/agent"
-    collect: str | None = None
-    ignore_terminations: bool | None = None
-    reward_output: str | None = None
-    eval_freq: int = 5_000
-    eval_episodes: int = 20
-    render_size: RenderSize = 64
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    max_episode_steps: int | None = None
-    normalize_obs: bool | None = None
-    algo_kwargs: dict[str, Any] = field(default_factory=dict)
-    verbose: int = 0
-    monitor: bool = True
-    monitor_min_precision: float = 0.9
-    refit_every: int | None = None
-    label_budget: int = 0
-    refit_epochs: int = 3
-    refit_precision: float = 0.95
-    refit_data: str | None = None
-    demos: str | None = None
-    demo_ratio: float = 0.5
-    backbone: str | None = None
-    batched_device: str | None = None
-    process_goal: str | None = None
-    pbrs_scale: float = 1.0
-    pbrs_offset: float = 0.0
-    process_override: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise ValueError(f"--algo must be one of {sorted(ALGOS)}, got {self.algo!r}")
-        envs.check_env_id(self.env)  # here, not in eight worker processes
-        reserved = sorted(set(self.env_kwargs) & RESERVED_ENV_KWARGS)
-        if reserved:
-            raise ValueError(f"--env-kwargs sets {reserved}, which have options of their own "
-                             "(--policy-obs, --reward, --render-size, --seed, --max-episode-steps, --ignore-terminations)")
-        if self.max_episode_steps is not None and self.max_episode_steps <= 0:
-            raise ValueError(f"--max-episode-steps must be positive, got {self.max_episode_steps}")
-        try:
-            self.render_size = render_size_value(self.render_size)  # JSON-friendly: an int, or [height, width]
-        except ValueError as exc:
-            raise ValueError(f"--render-size: {exc}") from None
-        kind, _ = parse_reward(self.reward)
-        if kind not in ("env", "sparse"):
-            path = self.reward.split(":", 1)[1]
-            if not pathlib.Path(path).is_file():
-                raise FileNotFoundError(f"--reward {self.reward}: checkpoint {path} does not exist")
-        if pbrs_path(self.pbrs) is not None and not pathlib.Path(self.pbrs).is_file():
-            raise FileNotFoundError(f"--pbrs: checkpoint {self.pbrs} does not exist")
-        if self.policy_obs not in OBS_CHOICES:
-            raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
-        if not self.pbrs_scale > 0:
-            raise ValueError(f"--pbrs-scale must be positive, got {self.pbrs_scale}")
-        if not math.isfinite(self.pbrs_offset):
-            raise ValueError(f"--pbrs-offset must be a finite number, got {self.pbrs_offset}")
-        if self.pbrs is None and (self.pbrs_scale, self.pbrs_offset) != (1.0, 0.0):
-            raise ValueError("--pbrs-scale and --pbrs-offset shape a potential: give one with --pbrs")
-        if self.steps <= 0 or self.n_envs <= 0:
-            raise ValueError(f"--steps and --n-envs must be positive (got {self.steps}, {self.n_envs})")
-        if self.gamma is not None:
-            check_discount(self.gamma, "--gamma")
-        if self.eval_freq <= 0 or self.eval_episodes <= 0:
-            raise ValueError(f"--eval-freq and --eval-episodes must be positive (got {self.eval_freq}, {self.eval_episodes})")
-        if self.batched_device is not None:
-            if self.collect is not None:
-                raise ValueError("--collect records through per-env wrappers; it cannot be used with --batched-device")
-            if torch.device(self.batched_device).type == "cuda" and not torch.cuda.is_available():
-                raise ValueError(f"--batched-device {self.batched_device}: CUDA is not available here (a CPU-only torch, or no GPU)")
-        if self.ignore_terminations and not envs.supports_ignore_terminations(self.env):
-            raise ValueError(f"--ignore-terminations is available for built-in and ManiSkill envs only, not {self.env!r}")
-        correction.check_settings(self, kind)
-        ends_on_success = not resolve_ignore_terminations(self.env, self.ignore_terminations)
-        if kind == "progress" and (self.reward_output or "progress") == "progress" and ends_on_success:
-            warnings.warn(
-                f"--reward {self.reward} pays the progress itself every step while episodes of {self.env} end on "
-                "success: hovering just short of the goal earns ~0.9 per step (~0.9/(1-gamma) in all), more than "
-                "finishing, which ends the episode. Prefer --pbrs with the progress model, --reward-output delta, "
-                "or --ignore-terminations yes (reward-semantics notes)", RuntimeWarning, stacklevel=3)
-
-
-def parse_reward(reward: str) -> tuple[str, str | None]:
-    """``"classifier:model.pt"`` -> ``("classifier", "model.pt")``; ``"env"`` -> ``("env", None)``."""
-    kind, _, path = reward.partition(":")
-    if kind in ("env", "sparse") and not path:
-        return kind, None
-    if path and kind not in ("env", "sparse"):
-        reward_kind(kind)  # a ValueError naming the registered kinds if it is none of them
-        return kind, path
-    raise ValueError(
-        f"--reward {reward!r} not understood: use env, sparse, or KIND:PATH with KIND one of {sorted(reward_kinds())}"
-    )
-
-
-def _required_obs(policy_obs: str, models: list[RewardModel]) -> str:
-    keys = set(policy_obs.split("+"))
+def _required_obs(policy_obs: str, models: list[RewardModel], label_render: bool = False) -> str:
+    keys = set(policy_obs.split("+")) | ({"rgb"} if label_render else set())
     embedded = embedding_inputs(models)
     for model in models:  # a function potential has no spec: it reads the policy's keys
         keys |= set(model.spec.inputs if model.spec is not None else ()) - set(embedded)
@@ -236,7 +103,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     potential = TimedModel(load_pbrs(cfg)) if cfg.pbrs else None
     check_checkpoints(cfg, {"--reward": live, "--pbrs": potential})
     models = [m for m in (reward_model, potential) if m is not None]
-    env_obs = _required_obs(cfg.policy_obs, models)
+    env_obs = _required_obs(cfg.policy_obs, models, cfg.label_render and cfg.refit_every is not None)
     if renders_in_learner_process(cfg.env, env_obs, cfg.policy_obs, cfg.n_envs):
         # Software rendering and torch's intra-op threads fight for the cores: with 2 threads SAC
         # on rgb ran ~18x slower (platform notes).
@@ -312,11 +179,18 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         print(f"the replay buffer keeps the reward models' inputs of every transition for relabelling: "
               f"{frame_memory / 2**20:.0f} MiB at most (committed as transitions arrive)")
     evaluator = TrueSuccessEval(eval_env, cfg.eval_freq, cfg.eval_episodes, seed=cfg.seed + 10_000, report=report)
-    extra, monitor, refit = correction.callbacks(cfg, frames, live, run_dir, has_reward_model=bool(models),
-                                                 verbose=1 if report else 0)
+    account = correction.label_account(cfg, live, potential.model if potential is not None else None)
+    extra, monitor, refit, page = correction.callbacks(cfg, frames, live, run_dir, has_reward_model=bool(models),
+                                                       account=account, verbose=1 if report else 0)
+    stop = StopOnSignal()
     start = time.perf_counter()
-    agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), *extra, evaluator], tb_log_name="run",
-                progress_bar=False)
+    try:
+        agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), *extra, evaluator, stop], tb_log_name="run",
+                    progress_bar=False)
+    finally:
+        stop.restore()
+        if page is not None:
+            page.close()
     wall = time.perf_counter() - start
     inference = sum(m.seconds for m in models)
 
@@ -339,7 +213,9 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "reward_inference_share": inference / wall if wall > 0 else 0.0,
         "curve": curve,
         "monitor": None if monitor is None else monitor.report(),
-        "labels_used": 0 if refit is None else refit.labeller.used,
+        "labels_used": account.used,  # every label: trajectory marks (each once) plus answered queries
+        "labels": account.summary(),
+        "stopped_by_signal": stop.received,
         "refits": [] if refit is None else refit.records,
         "refit_seconds": 0.0 if refit is None else refit.seconds,
         "relabel_frame_memory_bytes": frame_memory,
@@ -351,6 +227,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "hyperparameters": hyper,
         "defaults": {"family": defaults.family, **defaults.reasons},
         "pbrs_gamma": pbrs_gamma,
+        "labels": account.summary(),
         "env_obs": env_obs,
         "ignore_terminations": ignore_terminations,
         "normalize_obs": normalize,
@@ -439,6 +316,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "successes plus a sample of the rest; the env's success flag stands in for a human) and "
                             "fine-tune the classifier on its buffers plus every label so far")
     group.add_argument("--label-budget", type=int, default=0, metavar="L", help="labels the refits may spend in all")
+    group.add_argument("--labeller", default="env", metavar="SOURCE",
+                       help="who answers the refits' questions: env (the env's success flag stands in for a person; "
+                            "refused where the env reports none), web (a person on a local page; the run never waits), "
+                            "or module:callable (callable(frames) -> True/False/None per frame). Each answer is one "
+                            "label; answers persist in LOGDIR/labels and a run restarted there reuses them")
+    add_page_arguments(group)
+    group.add_argument("--label-render", action="store_true",
+                       help="keep the env's rendered frame of each queried state for the page, for state-only reward "
+                            "models (the env then renders every step: on CPU a 64x64 render costs ~30 ms a step)")
     group.add_argument("--refit-epochs", type=int, default=3, help="fine-tuning epochs per refit")
     group.add_argument("--refit-precision", type=float, default=0.95,
                        help="a refit's threshold is raised, where needed, until its held-out precision reaches this")
@@ -469,6 +355,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
         monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
         refit_epochs=args.refit_epochs, refit_precision=args.refit_precision, refit_data=args.refit_data,
+        labeller=args.labeller, label_host=args.label_host, label_port=args.label_port, label_render=args.label_render,
         demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
         pbrs_scale=args.pbrs_scale, pbrs_offset=args.pbrs_offset, process_override=json.loads(args.process_override),
     )
@@ -493,7 +380,10 @@ def run(args: argparse.Namespace) -> int:
     if summary["monitor"] is not None and summary["monitor"]["final"] is not None:
         final = summary["monitor"]["final"]
         print(f"reward monitor: precision {final['precision']}  recall {final['recall']} over the last "
-              f"{int(final['frames'])} training frames; labels used {summary['labels_used']}")
+              f"{int(final['frames'])} training frames")
+    labels = summary["labels"]
+    print(f"labels used {labels['total']}: {labels['trajectory_marks']} trajectory marks + {labels['queries']} answered "
+          f"queries" + (f" ({labels['source']}, budget {labels['budget']})" if "source" in labels else ""))
     print(f"final true success {summary['final_true_success']:.2f}  steps to 80%: {summary['steps_to_80']}  "
           f"wall {summary['wall_seconds']:.0f}s  reward inference {100 * summary['reward_inference_share']:.1f}%  "
           f"-> {cfg.logdir}")

@@ -11,9 +11,9 @@ converts RLinf's pickled buffers.
 >>> out = tempfile.mkdtemp()
 >>> env = TrajectoryRecorder(gym.make("CartPole-v1", max_episode_steps=3), out, require_success_key=False)
 >>> _ = env.reset(seed=1); _ = [env.step(1) for _ in range(3)]; env.close()
->>> trajs = load_trajectories(out, split="negative")
->>> len(trajs), trajs[0].labels.tolist()
-(1, [0.0, 0.0, 0.0, 0.0])
+>>> trajs = load_trajectories(out, split="negative")  # CartPole reports no success: unlabelled
+>>> len(trajs), trajs[0].labelled, trajs[0].labels.tolist()
+(1, False, [nan, nan, nan, nan])
 """
 
 from collectors.format import FORMAT_VERSION, TrajectoryFormatError

@@ -8,7 +8,8 @@ and a ``meta.json``::
       positive/<id>/obs.rgb.npy       (T+1, H, W, 3) uint8, the reset frame first
                     actions.npy       (T, *action_shape)
                     rewards.npy       (T,) float64, the env's own reward
-                    labels.npy        (T+1,) float32, labels[t] = success flag of observation t
+                    labels.npy        (T+1,) float32, labels[t] = success flag of observation t,
+                                      NaN where nobody has said (meta.json "labelled": false)
                     terminated.npy    (T,) bool
                     truncated.npy     (T,) bool
                     info.<key>.npy    (T+1, ...) one per requested info key, reset info first
@@ -51,7 +52,7 @@ REQUIRED_FIELDS: tuple[str, ...] = ("actions", "rewards", "labels", "terminated"
 META_REQUIRED: tuple[str, ...] = ("format", "format_version", "id", "split", "length", "success", "fields")
 #: ``meta.json`` keys the recorder writes itself; user metadata may not override them.
 RESERVED_META_KEYS: frozenset[str] = frozenset(META_REQUIRED) | {
-    "env_id", "seed", "seed_chain", "success_key", "success_once", "reset_label_from_info", "info_missing_at_reset",
+    "env_id", "seed", "seed_chain", "labelled", "label", "success_key", "success_once", "reset_label_from_info", "info_missing_at_reset",
     "obs_keys", "info_keys", "episode_index", "created_unix", "host", "pid", "recorder"}
 #: Field names are plain file stems inside the trajectory directory: no separators, no "..".
 FIELD_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]*")

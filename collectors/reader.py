@@ -87,6 +87,12 @@ class Trajectory:
     def success(self) -> bool:
         return bool(self.meta["success"])
 
+    @property
+    def labelled(self) -> bool:
+        """False until every frame has a success label (``meta.json`` ``"labelled"``; recordings
+        older than that key were always labelled by the env's flag)."""
+        return bool(self.meta.get("labelled", True))
+
     @cached_property
     def actions(self) -> np.ndarray:
         return _load(self.path / "actions.npy")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import socket
 import time
@@ -94,7 +95,10 @@ class TrajectoryRecorder(gym.Wrapper):
             ``False`` (or ``"sync"``): write on the stepping thread when the episode ends.
         metadata: extra JSON-serialisable entries for every ``meta.json`` (e.g. the policy).
         fsync: fsync each trajectory before renaming it into place (survives power loss).
-        require_success_key: set False for envs without a success flag: every label is then 0.
+        require_success_key: set False for envs without a success flag (or with one only on some
+            frames): a frame whose info lacks it is *unlabelled*, stored as a NaN label, and its
+            trajectory's ``meta.json`` says ``"labelled": false`` until ``rewardswap label``
+            (:mod:`collectors.labelling`) marks it; trainers refuse it before then.
 
     Episodes cut short by ``reset()`` before they ended, or still running at ``close()``, are
     **discarded** (counted in ``episodes_discarded``), never written: their last label would
@@ -193,6 +197,7 @@ class TrajectoryRecorder(gym.Wrapper):
         self._steps_builtin = True  # every reward a float and flag a bool so far (EpisodeSteps)
         self._success_once = False
         self._reset_label_missing = False
+        self._unlabelled_frames = 0  # frames whose info lacked the flag (require_success_key=False)
 
     # ------------------------------------------------------------------ gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
@@ -219,11 +224,14 @@ class TrajectoryRecorder(gym.Wrapper):
             if self.require_success_key:
                 self._recording, self.episodes_discarded = False, self.episodes_discarded + 1
                 raise KeyError(self._missing_key_message(self.success_key, info, "success_key"))
-            flag = False
+            flag = math.nan
         # The label, as float(flag): kept per step (not per episode) so the episode's end, on
         # the env's thread, needs no pass over the steps to route it.
         if flag is False:
             label = 0.0
+        elif flag is math.nan:
+            label = math.nan
+            self._unlabelled_frames += 1
         else:
             label = 1.0 if flag is True else self._label_of(flag)
             if label >= _HALF_AS_FLOAT32:  # as float32 >= 0.5, the stored label's test; NaN is not
@@ -356,7 +364,9 @@ class TrajectoryRecorder(gym.Wrapper):
             for key, col in self._obs_cols.items():
                 col.append(obs[key])
         self._reset_label_missing = self.success_key not in info
-        self._reset_label = 0.0 if self._reset_label_missing else as_flag(info[self.success_key])
+        self._unlabelled_frames = int(self._reset_label_missing and not self.require_success_key)
+        missing_label = math.nan if self._unlabelled_frames else 0.0
+        self._reset_label = missing_label if self._reset_label_missing else as_flag(info[self.success_key])
         self._labelled_success = self._reset_label >= _HALF_AS_FLOAT32
         self._steps_builtin = True
         self._success_once = "success_once" in info and as_flag(info["success_once"]) >= 0.5
@@ -406,6 +416,8 @@ class TrajectoryRecorder(gym.Wrapper):
             "seed": self._seed,
             "seed_chain": {"seed": self._last_seed, "episodes_since": self._episodes_since_seed},
             "success": success,
+            # False: some frame had no flag (a NaN label); collectors.labelling marks it later
+            "labelled": not self._unlabelled_frames,
             "success_key": self.success_key,
             "success_once": self._success_once,
             "reset_label_from_info": not self._reset_label_missing,

@@ -5,9 +5,9 @@ those rewards are stale (reward-semantics notes). Recomputing them needs what th
 which may be images the policy never sees. :class:`VecTransitionFrames` sits *under* the reward
 wrappers of an SB3 stack and keeps, for the latest vector step, each env's model-input frames at
 ``s`` and ``s'`` (the terminal observation for done envs), the env's own reward and the
-termination flags; optionally it also keeps the last ``recent`` frames ``s'`` with the env's
-success flag, for a labeller to draw from (:class:`SuccessLabeller`, the only reader of that
-flag). :func:`transition_rewards` recomputes what a stack of reward wrappers
+termination flags; optionally it also keeps the last ``recent`` frames ``s'`` with their episode
+and step ids and the env's success flag, for a labeller to draw from (:meth:`VecTransitionFrames.true_success`
+is the only reader of that flag; ``agents.labelling`` counts each read as a label). :func:`transition_rewards` recomputes what a stack of reward wrappers
 (:func:`reward_cores`) pays for a batch of stored transitions, with the same formulas the
 wrappers use: a learned reward at ``s'``, progress (or its delta), PBRS with the agent's gamma and
 ``Phi(s') := 0`` on termination only.
@@ -43,7 +43,7 @@ from reward_wrappers.core import (
 from reward_wrappers.base import model_window
 from reward_wrappers.ops import NumpyOps
 
-__all__ = ["VecTransitionFrames", "SuccessLabeller", "transition_rewards", "reward_cores", "check_relabelable",
+__all__ = ["VecTransitionFrames", "transition_rewards", "reward_cores", "check_relabelable",
            "predict_in_chunks"]
 
 Frames = dict[str, np.ndarray]
@@ -69,26 +69,38 @@ class VecTransitionFrames(VecEnvWrapper):
 ``max_recent_bytes``) plus two steps' worth.
 
     ``last`` is the :class:`Transition` of the latest step; ``recent_frames()`` returns the ring's
-    frames ``s'`` oldest first. The env's success flag of each ring frame (``success_key`` of the
-    step's info, else SB3's ``is_success``) is kept privately for :class:`SuccessLabeller`.
+    frames ``s'`` oldest first, ``recent_ids()`` their episode ids (unique within the run) and frame
+    indices (the reset frame is 0). The env's success flag of each ring frame (``success_key`` of
+    the step's info, else SB3's ``is_success``) is kept privately for :meth:`true_success`.
+    ``display_keys`` are kept in the ring beside ``keys`` for a person to look at (a labelling
+    page), never handed to a model.
     """
 
     def __init__(self, venv: VecEnv, keys: Sequence[str], *, keep_prev: bool = False, recent: int = 0,
-                 max_recent_bytes: Optional[int] = None, success_key: str = "success") -> None:
+                 max_recent_bytes: Optional[int] = None, success_key: str = "success",
+                 display_keys: Sequence[str] = ()) -> None:
         super().__init__(venv)
         subspaces = key_spaces(venv.observation_space)
-        missing = [k for k in keys if k not in subspaces]
+        missing = [k for k in (*keys, *display_keys) if k not in subspaces]
         if missing:
             raise ValueError(f"reward models read keys {missing}; the env observations have {sorted(subspaces)}")
         self.keys = tuple(keys)
         self.keep_prev = bool(keep_prev)
         self.success_key = success_key
         self.spaces = {k: subspaces[k] for k in self.keys}
+        self.display_keys = tuple(k for k in display_keys if k not in self.keys)
+        ring_spaces = {**self.spaces, **{k: subspaces[k] for k in self.display_keys}}
+        ring_bytes = sum(np.prod(s.shape) * np.dtype(s.dtype).itemsize for s in ring_spaces.values())
         self.capacity = int(recent)
         if max_recent_bytes is not None:
-            self.capacity = min(self.capacity, int(max_recent_bytes) // max(self.frame_bytes, 1))
-        self._ring = {k: np.zeros((self.capacity, *s.shape), s.dtype) for k, s in self.spaces.items()}
+            self.capacity = min(self.capacity, int(max_recent_bytes) // max(int(ring_bytes), 1))
+        self._ring = {k: np.zeros((self.capacity, *s.shape), s.dtype) for k, s in ring_spaces.items()}
         self._ring_success = np.zeros(self.capacity, bool)
+        self._ring_episode = np.zeros(self.capacity, np.int64)
+        self._ring_step = np.zeros(self.capacity, np.int64)
+        self._episode = np.arange(self.num_envs, dtype=np.int64)  # each env's current episode id
+        self._step = np.zeros(self.num_envs, np.int64)  # frame index of each env's current observation
+        self._episodes_started = self.num_envs
         self._ring_pos = 0
         self._ring_size = 0
         self.frames_seen = 0
@@ -104,11 +116,15 @@ class VecTransitionFrames(VecEnvWrapper):
 
     def _frames(self, obs: Any) -> Frames:
         as_dict = obs_to_dict(obs, self.observation_space)
-        return {k: np.array(as_dict[k], copy=True) for k in self.keys}
+        return {k: np.array(as_dict[k], copy=True) for k in (*self.keys, *self.display_keys)}
 
     def reset(self) -> Any:
         obs = self.venv.reset()
         self._current = self._frames(obs)
+        if self.frames_seen:  # every env starts a new episode (the first ids were given at construction)
+            self._episode = self._episodes_started + np.arange(self.num_envs, dtype=np.int64)
+            self._episodes_started += self.num_envs
+        self._step[:] = 0
         return obs
 
     def step_wait(self) -> VecEnvStepReturn:
@@ -119,65 +135,55 @@ class VecTransitionFrames(VecEnvWrapper):
         truncated = np.zeros(len(dones), bool)
         for i in np.flatnonzero(dones):
             terminal = obs_to_dict(infos[i]["terminal_observation"], self.observation_space)
-            for k in self.keys:
+            for k in nxt:
                 nxt[k][i] = terminal[k]
             truncated[i] = bool(infos[i].get("TimeLimit.truncated", False))
-        prev = self._current if self.keep_prev else {}
-        self.last = Transition(prev, nxt, np.asarray(rewards, np.float64).copy(), dones & ~truncated)
+        prev = {k: self._current[k] for k in self.keys} if self.keep_prev else {}
+        self.last = Transition(prev, {k: nxt[k] for k in self.keys}, np.asarray(rewards, np.float64).copy(),
+                               dones & ~truncated)
         self._current = returned
+        self._step += 1
         if self.capacity:
             flags = [info.get(self.success_key, info.get("is_success")) for info in infos]
             self.reports_success |= any(flag is not None for flag in flags)
             rows = (self._ring_pos + np.arange(len(dones))) % self.capacity
-            for k in self.keys:
+            for k in self._ring:
                 self._ring[k][rows] = nxt[k]
             self._ring_success[rows] = [bool(flag) for flag in flags]
+            self._ring_episode[rows] = self._episode
+            self._ring_step[rows] = self._step
             self._ring_pos = int(rows[-1] + 1) % self.capacity
             self._ring_size = min(self._ring_size + len(dones), self.capacity)
         self.frames_seen += len(dones)
+        for i in np.flatnonzero(dones):  # the returned obs is the next episode's reset frame
+            self._episode[i], self._step[i] = self._episodes_started, 0
+            self._episodes_started += 1
         return obs, rewards, dones, infos
 
-    def recent_frames(self) -> Frames:
-        """The ring's frames ``s'``, oldest first (views for a ring that never wrapped)."""
+    def recent_frames(self, display: bool = False) -> Frames:
+        """The ring's frames ``s'``, oldest first; the models' keys, and with ``display`` the
+        display keys too."""
         order = self._ring_order()
-        return {k: v[order] for k, v in self._ring.items()}
+        keys = (*self.keys, *self.display_keys) if display else self.keys
+        return {k: self._ring[k][order] for k in keys}
+
+    def recent_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Episode ids and frame indices of the ring's frames, in ``recent_frames()`` order."""
+        order = self._ring_order()
+        return self._ring_episode[order], self._ring_step[order]
 
     def _ring_order(self) -> np.ndarray:
         if self._ring_size < self.capacity:
             return np.arange(self._ring_size)
         return (np.arange(self.capacity) + self._ring_pos) % self.capacity
 
-    def _true_success(self, indices: np.ndarray) -> np.ndarray:
-        return self._ring_success[self._ring_order()[indices]]
-
-
-class SuccessLabeller:
-    """Stands in for a human labeller: the env's success flag, one label per frame, within a budget.
-
-    Every frame answered costs one label; once ``budget`` labels are spent it answers nothing.
-    ``used`` is the count to report beside any result that used these labels.
-    """
-
-    def __init__(self, store: VecTransitionFrames, budget: int) -> None:
-        if budget < 0:
-            raise ValueError(f"label budget must be >= 0, got {budget}")
-        self.store = store
-        self.budget = int(budget)
-        self.used = 0
-
-    @property
-    def remaining(self) -> int:
-        return self.budget - self.used
-
-    def label(self, indices: np.ndarray) -> np.ndarray:
-        """True success of ring frames ``indices`` (as ``recent_frames()`` orders them), at most
-        ``remaining`` of them: the first ones are answered, the rest refused (a shorter result)."""
-        if not self.store.reports_success:
-            raise ValueError(f"the env's infos carry no {self.store.success_key!r} (nor 'is_success') flag: there is "
-                             "nothing to stand in for a labeller; refits need an env that reports success")
-        indices = np.asarray(indices, dtype=np.int64)[: self.remaining]
-        self.used += len(indices)
-        return self.store._true_success(indices)
+    def true_success(self, indices: np.ndarray) -> np.ndarray:
+        """The env's success flag of ring frames ``indices`` (``recent_frames()`` order). Each
+        frame read is a label: only a label source that counts it (``agents.labelling``) calls this."""
+        if not self.reports_success:
+            raise ValueError(f"the env's infos carry no {self.success_key!r} (nor 'is_success') flag: there is nothing "
+                             "to stand in for a labeller; label with --labeller web or --labeller module:callable")
+        return self._ring_success[self._ring_order()[np.asarray(indices, dtype=np.int64)]]
 
 
 def reward_cores(venv: VecEnv) -> list[RewardCore]:

@@ -22,7 +22,9 @@ from agents.refit import choose_frames
 from agents.replay import RelabelingReplayBuffer, load_demonstrations
 from reward_wrappers.base import SwappableModel, sigmoid
 from reward_wrappers.sb3 import VecLearnedReward, VecPBRS
-from reward_wrappers.transitions import SuccessLabeller, VecTransitionFrames, needs_prev, reward_cores, transition_rewards
+from agents.labelling import LabelQueue, parse_labeller
+from agents.labelling.sources import with_ids
+from reward_wrappers.transitions import VecTransitionFrames, needs_prev, reward_cores, transition_rewards
 
 
 class CountingEnv(gym.Env):
@@ -105,16 +107,29 @@ def test_monitor_is_off_without_a_success_flag(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["enabled"] is False
 
 
-def test_labeller_counts_every_label_and_stops_at_the_budget():
+def test_env_labeller_counts_every_label_and_stops_at_the_budget(tmp_path):
     store = VecTransitionFrames(DummyVecEnv([CountingEnv]), ("state",), recent=10)
     store.reset()
     for _ in range(10):
         store.step(np.zeros((1, 1), np.float32))
-    labeller = SuccessLabeller(store, budget=5)
-    assert labeller.label(np.array([2, 3, 9])).tolist() == [False, True, True]  # t = 3, 4, 5 (the ring's oldest first)
-    assert (labeller.used, labeller.remaining) == (3, 2)
-    assert labeller.label(np.array([0, 1, 2, 3])).tolist() == [False, False]  # two answered, the rest refused
-    assert labeller.label(np.array([4])).size == 0 and labeller.used == 5
+    queue, source = LabelQueue(tmp_path, budget=5, source="env"), parse_labeller("env")
+
+    def ask(indices):
+        indices = np.asarray(indices)
+        frames = {k: v[indices] for k, v in store.recent_frames().items()}
+        episodes, steps = (ids[indices] for ids in store.recent_ids())
+        asked = queue.ask(frames, episodes, steps, np.zeros(len(indices)))
+        chosen = indices[: len(asked)]
+        answers = source.answer(with_ids(frames, episodes, steps), truth=lambda: store.true_success(chosen))
+        for q, a in zip(asked, answers):
+            queue.answer(q.id, a)
+        return [q.label for q in asked], [(q.episode, q.step, int(q.frames["state"][0])) for q in asked]
+
+    # the ring's oldest first: episode 0's frames 3 and 4, episode 1's frame 5 (truncated there); success from t = 4
+    assert ask([2, 3, 9]) == ([False, True, True], [(0, 3, 3), (0, 4, 4), (1, 5, 5)])
+    assert (queue.used, queue.remaining) == (3, 2)
+    assert ask([0, 1, 2, 3])[0] == [False, False]  # two answered, the rest never asked
+    assert ask([4])[0] == [] and queue.used == 5
     rng = np.random.default_rng(0)
     chosen = choose_frames(np.array([True] * 10 + [False] * 10), 8, rng)
     assert len(chosen) == 8 and (chosen < 10).sum() == 6  # 75 % to frames called successes, the rest to others
@@ -256,13 +271,21 @@ def test_train_agent_refits_within_the_budget_and_reports_every_count(tmp_path, 
     summary = train_agent(cfg)
     run = tmp_path / "run"
     report = json.loads((run / "reward_monitor.json").read_text())
-    assert summary["labels_used"] == report["labels_used"] <= 100
-    assert summary["labels_used"] == sum(r["labelled"] for r in summary["refits"]) > 0
-    assert [r["labels_used"] for r in report["refits"]] == [sum(r["labelled"] for r in summary["refits"][: k + 1])
+    # 14 recorded trajectories (8 + 6): the classifier's data, its refit data and (SAC) the demonstrations, one mark each, once
+    marks = len([d for split in ("positive", "negative") for d in (tmp_path / "demos" / split).iterdir()])
+    assert marks == 14
+    labels = summary["labels"]
+    assert (labels["trajectory_marks"], labels["source"], labels["budget"]) == (marks, "env", 100)
+    assert 0 < labels["queries"] == sum(r["new_answers"] for r in summary["refits"]) <= 100
+    assert summary["labels_used"] == report["labels_used"] == marks + labels["queries"]
+    assert [r["labels_used"] for r in report["refits"]] == [marks + sum(r["new_answers"] for r in summary["refits"][: k + 1])
                                                             for k in range(len(report["refits"]))]
+    answers = [json.loads(line) for line in (run / "labels" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == labels["queries"] and {a["source"] for a in answers} == {"env"}
+    assert json.loads((run / "run_config.json").read_text())["labels"]["total"] == summary["labels_used"]
     assert len(list((run / "refits").glob("refit_*.pt"))) == len(summary["refits"]) >= 2
     assert all(r["steps"] < 384 for r in summary["refits"])  # no refit once the budget is reached
-    assert all(r["labelled"] <= 50 for r in summary["refits"])  # 100 labels shared by the 2 refits before the end
+    assert all(r["new_answers"] <= 50 for r in summary["refits"])  # 100 labels shared by the 2 refits before the end
     from reward_wrappers import load_reward_model
 
     meta = load_reward_model(run / "refits" / "refit_001.pt").metadata["refit"]
@@ -297,8 +320,8 @@ def test_refits_refuse_an_env_without_a_success_flag():
     store = VecTransitionFrames(DummyVecEnv([lambda: gym.make("Pendulum-v1")]), ("state",), recent=4)
     store.reset()
     store.step(np.zeros((1, 1), np.float32))
-    with pytest.raises(ValueError, match="nothing to stand in for a labeller"):
-        SuccessLabeller(store, budget=3).label(np.array([0]))
+    with pytest.raises(ValueError, match="nothing to stand in for a labeller.*--labeller web"):
+        store.true_success(np.array([0]))
 
 
 def test_precision_threshold_by_hand():

@@ -37,6 +37,7 @@ from trainers.data import (
     FrameTable,
     balanced_indices,
     gather,
+    trajectory_marks,
     input_specs,
     iterate_rows,
     load_buffers,
@@ -215,6 +216,8 @@ def fit_classifier(
     }
     env = recorded_env(recorded) or (init.metadata.get("env") if init is not None else None)
     embeddings = embeddings or (init.metadata.get("embeddings") if init is not None else None)
+    marks = trajectory_marks(recorded)  # one label each; labelled frames of a refit are counted by the refit
+    metadata = {"labels": {"trajectory_marks": len(marks), "trajectory_ids": marks}, **(metadata or {})}
     out = save_fitted(model, out, report, env=env, data=data, seed=seed, metadata=metadata, embeddings=embeddings)
     write_error_grid(report_path(out, ".errors.png"), val, val_table, probs)
     return out

@@ -37,7 +37,19 @@ def load_buffers(data: DataLike) -> list[Any]:
         where = "the given list"
     if not trajectories:
         raise ValueError(f"no trajectories found in {where}; record some with `rewardswap collect`")
+    unlabelled = [t for t in trajectories if not getattr(t, "labelled", True)]
+    if unlabelled:
+        raise ValueError(
+            f"{len(unlabelled)} of {len(trajectories)} trajectories in {where} are unlabelled (recorded without a success "
+            f"flag, e.g. {unlabelled[0].path}): mark them first with `rewardswap label --data DIR --labeller web` "
+            "(or --labeller module:callable)")
     return trajectories
+
+
+def trajectory_marks(trajectories: Sequence[Any]) -> list[str]:
+    """Ids of the recorded trajectories whose success marks a fit used: each is one label, however
+    many frames it labels (``labelled`` frames of an in-training refit are counted by the refit)."""
+    return sorted({str(t.id) for t in trajectories if hasattr(t, "meta")})
 
 
 def recorded_env(trajectories: Sequence[Any]) -> dict[str, Any] | None:
