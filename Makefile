@@ -5,9 +5,9 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 DEMO_ARGS ?=
 
-.PHONY: setup test demo vulkan clean bench
+.PHONY: setup test demo vulkan chromium clean bench
 
-setup: $(STAMP) vulkan
+setup: $(STAMP) vulkan chromium
 
 # Reinstall only when the dependency declarations change.
 $(STAMP): setup.cfg constraints.txt pyproject.toml
@@ -21,6 +21,9 @@ $(STAMP): setup.cfg constraints.txt pyproject.toml
 
 vulkan:
 	@bash scripts/install_vulkan.sh
+
+chromium:
+	@bash scripts/install_chromium.sh
 
 test: setup
 	$(PY) -m pytest -q

@@ -28,7 +28,7 @@ from agents import ray_engine
 from agents.compare import CONDITION_OPTIONS, Condition, format_table, run_conditions
 from agents.defaults import family_defaults, parse_algo_kwargs
 from agents.labelling.command import add_page_arguments
-from agents.preflight import check_checkpoints, probe_env
+from agents.preflight import check_checkpoints, check_labeller, probe_env
 from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig
 from collectors.ray_cluster import RayUnavailableError
 
@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
                            label_port=args.label_port)
         for c in conditions:  # validate every checkpoint path and option before any run starts
             check_checkpoints(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
+            check_labeller(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
         step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
         grid = ray_engine.grid_from_args(args)
         if grid is None:

@@ -253,7 +253,7 @@ class RewardMonitor(BaseCallback):
 
     def page_figures(self) -> dict[str, Any]:
         """The few figures the labelling page shows."""
-        figures: dict[str, Any] = {"labels_used": self.labels_used, **self.estimates()}
+        figures: dict[str, Any] = {"all_labels_(marks_+_queries)": self.labels_used, **self.estimates()}
         if self.enabled:
             recent = self.monitor.figures()
             figures.update(true_precision=recent["precision"], true_recall=recent["recall"])

@@ -104,4 +104,19 @@ def probe_env(cfg: Any) -> float | None:
     return envs.step_seconds(cfg.env, max_episode_steps=cfg.max_episode_steps, **cfg.env_kwargs)
 
 
-__all__ = ["check_checkpoints", "probe_env", "recorded_env_spec", "reward_path"]
+def check_labeller(cfg: Any) -> None:
+    """Refuse ``--labeller env`` (the default) for refits on an env that reports no success flag,
+    before any run: there is nothing to stand in for a person. Built-in and ManiSkill envs report one."""
+    if cfg.refit_every is None or cfg.labeller != "env" or envs.env_family(cfg.env) != "gymnasium":
+        return
+    env = envs.make(cfg.env, obs="state", max_episode_steps=cfg.max_episode_steps, **cfg.env_kwargs)
+    try:
+        _, info = env.reset(seed=0)
+    finally:
+        env.close()
+    if "success" not in info:
+        raise ValueError(f"--labeller env: {cfg.env} reports no success flag, so nothing can stand in for a person; "
+                         "answer the refits' questions with --labeller web (a page) or --labeller module:callable")
+
+
+__all__ = ["check_checkpoints", "check_labeller", "probe_env", "recorded_env_spec", "reward_path"]

@@ -38,7 +38,7 @@ from agents.config import (  # noqa: F401 - re-exported: callers import them fro
 )
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters
 from agents.labelling.command import add_page_arguments
-from agents.preflight import check_checkpoints, load_pbrs, probe_env, recorded_env_spec, reward_path
+from agents.preflight import check_checkpoints, check_labeller, load_pbrs, probe_env, recorded_env_spec, reward_path
 from agents.vec import VecKeepKeys
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
@@ -368,6 +368,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         check_checkpoints(cfg)
         step_seconds = probe_env(cfg)
+        check_labeller(cfg)
     except (ValueError, FileNotFoundError) as exc:
         print(f"rewardswap train-agent: error: {exc}", file=sys.stderr)
         return 2

@@ -152,6 +152,7 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
     recorder = TrajectoryRecorder(
         env, args.out, success_key=args.success_key, info_keys=tuple(args.info_keys),
         max_positive=args.max_positive, max_negative=args.max_negative, async_write=not args.sync_write,
+        require_success_key=False,  # an env without a success flag records unlabelled trajectories (NaN labels)
         metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs, "env": spec},
     )
     steps, errors = 0, []
@@ -340,9 +341,20 @@ def run(args: argparse.Namespace) -> int:
         + f"; {total['frames']} frames, {_human(bytes_written)} ({bytes_written} bytes); "
         f"{total['steps']} steps in {elapsed:.1f} s = {total['steps'] / max(elapsed, 1e-9):.0f} steps/s"
     )
+    unlabelled = _unlabelled(args.out)
+    if unlabelled:
+        print(f"{unlabelled} trajectories in {args.out} have no success flag ({args.env} reports no "
+              f"info[{args.success_key!r}]): they are unlabelled until marked with "
+              f"`rewardswap label --data {args.out} --labeller web` (or module:callable)")
     for err in errors:
         print(f"rewardswap collect: a worker failed:\n{err}", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _unlabelled(out: str) -> int:
+    from collectors.reader import load_trajectories
+
+    return sum(not t.labelled for t in load_trajectories(out, skip_bad=True))
 
 
 __all__ = ["add_arguments", "run", "collect_episodes", "make_policy", "load_sb3_model"]

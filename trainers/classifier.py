@@ -213,6 +213,7 @@ def fit_classifier(
         },
         **fitted.report_fields(),
         "val_trajectory_ids": [str(getattr(t, "id", t.path)) for t in val],
+        "labels": {"trajectory_marks": len(trajectory_marks(recorded))},
     }
     env = recorded_env(recorded) or (init.metadata.get("env") if init is not None else None)
     embeddings = embeddings or (init.metadata.get("embeddings") if init is not None else None)
@@ -312,7 +313,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"wrote {out}\n  val AUC {report['val_auc']:.4f}  accuracy {m['accuracy']:.4f}  precision {m['precision']:.4f}  "
         f"recall {m['recall']:.4f}  at threshold {report['suggested_threshold']:.3f}\n"
-        f"  report {report_path(out, '.report.json')}  errors {report_path(out, '.errors.png')}"
+        f"  report {report_path(out, '.report.json')}  errors {report_path(out, '.errors.png')}\n"
+        f"  labels: {report['labels']['trajectory_marks']} trajectory success marks (one per trajectory fitted on)"
     )
     return 0
 

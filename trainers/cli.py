@@ -29,7 +29,11 @@ def run(args: argparse.Namespace) -> int:
     if problem:  # found now, not after the training it would throw away
         print(f"rewardswap train-reward {args.kind}: error: --out {args.out}: {problem}", file=sys.stderr)
         return 2
-    return int(args._kind_run(args) or 0)
+    try:
+        return int(args._kind_run(args) or 0)
+    except (ValueError, FileNotFoundError) as exc:  # bad data or options: one line saying what to do
+        print(f"rewardswap train-reward {args.kind}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def unwritable(out: str) -> str | None:
