@@ -129,11 +129,13 @@ def evaluate_true_success(model: Any, env: VecEnv, episodes: int, seed: int | No
     results_once: list[float] = []
     results_end: list[float] = []
     returns: list[float] = []
+    reported = False
     while (counts < targets).any():
         actions, _ = model.predict(obs, deterministic=True)
         obs, rewards, dones, infos = env.step(actions)
         ret += rewards
         for i, info in enumerate(infos):
+            reported |= "success" in info
             once[i] |= bool(info.get("success", False))
             if dones[i]:
                 if counts[i] < targets[i]:
@@ -147,6 +149,7 @@ def evaluate_true_success(model: Any, env: VecEnv, episodes: int, seed: int | No
         "success_rate": float(np.mean(results_once)),
         "success_at_end": float(np.mean(results_end)),
         "env_return": float(np.mean(returns)),
+        "reports_success": reported,  # False: the env has no success flag; the rates above mean nothing
     }
 
 
@@ -199,8 +202,9 @@ class TrueSuccessEval(BaseCallback):
         self.logger.record("eval/env_return", result["env_return"])
         self.logger.dump(self.num_timesteps)
         if self.report:
-            print(f"  steps {self.num_timesteps:>8d}  true success {result['success_rate']:.2f}  "
-                  f"env return {result['env_return']:.2f}", flush=True)
+            success = (f"true success {result['success_rate']:.2f}" if result["reports_success"]
+                       else "true success: none reported by the env")
+            print(f"  steps {self.num_timesteps:>8d}  {success}  env return {result['env_return']:.2f}", flush=True)
 
     def _on_training_start(self) -> None:
         self._evaluate()

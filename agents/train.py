@@ -385,7 +385,11 @@ def run(args: argparse.Namespace) -> int:
     labels = summary["labels"]
     print(f"labels used {labels['total']}: {labels['trajectory_marks']} trajectory marks + {labels['queries']} answered "
           f"queries" + (f" ({labels['source']}, budget {labels['budget']})" if "source" in labels else ""))
-    print(f"final true success {summary['final_true_success']:.2f}  steps to 80%: {summary['steps_to_80']}  "
+    final = summary["curve"][-1]
+    success = (f"final true success {summary['final_true_success']:.2f}  steps to 80%: {summary['steps_to_80']}"
+               if final.get("reports_success", True) else
+               f"final env return {final['env_return']:.2f} (the env reports no success flag)")
+    print(f"{success}  "
           f"wall {summary['wall_seconds']:.0f}s  reward inference {100 * summary['reward_inference_share']:.1f}%  "
           f"-> {cfg.logdir}")
     return 0

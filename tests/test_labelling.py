@@ -170,6 +170,7 @@ def test_refits_on_an_env_with_no_flag_and_a_restart_reuses_the_answers(hidden_c
     cfg = TrainConfig(**base, labeller="tests.hidden_success:label_frames")
     first = train_agent(cfg)
     assert first["labels"]["queries"] == 8 and first["labels"]["trajectory_marks"] == 12
+    assert first["curve"][-1]["reports_success"] is False  # evaluation says so instead of a success rate of 0
     monitor = json.loads((tmp_path / "run" / "reward_monitor.json").read_text())
     assert monitor["true_success_reported"] is False and 0 <= monitor["estimates"]["called_success_rate"] <= 1
     second = train_agent(cfg)  # the same directory: the answers are reused, the budget is already spent
@@ -177,3 +178,50 @@ def test_refits_on_an_env_with_no_flag_and_a_restart_reuses_the_answers(hidden_c
     answers = (tmp_path / "run" / "labels" / "answers.jsonl").read_text().splitlines()
     assert len(answers) == 8  # nothing asked or charged again
     assert second["refits"] and second["refits"][0]["answers_used"] == 8 and second["refits"][0]["asked"] == 0
+
+
+def test_bench_lists_one_page_per_web_run_and_ray_refuses_web(tmp_path, capsys):
+    from dataclasses import replace
+
+    from agents.compare import label_pages
+    from agents.train import TrainConfig
+
+    (tmp_path / "c.pt").write_bytes(b"")  # only its existence is checked here
+    base = TrainConfig(label_port=8700, reward=f"classifier:{tmp_path / 'c.pt'}")
+    configs = [replace(base, logdir=str(tmp_path / f"r{i}"), refit_every=100 if i else None, label_budget=5 if i else 0,
+                       labeller="web" if i else "env") for i in range(3)]
+    pages = label_pages(configs, base, on_ray=False, report=True)
+    assert [c.label_port for c in pages] == [8700, 8700, 8701]  # the first run labels nothing: no page
+    assert capsys.readouterr().out.splitlines() == ["labelling page of r1: http://127.0.0.1:8700/",
+                                                    "labelling page of r2: http://127.0.0.1:8701/"]
+    with pytest.raises(ValueError, match="Ray runs are elsewhere"):
+        label_pages(configs, base, on_ray=True, report=False)
+
+
+def _render_aware_judge(frames):  # noqa: ANN001 - module:callable for the --label-render test
+    assert frames["rgb"].dtype == np.uint8 and frames["rgb"].shape[1:] == (16, 16, 3)
+    assert frames["state"].ndim == 2 and len(frames["episode"]) == len(frames["step"]) == len(frames["rgb"])
+    return [None] * len(frames["rgb"])  # no answers: nothing charged
+
+
+def test_label_render_hands_the_rendered_frame_to_the_labeller_and_skips_cost_nothing(hidden_classifier, tmp_path):
+    import sys
+
+    from agents.train import TrainConfig, train_agent
+    from trainers import fit_classifier
+
+    root = tmp_path / "buf"
+    import envs
+
+    env = TrajectoryRecorder(envs.make("PointReach-v0", obs="state", ignore_terminations=True), root)
+    record_episodes(env, lambda e: envs.expert_policy(env, noise=0.7, seed=e), range(10), seed=0)
+    env.close()
+    ckpt = fit_classifier(root, tmp_path / "c.pt", epochs=1, progress=False)
+    sys.modules[__name__]._render_aware_judge = _render_aware_judge
+    summary = train_agent(TrainConfig(env="PointReach-v0", reward=f"classifier:{ckpt}", n_envs=2, steps=384,
+                                      refit_every=128, label_budget=10, refit_epochs=1, eval_freq=384, eval_episodes=2,
+                                      render_size=16, algo_kwargs={"n_steps": 64}, logdir=str(tmp_path / "run"),
+                                      label_render=True, labeller=f"{__name__}:_render_aware_judge"))
+    assert summary["labels"]["queries"] == 0 and summary["labels"]["trajectory_marks"] == 10
+    skips = (tmp_path / "run" / "labels" / "answers.jsonl").read_text().splitlines()
+    assert skips and all(json.loads(line)["label"] is None for line in skips)

@@ -155,7 +155,7 @@ def test_a_person_marks_recorded_trajectories_on_the_page(browser, tmp_path):
                 page.keyboard.press("ArrowRight")
             page.keyboard.press("s" if first is not None else "f")
             marks[tid] = first
-            page.wait_for_function(f"!document.querySelector('#trajectory[data-id=\"{tid}\"]')")
+            page.wait_for_function(f"!document.querySelector('#trajectory[data-id=\"{tid}\"]')", timeout=60_000)
         assert proc.wait(timeout=60) == 0
     finally:
         if proc.poll() is None:

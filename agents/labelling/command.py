@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import sys
 import threading
+import time
 from typing import Any, Optional
 
 import numpy as np
@@ -27,6 +28,9 @@ from agents.labelling.server import LabelServer, display_parts
 from agents.labelling.sources import LabelSource, parse_labeller, with_ids
 from collectors import Trajectory, load_trajectories
 from collectors.labelling import TrajectoryBusyError, claim, finish_moves, mark_trajectory
+
+#: Seconds the page stays up after the last mark, so a person sees it was taken.
+PAGE_LINGER_SECONDS = 2.0
 
 
 def first_success(answers: list[Optional[bool]]) -> tuple[bool, Optional[int]]:
@@ -190,6 +194,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"labelling page: {server.url}  (Ctrl-C stops; marks already made are kept)", flush=True)
         try:
             page.done.wait()
+            time.sleep(PAGE_LINGER_SECONDS)  # the page polls each second: let it show that all is done
         except KeyboardInterrupt:
             print("stopped", file=sys.stderr)
         finally:
