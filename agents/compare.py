@@ -38,6 +38,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "refit-precision": ("refit_precision", float),
     "refit-data": ("refit_data", str),
     "labeller": ("labeller", str),
+    "agent-frames": ("agent_frames", str),
     "demos": ("demos", str),
     "demo-ratio": ("demo_ratio", float),
     "pbrs-scale": ("pbrs_scale", float),

@@ -83,6 +83,7 @@ class TrainConfig:
     refit_precision: float = 0.95
     refit_data: str | None = None
     labeller: str = "env"
+    agent_frames: str = "unlabelled"
     label_host: str = "127.0.0.1"
     label_port: int = 0
     label_render: bool = False

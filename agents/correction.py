@@ -41,8 +41,13 @@ def check_settings(cfg: Any, kind: str) -> None:
     if cfg.refit_every is not None:
         if kind != "classifier":
             raise ValueError(f"--refit-every refits a success classifier; --reward {cfg.reward} is not classifier:PATH")
-        if cfg.refit_every <= 0 or cfg.label_budget <= 0:
-            raise ValueError(f"--refit-every and --label-budget must be positive (got {cfg.refit_every}, {cfg.label_budget})")
+        if cfg.refit_every <= 0 or cfg.label_budget < 0:
+            raise ValueError(f"--refit-every must be positive and --label-budget at least 0 (got {cfg.refit_every}, "
+                             f"{cfg.label_budget})")
+        if cfg.agent_frames not in ("unlabelled", "off"):
+            raise ValueError(f"--agent-frames must be unlabelled or off, got {cfg.agent_frames!r}")
+        if cfg.label_budget == 0 and cfg.agent_frames == "off":
+            raise ValueError("--label-budget 0 with --agent-frames off leaves the refits nothing to learn from")
         if not 0.0 < cfg.refit_precision <= 1.0:
             raise ValueError(f"--refit-precision must be in (0, 1], got {cfg.refit_precision}")
         if cfg.refit_epochs <= 0:
@@ -149,7 +154,8 @@ def callbacks(cfg: Any, frames: Optional[VecTransitionFrames], live: Optional[Sw
         refit = RefitCallback(model=live, frames=frames, queue=queue, source=source, base_data=base,
                               every=cfg.refit_every, labels_per_refit=labels_per_refit(cfg.label_budget, cfg.steps, cfg.refit_every),
                               run_dir=run_dir, epochs=cfg.refit_epochs, seed=cfg.seed, monitor=monitor,
-                              precision=cfg.refit_precision, account=account, verbose=verbose)
+                              precision=cfg.refit_precision, account=account,
+                              unlabelled=cfg.agent_frames == "unlabelled", verbose=verbose)
         if source.live:
             server = LabelServer(QueryPage(queue, lambda: page_status(refit, monitor), f"RewardSwap: {cfg.env}, "
                                            f"{cfg.algo.upper()} on {cfg.reward}"), cfg.label_host, cfg.label_port)

@@ -31,6 +31,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from reward_wrappers.core import LEARNED_REWARD, LEARNED_SUCCESS, PROGRESS, ENV_REWARD
+from agents.labelling.choice import estimates
 from collectors.atomic import write_json_atomic
 from trainers.metrics import spearman
 
@@ -246,9 +247,11 @@ class RewardMonitor(BaseCallback):
     def estimates(self) -> dict[str, Any]:
         """Figures that need no success flag: the share of frames called successes, and the
         precision estimated from answered queries (None without a queue or answers)."""
-        out: dict[str, Any] = {"called_success_rate": _ratio(self.frames_called, self.frames_decided)}
+        rate = _ratio(self.frames_called, self.frames_decided)
+        out: dict[str, Any] = {"called_success_rate": rate}
         if self.label_queue is not None:
-            out.update(self.label_queue.precision_estimate())
+            figures = estimates(self.label_queue.answered(), 0.0 if np.isnan(rate) else rate)
+            out.update(precision_estimate=figures["precision"], uniform_answers_on_called=figures["uniform_answers_called"])
         return out
 
     def page_figures(self) -> dict[str, Any]:
@@ -270,8 +273,8 @@ class RewardMonitor(BaseCallback):
             "enabled": bool(self.enabled),
             "true_success_reported": bool(self.enabled),
             "estimates": {**self.estimates(), "note": "called_success_rate: share of training frames the reward called "
-                          "successes; precision_estimate: share of the answered queries on such frames (a uniform "
-                          "sample of them) that the labeller called successes: an estimate, not the env's truth"},
+                          "successes; precision_estimate: share of the uniformly drawn answered queries on such frames "
+                          "that the labeller called successes: an estimate, not the env's truth"},
             "labels": self.label_counter.summary() if hasattr(self.label_counter, "summary") else None,
             "min_precision": self.min_precision,
             "window_frames": self.monitor.window,

@@ -6,17 +6,21 @@ from one model), :class:`RefitCallback`:
 1. scores the agent's recent frames (kept by :class:`VecTransitionFrames`, the reward model's own
    inputs) with the current classifier;
 2. asks the labeller (``--labeller``: a person on the labelling page, a function, or the env's
-   flag standing in for one; :mod:`agents.labelling`) about frames the classifier calls successes
-   (the false positives an agent exploits; a uniform sample of them, so the answers also estimate
-   its precision) plus a uniform sample of the rest. Each answer costs one label of the budget;
-   nothing is asked beyond it. A page's answers arrive while training goes on: each refit uses
-   those that have arrived, and one with no new answer fits nothing;
-3. fine-tunes the classifier on its original buffers plus every frame answered so far, the
-   labelled frames taking half of each class's share of a batch (its
-   threshold raised where needed to reach ``precision`` on held-out frames, labelled ones among
-   them: false positives are what the agent exploits), saves it
-   as ``refits/refit_<k>.pt`` (with its label count) and swaps it into the run's reward wrappers
-   (a :class:`~reward_wrappers.base.SwappableModel`, in this process only);
+   flag standing in for one; :mod:`agents.labelling`) about some of them
+   (:mod:`agents.labelling.choice`): a uniform share, which alone feeds the estimates of the
+   reward's precision and of the prior below, and the frames it calls successes that it is least
+   sure of, one per episode first. While the uniform answers say precision holds, only the uniform
+   share is asked: the budget goes where the reward is wrong. Each answer costs one label; nothing
+   is asked beyond the budget (0 is allowed). A page's answers arrive while training goes on: each
+   refit uses those that have arrived;
+3. fine-tunes the classifier on its original buffers plus every frame answered so far (the
+   answered frames take half of each class's share of a batch) and, unless ``--agent-frames off``,
+   the agent's recent frames as *unlabelled* data (positive-unlabelled loss with the estimated
+   prior; VICE's "every agent frame is a failure" would stop paying an agent that really
+   succeeds). Its threshold is raised where needed to reach ``precision`` on held-out frames
+   (false positives are what the agent exploits). It is saved as ``refits/refit_<k>.pt`` (with its
+   label count) and swapped into the run's reward wrappers (a
+   :class:`~reward_wrappers.base.SwappableModel`, in this process only);
 4. recomputes every reward stored in an off-policy replay buffer (:mod:`agents.replay`).
 """
 
@@ -33,6 +37,7 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
 from agents.labelling.accounting import LabelAccount
+from agents.labelling.choice import MIN_ANSWERS_FOR_ESTIMATE, UNIFORM_SHARE, choose_queries, estimates
 from agents.labelling.queue import LabelQueue
 from agents.labelling.sources import LabelSource, with_ids
 from collectors import load_trajectories
@@ -43,11 +48,12 @@ from reward_wrappers.ops import NumpyOps
 from reward_wrappers.transitions import VecTransitionFrames, predict_in_chunks
 from trainers.classifier import fit_classifier
 
-#: Share of a refit's labels that may go to frames the classifier calls successes; the rest (at
-#: least a quarter) is a uniform sample of the others, which also finds missed successes.
-CALLED_SHARE = 0.75
 #: Labelled frames per pseudo-trajectory, so the refit's split by trajectory can hold some out.
 CHUNK = 32
+#: Agent frames a refit reads as unlabelled data (a uniform sample of the recent ring).
+MAX_UNLABELLED = 4096
+#: The PU prior is capped: a refit always pushes some of the agent's mass towards failure.
+MAX_PRIOR = 0.9
 
 
 @dataclass
@@ -67,28 +73,13 @@ class LabelledFrames:
         return f"<labelled during training: {self.id}>"
 
 
-def choose_frames(called: np.ndarray, allowance: int, rng: np.random.Generator) -> np.ndarray:
-    """Indices to label: frames called successful first (up to ``CALLED_SHARE`` of ``allowance``,
-    sampled uniformly when there are more), the rest of the allowance from the other frames.
-
-    >>> choose_frames(np.array([False, True, False, False]), 2, np.random.default_rng(0)).tolist()
-    [1, 3]
-    """
-    positives, others = np.flatnonzero(called), np.flatnonzero(~called)
-    n_called = min(len(positives), max(1, math.ceil(CALLED_SHARE * allowance)) if allowance else 0)
-    chosen_called = rng.choice(positives, n_called, replace=False) if n_called < len(positives) else positives
-    n_other = min(len(others), allowance - len(chosen_called))
-    chosen_other = rng.choice(others, n_other, replace=False) if n_other > 0 else np.zeros(0, np.int64)
-    return np.sort(np.concatenate([chosen_called, chosen_other]).astype(np.int64))
-
-
 class RefitCallback(BaseCallback):
     """See the module docstring. ``base_data`` is the classifier's original buffer directory."""
 
     def __init__(self, *, model: SwappableModel, frames: VecTransitionFrames, queue: LabelQueue, source: LabelSource,
                  base_data: str, every: int, labels_per_refit: int, run_dir: str | pathlib.Path, epochs: int = 3,
                  lr: float = 1e-4, seed: int = 0, monitor: Any = None, precision: float | None = 0.95,
-                 account: Optional[LabelAccount] = None, verbose: int = 1) -> None:
+                 account: Optional[LabelAccount] = None, unlabelled: bool = True, verbose: int = 1) -> None:
         super().__init__(verbose)
         self.live = model
         self.frames = frames
@@ -102,6 +93,7 @@ class RefitCallback(BaseCallback):
         self.epochs, self.lr, self.seed = int(epochs), float(lr), int(seed)
         self.monitor = monitor
         self.precision = precision
+        self.unlabelled = bool(unlabelled)
         self.rng = np.random.default_rng(seed)
         self.records: list[dict[str, Any]] = []
         self.seconds = 0.0
@@ -123,18 +115,27 @@ class RefitCallback(BaseCallback):
         """What the wrappers compare with the threshold: the probability, for a classifier."""
         return success_score(predict_in_chunks(self.live.predict, frames), output_kind(self.live), NumpyOps())
 
-    def ask(self) -> int:
+    def _allowance(self, called_rate: float) -> int:
+        """This refit's questions: the even share of the budget, or only the uniform share while the
+        uniform answers say the reward's precision holds (``refit_precision``): the budget is spent
+        when precision falls, not on a schedule."""
+        share = min(self.labels_per_refit, self.queue.can_ask)
+        figures = estimates(self.queue.answered(), called_rate)
+        holding = (figures["uniform_answers_called"] >= MIN_ANSWERS_FOR_ESTIMATE and self.precision is not None
+                   and figures["precision"] >= self.precision)
+        return min(share, max(1, math.ceil(UNIFORM_SHARE * share))) if holding else share
+
+    def ask(self, frames: dict[str, np.ndarray], scores: np.ndarray, called: np.ndarray) -> int:
         """Put this refit's questions to the labeller; a source that answers at once answers now."""
-        allowance = min(self.labels_per_refit, self.queue.can_ask)
+        allowance = self._allowance(float(called.mean()) if len(called) else 0.0)
         if allowance <= 0:
             return 0
-        frames = self.frames.recent_frames(display=True)
-        scores = self._scores({k: frames[k] for k in self.frames.keys})
         threshold = float(self.live.spec.threshold) if self.live.spec is not None else 0.5
-        called = scores > threshold
-        chosen = choose_frames(called, allowance, self.rng)
-        episodes, steps = (ids[chosen] for ids in self.frames.recent_ids())
-        asked = self.queue.ask({k: v[chosen] for k, v in frames.items()}, episodes, steps, scores[chosen], called[chosen])
+        episodes, steps = self.frames.recent_ids()
+        chosen, uniform = choose_queries(scores, threshold, episodes, allowance, self.rng)
+        episodes, steps = episodes[chosen], steps[chosen]
+        asked = self.queue.ask({k: v[chosen] for k, v in frames.items()}, episodes, steps, scores[chosen], called[chosen],
+                               uniform)
         chosen = chosen[: len(asked)]
         answers = self.source.answer(with_ids({k: v[chosen] for k, v in frames.items()}, episodes, steps),
                                      truth=lambda: self.frames.true_success(chosen))
@@ -142,17 +143,32 @@ class RefitCallback(BaseCallback):
             self.queue.answer(query.id, label)
         return len(asked)
 
+    def agent_frames(self, frames: dict[str, np.ndarray]) -> Optional[dict[str, np.ndarray]]:
+        """At most :data:`MAX_UNLABELLED` of the agent's recent frames (the model's keys), drawn uniformly."""
+        if not self.unlabelled:
+            return None
+        n = len(next(iter(frames.values())))
+        rows = np.sort(self.rng.choice(n, min(n, MAX_UNLABELLED), replace=False))
+        return {k: np.ascontiguousarray(frames[k][rows]) for k in self.frames.keys}
+
     def refit(self) -> Optional[dict[str, Any]]:
         """Ask, then fine-tune on every answer so far, swap, relabel; return what happened (None
         when no new answer has arrived since the last fit)."""
         start = time.perf_counter()
-        asked = self.ask()
+        frames = self.frames.recent_frames(display=True)
+        scores = self._scores({k: frames[k] for k in self.frames.keys})
+        threshold = float(self.live.spec.threshold) if self.live.spec is not None else 0.5
+        called = scores > threshold
+        asked = self.ask(frames, scores, called)
         answered = self.queue.answered()
         new = [q for q in answered if q.id not in self._fitted]
-        if not new:
-            return None
+        if not new and not self.unlabelled:
+            return None  # nothing new to learn from
+        unlabelled = self.agent_frames(frames)
+        figures = estimates(answered, float(called.mean()) if len(called) else 0.0)
+        prior = min(figures["prior"], MAX_PRIOR)
         k = len(self.records) + 1
-        labelled = [LabelledFrames({key: np.stack([q.frames[key] for q in chunk]) for key in self.frames.keys},
+        labelled = [] if not answered else [LabelledFrames({key: np.stack([q.frames[key] for q in chunk]) for key in self.frames.keys},
                                    np.array([q.label for q in chunk], np.float32), f"answers{k}_{c}")
                     for c, chunk in enumerate(answered[i : i + CHUNK] for i in range(0, len(answered), CHUNK))]
         if self._base is None:
@@ -168,6 +184,11 @@ class RefitCallback(BaseCallback):
             "new_answers": len(new),
             "open_queries": len(self.queue.open()),
             "new_called_success": int(was_called.sum()),
+            "frames_called_success": int(called.sum()),
+            "frames_scored": int(len(called)),
+            "unlabelled_frames": 0 if unlabelled is None else len(next(iter(unlabelled.values()))),
+            "estimates": figures,
+            "prior": prior,
             "false_positives_found": int((was_called & ~truth).sum()),
             "missed_successes_found": int((~was_called & truth).sum()),
             "query_ids": [q.id for q in answered],
@@ -179,7 +200,7 @@ class RefitCallback(BaseCallback):
         current = getattr(self.live, "current", self.live)
         path = fit_classifier(self._base, out, focus=labelled, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
                               progress=False, init=current, metadata={"refit": record},
-                              threshold_precision=self.precision)
+                              threshold_precision=self.precision, unlabelled=unlabelled, prior=prior)
         new_model = load_reward_model(path)
         if self.monitor is not None:
             self.monitor.record_refit(record)

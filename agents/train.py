@@ -325,6 +325,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--label-render", action="store_true",
                        help="keep the env's rendered frame of each queried state for the page, for state-only reward "
                             "models (the env then renders every step: on CPU a 64x64 render costs ~30 ms a step)")
+    group.add_argument("--agent-frames", choices=["unlabelled", "off"], default="unlabelled",
+                       help="unlabelled: each refit also reads the agent's recent frames as unlabelled data (a "
+                            "positive-unlabelled loss whose prior the uniform answers estimate), so a few "
+                            "demonstrations and answers suffice and true successes stay paid; off: answers and "
+                            "recorded buffers only")
     group.add_argument("--refit-epochs", type=int, default=3, help="fine-tuning epochs per refit")
     group.add_argument("--refit-precision", type=float, default=0.95,
                        help="a refit's threshold is raised, where needed, until its held-out precision reaches this")
@@ -355,7 +360,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,
         monitor_min_precision=args.monitor_min_precision, refit_every=args.refit_every, label_budget=args.label_budget,
         refit_epochs=args.refit_epochs, refit_precision=args.refit_precision, refit_data=args.refit_data,
-        labeller=args.labeller, label_host=args.label_host, label_port=args.label_port, label_render=args.label_render,
+        labeller=args.labeller, agent_frames=args.agent_frames, label_host=args.label_host, label_port=args.label_port, label_render=args.label_render,
         demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
         pbrs_scale=args.pbrs_scale, pbrs_offset=args.pbrs_offset, process_override=json.loads(args.process_override),
     )

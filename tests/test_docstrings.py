@@ -24,7 +24,7 @@ MODULES = [
     "trainers.data", "trainers.embed", "trainers.evaluate", "trainers.metrics", "trainers.preference", "trainers.progress_targets", "trainers.loop",
     "agents.compare", "agents.train", "agents.defaults", "agents.bench", "agents.preflight", "agents.config",
     "collectors.labelling", "agents.labelling.queue", "agents.labelling.sources", "agents.labelling.server",
-    "agents.labelling.command", "agents.labelling.accounting",
+    "agents.labelling.command", "agents.labelling.accounting", "agents.labelling.choice",
 ]
 
 

@@ -18,7 +18,6 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 import envs
 from agents.monitor import RewardMonitor, SuccessMonitor, precision_since
-from agents.refit import choose_frames
 from agents.replay import RelabelingReplayBuffer, load_demonstrations
 from reward_wrappers.base import SwappableModel, sigmoid
 from reward_wrappers.sb3 import VecLearnedReward, VecPBRS
@@ -130,9 +129,6 @@ def test_env_labeller_counts_every_label_and_stops_at_the_budget(tmp_path):
     assert (queue.used, queue.remaining) == (3, 2)
     assert ask([0, 1, 2, 3])[0] == [False, False]  # two answered, the rest never asked
     assert ask([4])[0] == [] and queue.used == 5
-    rng = np.random.default_rng(0)
-    chosen = choose_frames(np.array([True] * 10 + [False] * 10), 8, rng)
-    assert len(chosen) == 8 and (chosen < 10).sum() == 6  # 75 % to frames called successes, the rest to others
 
 
 def test_a_swapped_model_pays_from_the_very_next_step():
@@ -307,7 +303,8 @@ def test_correction_settings_are_checked_before_training(tmp_path):
     ckpt = tmp_path / "c.pt"
     ckpt.write_bytes(b"")
     for kwargs, message in [(dict(reward="env", refit_every=10, label_budget=5), "refits a success classifier"),
-                            (dict(reward=f"classifier:{ckpt}", refit_every=10), "must be positive"),
+                            (dict(reward=f"classifier:{ckpt}", refit_every=10, agent_frames="off"), "leaves the refits nothing"),
+                            (dict(reward=f"classifier:{ckpt}", refit_every=0, label_budget=5), "must be positive"),
                             (dict(reward="env", label_budget=5), "give --refit-every"),
                             (dict(reward="env", demos=str(tmp_path)), "use --algo sac"),
                             (dict(reward="sparse", algo="sac", demos=str(tmp_path)), "use a learned reward"),

@@ -23,7 +23,8 @@ def _frames(n: int) -> dict[str, np.ndarray]:
 
 def test_answers_persist_and_a_restart_reuses_them_without_charging_again(tmp_path):
     q = LabelQueue(tmp_path, budget=4, source="web")
-    asked = q.ask(_frames(3), [0, 0, 1], [1, 2, 3], [0.9, 0.8, 0.1], called=[True, True, False])
+    asked = q.ask(_frames(3), [0, 0, 1], [1, 2, 3], [0.9, 0.8, 0.1], called=[True, True, False],
+                  uniform=[True, False, True])
     q.answer(asked[0].id, True)
     q.answer(asked[1].id, False)
     q.answer(asked[2].id, None)  # a skip: free, and never asked again
@@ -33,7 +34,7 @@ def test_answers_persist_and_a_restart_reuses_them_without_charging_again(tmp_pa
     assert (again.reused, again.used, again.remaining, again.can_ask) == (2, 2, 2, 2)
     assert [(a.id, a.label, a.step) for a in again.answered()] == [(0, True, 1), (1, False, 2)]
     assert np.array_equal(again.answered()[1].frames["state"], _frames(3)["state"][1])  # the frames the refit needs
-    assert again.precision_estimate() == {"precision_estimate": 0.5, "answered_called_success": 2}
+    assert [(a.called, a.uniform) for a in again.answered()] == [(True, True), (True, False)]
     more = again.ask(_frames(5), range(5), range(5), np.zeros(5))
     assert len(more) == 2 and again.can_ask == 0  # open queries never exceed the budget left
     with pytest.raises(KeyError, match="not open"):
@@ -225,3 +226,32 @@ def test_label_render_hands_the_rendered_frame_to_the_labeller_and_skips_cost_no
     assert summary["labels"]["queries"] == 0 and summary["labels"]["trajectory_marks"] == 10
     skips = (tmp_path / "run" / "labels" / "answers.jsonl").read_text().splitlines()
     assert skips and all(json.loads(line)["label"] is None for line in skips)
+
+
+def test_queries_are_a_uniform_share_plus_the_least_certain_called_frames_one_per_episode():
+    from agents.labelling.choice import choose_queries, estimates
+
+    # 12 frames of 4 episodes; the reward calls frames 0-7 successes (threshold 0.5)
+    scores = np.array([0.99, 0.98, 0.97, 0.55, 0.6, 0.65, 0.52, 0.9, 0.1, 0.2, 0.3, 0.45])
+    episodes = np.array([0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 3, 3])
+    chosen, uniform = choose_queries(scores, 0.5, episodes, 8, np.random.default_rng(1))
+    assert len(chosen) == 8 and uniform.sum() == 2 and len(set(chosen.tolist())) == 8
+    u = chosen[uniform]
+    assert (scores[u] > 0.5).sum() == 1 and (scores[u] <= 0.5).sum() == 1  # one per stratum
+    targeted = chosen[~uniform].tolist()
+    called_left = [i for i in range(8) if i not in u]
+    by_margin = sorted(called_left, key=lambda i: abs(np.log(scores[i] / (1 - scores[i]))))
+    # one per episode first (episodes 0 and 1 each give their least certain frame), then the next least certain
+    firsts = [next(i for i in by_margin if episodes[i] == e) for e in (0, 1)]
+    assert sorted(targeted[:2]) == sorted(firsts)
+    assert set(targeted) <= set(called_left) and len(targeted) == 6
+    assert choose_queries(scores, 0.5, episodes, 0, np.random.default_rng(0))[0].size == 0  # a budget of 0 asks nothing
+    # the estimates read only uniform answers: 3 of 4 uniform called frames were successes, 1 of 4 others
+    from types import SimpleNamespace as Q
+
+    answered = ([Q(uniform=True, called=True, label=v) for v in (True, True, True, False)]
+                + [Q(uniform=True, called=False, label=v) for v in (True, False, False, False)]
+                + [Q(uniform=False, called=True, label=False)] * 10)  # targeted answers must not bias them
+    figures = estimates(answered, called_rate=0.4)
+    assert (figures["precision"], figures["miss_rate"]) == (0.75, 0.25)
+    assert figures["prior"] == pytest.approx(0.4 * 0.75 + 0.6 * 0.25)

@@ -123,8 +123,7 @@ def test_a_person_answers_a_training_run_on_an_env_with_no_success_flag(classifi
     assert refit_meta["refit"]["labels_used"] == 22 and sorted(refit_meta["refit"]["query_ids"]) == sorted(given)
     monitor = json.loads((run / "reward_monitor.json").read_text())
     assert monitor["true_success_reported"] is False and monitor["labels_used"] == 22
-    called = [given[q] for q in given]  # the estimate is over answered queries on frames called successes
-    assert monitor["estimates"]["answered_called_success"] <= len(called)
+    assert monitor["estimates"]["uniform_answers_on_called"] <= 6  # the estimate reads only uniformly drawn answers
     assert json.loads((run / "run_config.json").read_text())["labels"]["queries"] == 6
 
 

@@ -78,6 +78,8 @@ def fit_classifier(
     threshold_precision: float | None = None,
     focus: Sequence[Any] = (),
     focus_share: float = 0.5,
+    unlabelled: dict[str, np.ndarray] | None = None,
+    prior: float = 0.0,
 ) -> pathlib.Path:
     """Train a success classifier; write the checkpoint to ``out`` and return its path.
 
@@ -94,6 +96,12 @@ def fit_classifier(
     every training batch (see :func:`trainers.data.balanced_indices`): the refits pass the frames
     labelled during training, a few hundred beside thousands of recorded ones.
 
+    ``unlabelled`` frames (``{key: (N, *shape)}``, one frame each: an agent's own) enter as
+    positive-unlabelled data (non-negative PU risk, Kiryo et al. 2017): they are treated as
+    negatives except for a ``prior`` share of their mass, the estimated fraction of successes among
+    them, and their negative risk is never driven below zero. Unlike VICE's "every agent frame is a
+    failure", a classifier fitted so keeps paying an agent that really succeeds. Window-1 models only.
+
     ``init`` fine-tunes a copy of an existing classifier (its architecture, weights and state
     normalisation; ``inputs``, ``window``, ``encoder`` and ``hidden`` are taken from it) instead of
     a fresh network: the in-training refits do this. ``metadata`` is added to the checkpoint's.
@@ -109,6 +117,10 @@ def fit_classifier(
     torch_device = resolve_device(device)
     if not 0.0 <= focus_share < 1.0:
         raise ValueError(f"focus_share must be in [0, 1), got {focus_share}")
+    if not 0.0 <= prior < 1.0:
+        raise ValueError(f"prior must be in [0, 1), got {prior}")
+    if unlabelled is not None and window.frames != 1:
+        raise ValueError("unlabelled frames are single frames; a window-1 classifier is needed")
     recorded = load_buffers(data)
     trajectories = [*recorded, *focus]
     inputs = choose_inputs(recorded, inputs)
@@ -166,14 +178,22 @@ def fit_classifier(
             augment_images(batch, image_keys, rng)
         labels = torch.as_tensor(train_table.label[rows], device=torch_device)
         logits = net(batch_to_tensors(batch, torch_device))[:, 0]
-        return F.binary_cross_entropy_with_logits(logits, labels), len(rows)
+        loss = F.binary_cross_entropy_with_logits(logits, labels)
+        if unlabelled is not None:
+            loss = loss + pu_negative_risk(net, unlabelled, logits[labels > 0.5], prior, batch_size, rng, image_keys,
+                                           augment, torch_device)
+        return loss, len(rows)
 
     held_out: dict[str, np.ndarray] = {}
 
     def validate() -> dict[str, float]:
         held_out["scores"] = scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
         at_half = binary_metrics(sigmoid(scores), val_table.label, 0.5)
-        return {"val_loss": balanced_bce(scores, val_table.label), "val_auc": roc_auc(scores, val_table.label),
+        bce, auc = balanced_bce(scores, val_table.label), roc_auc(scores, val_table.label)
+        # With unlabelled frames the PU term shifts every score down (by design: most agent frames are
+        # failures), which raises the labelled frames' BCE early on; the best epoch is then the one
+        # that ranks them best (the threshold is chosen afterwards on the same frames).
+        return {"val_loss": 1.0 - auc if unlabelled is not None else bce, "val_bce": bce, "val_auc": auc,
                 **{f"val_{k}": at_half[k] for k in ("accuracy", "precision", "recall")}}
 
     def histograms(writer: Any, step: int) -> None:
@@ -222,6 +242,24 @@ def fit_classifier(
     out = save_fitted(model, out, report, env=env, data=data, seed=seed, metadata=metadata, embeddings=embeddings)
     write_error_grid(report_path(out, ".errors.png"), val, val_table, probs)
     return out
+
+
+def pu_negative_risk(net: torch.nn.Module, unlabelled: dict[str, np.ndarray], positive_logits: torch.Tensor,
+                     prior: float, batch_size: int, rng: np.random.Generator, image_keys: Sequence[str], augment: bool,
+                     device: torch.device) -> torch.Tensor:
+    """The non-negative PU estimate of the negative class's risk on a batch of unlabelled frames:
+    ``max(0, E_U[softplus(f)] - prior * E_P[softplus(f)])`` (the logistic loss of calling a frame a
+    failure is ``softplus(f)``), so at most ``1 - prior`` of the unlabelled mass is pushed to failure."""
+    n = len(next(iter(unlabelled.values())))
+    rows = rng.integers(0, n, size=batch_size // 2)
+    batch = {k: v[rows] for k, v in unlabelled.items()}
+    if augment:
+        augment_images(batch, image_keys, rng)
+    logits = net(batch_to_tensors(batch, device))[:, 0]
+    risk = F.softplus(logits).mean()
+    if prior > 0 and len(positive_logits):
+        risk = risk - prior * F.softplus(positive_logits).mean()
+    return torch.clamp(risk, min=0.0)
 
 
 def predict_frames(model: TorchRewardModel, trajectories: Sequence[Any], table: FrameTable, keys: Sequence[str], batch_size: int) -> np.ndarray:

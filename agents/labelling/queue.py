@@ -39,7 +39,7 @@ import numpy as np
 from collectors.atomic import write_atomic
 
 #: npz entries of a query that are not observation keys
-_IDS = ("__episode", "__step", "__score", "__called")
+_IDS = ("__episode", "__step", "__score", "__called", "__uniform")
 
 
 @dataclass
@@ -52,6 +52,7 @@ class Query:
     step: int
     score: float
     called: bool = False  # the reward called this frame a success when it was asked
+    uniform: bool = False  # drawn uniformly within its stratum (called or not): feeds the estimates
     label: Optional[bool] = None
     status: str = "open"  # open | answered | skipped
 
@@ -82,7 +83,7 @@ class LabelQueue:
                 frames = {k: data[k] for k in data.files if k not in _IDS}
                 qid = int(path.stem[1:])
                 self.queries[qid] = Query(qid, frames, int(data["__episode"]), int(data["__step"]), float(data["__score"]),
-                                          bool(data["__called"]))
+                                          bool(data["__called"]), bool(data["__uniform"]) if "__uniform" in data.files else False)
         if self._answers_path.is_file():
             for line in self._answers_path.read_text().splitlines():
                 try:
@@ -100,7 +101,7 @@ class LabelQueue:
     def _save_query(self, query: Query) -> None:
         buf = io.BytesIO()
         np.savez(buf, **query.frames, __episode=query.episode, __step=query.step, __score=query.score,
-                 __called=query.called)
+                 __called=query.called, __uniform=query.uniform)
         write_atomic(self.dir / "queries" / f"q{query.id:06d}.npz", buf.getvalue())
 
     # ----------------------------------------------------------------------------- counts
@@ -129,15 +130,18 @@ class LabelQueue:
 
     # ----------------------------------------------------------------------------- asking, answering
     def ask(self, frames: dict[str, np.ndarray], episodes: Sequence[int], steps: Sequence[int],
-            scores: Sequence[float], called: Optional[Sequence[bool]] = None) -> list[Query]:
+            scores: Sequence[float], called: Optional[Sequence[bool]] = None,
+            uniform: Optional[Sequence[bool]] = None) -> list[Query]:
         """Open one query per row of ``frames`` (as many as :attr:`can_ask` allows, the first rows);
-        ``called``: whether the reward called each frame a success. Return the queries opened."""
+        ``called``: whether the reward called each frame a success; ``uniform``: whether it was drawn
+        uniformly (``agents.labelling.choice``). Return the queries opened."""
         with self._lock:
             n = min(len(episodes), self.can_ask)
             opened = []
             for row in range(n):
                 query = Query(self._next_id, {k: np.array(v[row]) for k, v in frames.items()}, int(episodes[row]),
-                              int(steps[row]), float(scores[row]), bool(called[row]) if called is not None else False)
+                              int(steps[row]), float(scores[row]), bool(called[row]) if called is not None else False,
+                              bool(uniform[row]) if uniform is not None else False)
                 self._next_id += 1
                 self._save_query(query)
                 self.queries[query.id] = query
@@ -159,14 +163,6 @@ class LabelQueue:
                 f.flush()
                 os.fsync(f.fileno())
             self._apply(query, label)
-
-    def precision_estimate(self) -> dict[str, Any]:
-        """Precision of the reward's success decision estimated from the answers: among answered
-        queries on frames it called successes (a uniform sample of those frames, see ``agents.refit``),
-        the share a person called successes. The only precision there is on an env with no flag."""
-        called = [q.label for q in self.answered() if q.called]
-        return {"precision_estimate": (sum(called) / len(called)) if called else None,
-                "answered_called_success": len(called)}
 
     def counts(self) -> dict[str, Any]:
         """What every report says of the labels: source, budget, used, open, reused."""
