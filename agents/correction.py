@@ -20,7 +20,7 @@ from agents.labelling.queue import LabelQueue
 from agents.labelling.server import LabelServer, QueryPage
 from agents.labelling.sources import parse_labeller
 from agents.monitor import RewardMonitor
-from agents.refit import RefitCallback, labels_per_refit
+from agents.refit import RefitCallback
 from collectors.atomic import write_json_atomic
 from agents.replay import load_demonstrations, replay_buffer_class
 from reward_wrappers.base import RewardModel, SwappableModel
@@ -152,7 +152,7 @@ def callbacks(cfg: Any, frames: Optional[VecTransitionFrames], live: Optional[Sw
             raise ValueError(f"--refit-every: the classifier's original buffers ({base!r} in its checkpoint) are not a "
                              "directory here; give --refit-data DIR")
         refit = RefitCallback(model=live, frames=frames, queue=queue, source=source, base_data=base,
-                              every=cfg.refit_every, labels_per_refit=labels_per_refit(cfg.label_budget, cfg.steps, cfg.refit_every),
+                              every=cfg.refit_every,
                               run_dir=run_dir, epochs=cfg.refit_epochs, seed=cfg.seed, monitor=monitor,
                               precision=cfg.refit_precision, account=account,
                               unlabelled=cfg.agent_frames == "unlabelled", verbose=verbose)

@@ -9,7 +9,7 @@ from one model), :class:`RefitCallback`:
    flag standing in for one; :mod:`agents.labelling`) about some of them
    (:mod:`agents.labelling.choice`): a uniform share, which alone feeds the estimates of the
    reward's precision and of the prior below, and the frames it calls successes that it is least
-   sure of, one per episode first. While the uniform answers say precision holds, only the uniform
+   sure of, one per episode first (none while it calls none: the budget waits). While the uniform answers say precision holds, only the uniform
    share is asked: the budget goes where the reward is wrong. Each answer costs one label; nothing
    is asked beyond the budget (0 is allowed). A page's answers arrive while training goes on: each
    refit uses those that have arrived;
@@ -51,9 +51,13 @@ from trainers.classifier import fit_classifier
 #: Labelled frames per pseudo-trajectory, so the refit's split by trajectory can hold some out.
 CHUNK = 32
 #: Agent frames a refit reads as unlabelled data (a uniform sample of the recent ring).
-MAX_UNLABELLED = 4096
+MAX_UNLABELLED = 2048
 #: The PU prior is capped: a refit always pushes some of the agent's mass towards failure.
 MAX_PRIOR = 0.9
+#: A refit may raise its threshold for precision, never set it below this: with balanced batches
+#: 0.5 is the decision boundary, and lower thresholds, found on a handful of held-out frames,
+#: swung between 0.06 and 0.84 from one refit to the next and paid the agent false positives.
+MIN_REFIT_THRESHOLD = 0.5
 
 
 @dataclass
@@ -77,7 +81,7 @@ class RefitCallback(BaseCallback):
     """See the module docstring. ``base_data`` is the classifier's original buffer directory."""
 
     def __init__(self, *, model: SwappableModel, frames: VecTransitionFrames, queue: LabelQueue, source: LabelSource,
-                 base_data: str, every: int, labels_per_refit: int, run_dir: str | pathlib.Path, epochs: int = 3,
+                 base_data: str, every: int, run_dir: str | pathlib.Path, epochs: int = 3,
                  lr: float = 1e-4, seed: int = 0, monitor: Any = None, precision: float | None = 0.95,
                  account: Optional[LabelAccount] = None, unlabelled: bool = True, verbose: int = 1) -> None:
         super().__init__(verbose)
@@ -88,7 +92,6 @@ class RefitCallback(BaseCallback):
         self.account = account if account is not None else LabelAccount(queue)
         self.base_data = base_data
         self.every = int(every)
-        self.labels_per_refit = int(labels_per_refit)
         self.run_dir = pathlib.Path(run_dir)
         self.epochs, self.lr, self.seed = int(epochs), float(lr), int(seed)
         self.monitor = monitor
@@ -116,10 +119,13 @@ class RefitCallback(BaseCallback):
         return success_score(predict_in_chunks(self.live.predict, frames), output_kind(self.live), NumpyOps())
 
     def _allowance(self, called_rate: float) -> int:
-        """This refit's questions: the even share of the budget, or only the uniform share while the
-        uniform answers say the reward's precision holds (``refit_precision``): the budget is spent
-        when precision falls, not on a schedule."""
-        share = min(self.labels_per_refit, self.queue.can_ask)
+        """This refit's questions: an even share of what the budget has left over the refits still to
+        come (so a budget unspent early, while the reward calls nothing a success, goes to later
+        ones), or only the uniform share while the uniform answers say the reward's precision holds
+        (``refit_precision``): the budget is spent when precision falls, not on a schedule."""
+        total = getattr(self.model, "_total_timesteps", self.num_timesteps + self.every)
+        refits_left = max(1, math.ceil((total - self.num_timesteps) / self.every))
+        share = math.ceil(self.queue.can_ask / refits_left)
         figures = estimates(self.queue.answered(), called_rate)
         holding = (figures["uniform_answers_called"] >= MIN_ANSWERS_FOR_ESTIMATE and self.precision is not None
                    and figures["precision"] >= self.precision)
@@ -200,7 +206,8 @@ class RefitCallback(BaseCallback):
         current = getattr(self.live, "current", self.live)
         path = fit_classifier(self._base, out, focus=labelled, epochs=self.epochs, lr=self.lr, seed=self.seed + k,
                               progress=False, init=current, metadata={"refit": record},
-                              threshold_precision=self.precision, unlabelled=unlabelled, prior=prior)
+                              threshold_precision=self.precision, min_threshold=MIN_REFIT_THRESHOLD,
+                              unlabelled=unlabelled, prior=prior)
         new_model = load_reward_model(path)
         if self.monitor is not None:
             self.monitor.record_refit(record)
@@ -221,13 +228,3 @@ class RefitCallback(BaseCallback):
                   f"labels used {record['labels_used']} ({self.queue.used}/{self.queue.budget} queries); "
                   f"{record['seconds']:.0f}s", file=sys.stderr, flush=True)
         return record
-
-
-def labels_per_refit(budget: int, steps: int, every: int) -> int:
-    """An even share of the budget for each refit the run will make (none at the very end).
-
-    >>> labels_per_refit(1000, 30_000, 5_000)
-    200
-    """
-    return max(1, math.ceil(budget / max(1, (steps - 1) // every)))
-

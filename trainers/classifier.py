@@ -76,6 +76,7 @@ def fit_classifier(
     init: TorchRewardModel | None = None,
     metadata: dict[str, Any] | None = None,
     threshold_precision: float | None = None,
+    min_threshold: float | None = None,
     focus: Sequence[Any] = (),
     focus_share: float = 0.5,
     unlabelled: dict[str, np.ndarray] | None = None,
@@ -108,7 +109,7 @@ def fit_classifier(
 
     The saved threshold maximises held-out F1; with ``threshold_precision`` it is raised, where
     needed, to the lowest one whose held-out precision reaches that value (agents exploit false
-    positives, so a refit trades recall for precision).
+    positives, so a refit trades recall for precision); ``min_threshold`` is a floor under it.
     """
     if init is not None:
         inputs, window = tuple(init.spec.inputs), init.spec.frame_sampling
@@ -169,6 +170,8 @@ def fit_classifier(
                 p.requires_grad_(False)
 
     steps = steps_per_epoch or max(1, math.ceil(len(train_table) / batch_size))
+    if unlabelled is not None and steps_per_epoch is None:  # an epoch also passes over the unlabelled frames once
+        steps = max(steps, math.ceil(len(next(iter(unlabelled.values()))) / max(1, batch_size // 2)))
     image_keys = [k for k, v in specs.items() if len(v.shape) == 3]
 
     def train_batch() -> tuple[torch.Tensor, int]:
@@ -207,6 +210,8 @@ def fit_classifier(
     scores = predict_frames(model, val, val_table, inputs, batch_size * 2)
     probs = sigmoid(scores)
     threshold = best_f1_threshold(probs, val_table.label)
+    if min_threshold is not None:
+        threshold = max(threshold, float(min_threshold))
     if threshold_precision is not None:
         precise = precision_threshold(probs, val_table.label, threshold_precision)
         threshold = threshold if precise is None else max(threshold, precise)

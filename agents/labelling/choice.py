@@ -7,7 +7,8 @@ Each refit's questions come in two parts:
   (:func:`estimates`), so the estimates stay unbiased however the rest is chosen;
 * a **targeted** rest: frames the reward calls successes (a wrong one there is what an agent
   exploits), the least certain first (score closest to the threshold), one per episode before a
-  second from any episode (diverse); if too few are called successes, the least certain others.
+  second from any episode (diverse). Where it calls fewer frames successes than that, fewer
+  questions are asked: the budget waits for the frames that matter.
 
 ``estimates`` turns the uniform answers into the precision of the reward's success decision, its
 miss rate, and the prior (the fraction of the agent's frames that are successes) the PU refit needs.
@@ -74,10 +75,8 @@ def choose_queries(scores: np.ndarray, threshold: float, episodes: np.ndarray, a
         uniform += rng.choice(left, min(n_uniform - len(uniform), len(left)), replace=False).tolist()
     rest = np.setdiff1d(np.arange(n), uniform)
     margin = np.abs(_logit(scores[rest]) - _logit(np.array([threshold]))[0])
-    targeted = np.zeros(0, np.int64)
-    for part in (called[rest], ~called[rest]):  # called frames first, then the others if they run short
-        ordered = rest[part][np.argsort(margin[part], kind="stable")]
-        targeted = np.concatenate([targeted, _diverse(ordered, episodes, allowance - len(uniform) - len(targeted))])
+    part = called[rest]  # only frames the reward pays: the rest of the budget waits until there are some
+    targeted = _diverse(rest[part][np.argsort(margin[part], kind="stable")], episodes, allowance - len(uniform))
     chosen = np.concatenate([np.array(uniform, np.int64), targeted])
     return chosen, np.arange(len(chosen)) < len(uniform)
 
