@@ -10,7 +10,8 @@
 # EPISODES (120 expert episodes, noise NOISE=0.3, full length; NOISE=mixed cycles agents.demo.COLLECT_NOISE's
 # levels and random actions, the recipe PickCube's classifier needs), EPOCHS (15), WINDOW (1: frames the
 # classifier reads), REFIT_EVERY (7500), LABELS (3000), JOBS (2), ALGO_KWARGS ('{"gradient_steps": 8}':
-# one SAC update per env step, for every condition), PPO (1: run the PPO bench), SAC (1: run the SAC bench).
+# one SAC update per env step, for every condition), PPO (1: run the PPO bench), SAC (1: run the SAC bench),
+# DENSE (1: the dense env reward condition beside the classifier in the SAC bench).
 set -euo pipefail
 ENV=${ENV:-PushCube-v1}
 OUT=${OUT:-${1:-benchmarks/results/pushcube_pixels}}
@@ -47,11 +48,12 @@ cp "$WORK/rgb.report.json" "$OUT/classifier.report.json"
 cp "$WORK/rgb.errors.png" "$OUT/classifier.errors.png"
 C="classifier:$WORK/rgb.pt"
 if [ "${SAC:-1}" = 1 ]; then
+  CONDITIONS=("$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@refit-data=$WORK/expert@demos=$WORK/expert")
+  NAMES=(rgb_classifier+demos+refits)
+  if [ "${DENSE:-1}" = 1 ]; then CONDITIONS=(env "${CONDITIONS[@]}"); NAMES=(dense_env "${NAMES[@]}"); fi
   rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo sac --policy-obs state --seeds "$SEEDS" \
     --steps "$STEPS" --eval-freq 10000 --eval-episodes 50 --jobs "$JOBS" --out "$OUT" --resume \
-    --algo-kwargs "$ALGO_KWARGS" \
-    --conditions env "$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@refit-data=$WORK/expert@demos=$WORK/expert" \
-    --names dense_env rgb_classifier+demos+refits
+    --algo-kwargs "$ALGO_KWARGS" --conditions "${CONDITIONS[@]}" --names "${NAMES[@]}"
 fi
 if [ "${PPO:-1}" = 1 ]; then
   rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo ppo --policy-obs state --seeds 1 --steps "$STEPS" \

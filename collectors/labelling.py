@@ -102,17 +102,22 @@ def claim(traj_dir: str | os.PathLike[str]) -> Iterator[None]:
 
 
 def mark_trajectory(traj_dir: str | os.PathLike[str], first_success: Optional[int], source: str,
-                    *, extra: Optional[dict[str, Any]] = None) -> Path:
+                    *, labels: Optional[np.ndarray] = None, extra: Optional[dict[str, Any]] = None) -> Path:
     """Mark ``traj_dir``'s first success frame (None: never succeeds); return its new directory.
 
-    ``source`` names the labeller (``env``, ``web``, ``module:callable``); ``extra`` is added to the
-    ``meta.json`` ``"label"`` record.
+    ``source`` names the labeller (``env``, ``web``, ``module:callable``); ``labels`` replaces the
+    rule "success from the mark on" where the source says more (the env's recorded per-frame
+    flags); ``extra`` is added to the ``meta.json`` ``"label"`` record.
     """
     traj_dir = Path(traj_dir)
     root = buffer_root(traj_dir)
     with exclusive_lock(root / LOCK_FILE):
         meta = read_meta(traj_dir)
-        labels = frame_labels(int(meta["length"]), first_success)
+        if labels is None:
+            labels = frame_labels(int(meta["length"]), first_success)
+        labels = np.asarray(labels, np.float32)
+        if labels.shape != (int(meta["length"]) + 1,):
+            raise ValueError(f"{traj_dir}: {labels.shape[0]} labels for {int(meta['length']) + 1} frames")
         split = "positive" if first_success is not None else "negative"
         write_atomic(traj_dir / "labels.npy", _npy_bytes(labels))
         meta.update(success=first_success is not None, split=split, labelled=True,

@@ -255,3 +255,23 @@ def test_queries_are_a_uniform_share_plus_the_least_certain_called_frames_one_pe
     figures = estimates(answered, called_rate=0.4)
     assert (figures["precision"], figures["miss_rate"]) == (0.75, 0.25)
     assert figures["prior"] == pytest.approx(0.4 * 0.75 + 0.6 * 0.25)
+
+
+def test_label_env_marks_from_the_recorded_flags_and_counts_each_trajectory_once(tmp_path):
+    from agents.labelling.command import label_now, recorded_mark
+
+    import envs
+
+    env = TrajectoryRecorder(envs.make("PointReach-v0", obs="state", ignore_terminations=True), tmp_path / "buf")
+    record_episodes(env, lambda e: envs.expert_policy(env, noise=0.7, seed=e), range(6), seed=0)
+    env.close()
+    before = {t.id: np.asarray(t.labels).copy() for t in load_trajectories(tmp_path / "buf")}
+    assert label_now(load_trajectories(tmp_path / "buf"), parse_labeller("env")) == (6, 0, 0)
+    for traj in load_trajectories(tmp_path / "buf"):
+        hits = np.flatnonzero(before[traj.id] >= 0.5)
+        first = int(hits[0]) if len(hits) else None
+        assert traj.meta["label"]["source"] == "env" and traj.meta["label"]["first_success"] == first
+        assert recorded_mark(traj) == first
+        assert np.array_equal(traj.labels, before[traj.id])  # the env's per-frame flags are kept as recorded
+    with pytest.raises(ValueError, match="recorded without success flags"):
+        recorded_mark(_record_hidden(tmp_path / "hidden", episodes=1)[0])

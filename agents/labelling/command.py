@@ -1,4 +1,4 @@
-"""``rewardswap label``: mark recorded trajectories' success, one label per trajectory.
+"""Mark recorded trajectories' first success frame: one label per trajectory (``rewardswap label``).
 
 For buffers recorded where nobody reported success (a real robot, an env with no success key),
 or to put a person's judgement in place of a flag. Per trajectory, the labeller marks the **first
@@ -137,14 +137,15 @@ def label_now(trajectories: list[Trajectory], source: LabelSource) -> tuple[int,
     for episode, traj in enumerate(tqdm(trajectories, desc="labelling", unit="traj", disable=None)):
         try:
             with claim(traj.path):
-                if source.name == "env":
-                    answered, first = True, recorded_mark(traj)
+                labels = None
+                if source.name == "env":  # the recorded per-frame flags stay as they are; the mark is counted
+                    answered, first, labels = True, recorded_mark(traj), np.array(traj.labels)
                 else:
                     steps = np.arange(len(traj) + 1)
                     frames = with_ids(trajectory_frames(traj), np.full(len(steps), episode), steps)
                     answered, first = first_success(source.answer(frames, truth=lambda: np.zeros(0)) or [])
                 if answered:
-                    mark_trajectory(traj.path, first, source.name)
+                    mark_trajectory(traj.path, first, source.name, labels=labels)
                     marked += 1
                 else:
                     skipped += 1
