@@ -131,12 +131,12 @@ class RefitCallback(BaseCallback):
                    and figures["precision"] >= self.precision)
         return min(share, max(1, math.ceil(UNIFORM_SHARE * share))) if holding else share
 
-    def ask(self, frames: dict[str, np.ndarray], scores: np.ndarray, called: np.ndarray) -> int:
+    def ask(self, frames: dict[str, np.ndarray], scores: np.ndarray, threshold: float) -> int:
         """Put this refit's questions to the labeller; a source that answers at once answers now."""
+        called = scores > threshold
         allowance = self._allowance(float(called.mean()) if len(called) else 0.0)
         if allowance <= 0:
             return 0
-        threshold = float(self.live.spec.threshold) if self.live.spec is not None else 0.5
         episodes, steps = self.frames.recent_ids()
         chosen, uniform = choose_queries(scores, threshold, episodes, allowance, self.rng)
         episodes, steps = episodes[chosen], steps[chosen]
@@ -158,14 +158,14 @@ class RefitCallback(BaseCallback):
         return {k: np.ascontiguousarray(frames[k][rows]) for k in self.frames.keys}
 
     def refit(self) -> Optional[dict[str, Any]]:
-        """Ask, then fine-tune on every answer so far, swap, relabel; return what happened (None
-        when no new answer has arrived since the last fit)."""
+        """Ask, then fine-tune on every answer so far (and the agent's frames), swap, relabel; return
+        what happened (None when there is nothing new to fit: no new answer, agent frames off)."""
         start = time.perf_counter()
         frames = self.frames.recent_frames(display=True)
         scores = self._scores({k: frames[k] for k in self.frames.keys})
         threshold = float(self.live.spec.threshold) if self.live.spec is not None else 0.5
         called = scores > threshold
-        asked = self.ask(frames, scores, called)
+        asked = self.ask(frames, scores, threshold)
         answered = self.queue.answered()
         new = [q for q in answered if q.id not in self._fitted]
         if not new and not self.unlabelled:
@@ -174,7 +174,7 @@ class RefitCallback(BaseCallback):
         figures = estimates(answered, float(called.mean()) if len(called) else 0.0)
         prior = min(figures["prior"], MAX_PRIOR)
         k = len(self.records) + 1
-        labelled = [] if not answered else [LabelledFrames({key: np.stack([q.frames[key] for q in chunk]) for key in self.frames.keys},
+        labelled = [LabelledFrames({key: np.stack([q.frames[key] for q in chunk]) for key in self.frames.keys},
                                    np.array([q.label for q in chunk], np.float32), f"answers{k}_{c}")
                     for c, chunk in enumerate(answered[i : i + CHUNK] for i in range(0, len(answered), CHUNK))]
         if self._base is None:

@@ -33,7 +33,7 @@ import envs
 from agents import correction
 from agents.callbacks import RewardLogger, StopOnSignal, TimedModel, TrueSuccessEval
 from agents.config import (  # noqa: F401 - re-exported: callers import them from here
-    ALGOS, AUTO_YES_NO, OBS_CHOICES, RESERVED_ENV_KWARGS, TrainConfig, check_discount, parse_reward,
+    ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_discount, parse_reward,
     resolve_ignore_terminations,
 )
 from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparameters

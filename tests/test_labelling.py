@@ -170,15 +170,18 @@ def test_refits_on_an_env_with_no_flag_and_a_restart_reuses_the_answers(hidden_c
         check_labeller(TrainConfig(**base))
     cfg = TrainConfig(**base, labeller="tests.hidden_success:label_frames")
     first = train_agent(cfg)
-    assert first["labels"]["queries"] == 8 and first["labels"]["trajectory_marks"] == 12
+    asked = first["labels"]["queries"]
+    assert 0 < asked <= 8 and first["labels"]["trajectory_marks"] == 12
     assert first["curve"][-1]["reports_success"] is False  # evaluation says so instead of a success rate of 0
     monitor = json.loads((tmp_path / "run" / "reward_monitor.json").read_text())
     assert monitor["true_success_reported"] is False and 0 <= monitor["estimates"]["called_success_rate"] <= 1
-    second = train_agent(cfg)  # the same directory: the answers are reused, the budget is already spent
-    assert second["labels"]["reused_from_earlier_run"] == 8 and second["labels"]["queries"] == 8
-    answers = (tmp_path / "run" / "labels" / "answers.jsonl").read_text().splitlines()
-    assert len(answers) == 8  # nothing asked or charged again
-    assert second["refits"] and second["refits"][0]["answers_used"] == 8 and second["refits"][0]["asked"] == 0
+    second = train_agent(cfg)  # the same directory: the answers are reused, not charged again
+    assert second["labels"]["reused_from_earlier_run"] == asked
+    assert asked <= second["labels"]["queries"] <= 8  # the budget holds across the restart
+    answers = [json.loads(line) for line in (tmp_path / "run" / "labels" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == second["labels"]["queries"]  # every answer appended once (the env answers every frame)
+    assert len({a["query"] for a in answers}) == len(answers)  # no query asked twice
+    assert second["refits"] and second["refits"][0]["answers_used"] >= asked
 
 
 def test_bench_lists_one_page_per_web_run_and_ray_refuses_web(tmp_path, capsys):

@@ -9,7 +9,6 @@ then checks that exactly those answers reached the refits and the counts. Needs 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
