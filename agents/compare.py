@@ -264,13 +264,14 @@ def format_table(summary: dict[str, Any]) -> str:
     n = len(summary["seeds"])
     lines = [
         f"| condition | gamma | final true success (mean ± std, {n} seed{'s' if n > 1 else ''}) | steps to 80% (median) | "
-        "monitor precision, last 20 % (per seed) | labels used, marks+queries (per seed) | wall time (s) | reward inference share |",
+        "monitor precision, last 20 % (per seed) | labels used, marks+queries source (per seed) | wall time (s) | reward inference share |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in summary["conditions"]:
         steps = "never" if row["steps_to_80_median"] is None else f"{row['steps_to_80_median']:.0f} ({row['seeds_reaching_80']}/{n})"
         precision = " / ".join("–" if p is None else f"{p:.2f}" for p in row.get("monitor_precision_last20_per_seed", []))
-        labels = " / ".join(str(v) if not d else f"{v} ({d['trajectory_marks']}+{d['queries']})"
+        labels = " / ".join(str(v) if not d else f"{v} ({d['trajectory_marks']}+{d['queries']}"
+                            + (f" {d['source']})" if d.get("source") else ")")
                             for v, d in zip(row.get("labels_used_per_seed", []),
                                             row.get("labels_per_seed") or [None] * len(row.get("labels_used_per_seed", []))))
         lines.append(

@@ -324,7 +324,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_page_arguments(group)
     group.add_argument("--label-render", action="store_true",
                        help="keep the env's rendered frame of each queried state for the page, for state-only reward "
-                            "models (the env then renders every step: on CPU a 64x64 render costs ~30 ms a step)")
+                            "models (the env then renders every step: a ManiSkill 64x64 camera costs ~30 ms a step on a CPU)")
     group.add_argument("--agent-frames", choices=["unlabelled", "off"], default="unlabelled",
                        help="unlabelled: each refit also reads the agent's recent frames as unlabelled data (a "
                             "positive-unlabelled loss whose prior the uniform answers estimate), so a few "
