@@ -278,3 +278,24 @@ def test_label_env_marks_from_the_recorded_flags_and_counts_each_trajectory_once
         assert np.array_equal(traj.labels, before[traj.id])  # the env's per-frame flags are kept as recorded
     with pytest.raises(ValueError, match="recorded without success flags"):
         recorded_mark(_record_hidden(tmp_path / "hidden", episodes=1)[0])
+
+
+def test_every_kind_records_the_marks_its_data_carries_and_a_run_counts_them(tmp_path):
+    from agents.labelling.accounting import LabelAccount
+    from trainers import fit_progress
+
+    import envs
+
+    env = TrajectoryRecorder(envs.make("PointReach-v0", obs="state", ignore_terminations=True), tmp_path / "buf")
+    record_episodes(env, lambda e: envs.expert_policy(env, noise=0.7, seed=e), range(7), seed=0)
+    env.close()
+    ids = sorted(t.id for t in load_trajectories(tmp_path / "buf"))
+    from reward_wrappers import load_reward_model
+
+    model = load_reward_model(fit_progress(tmp_path / "buf", tmp_path / "p.pt", epochs=1, progress=False))
+    assert model.metadata["labels"] == {"trajectory_marks": 7, "trajectory_ids": ids}
+    account = LabelAccount()
+    account.add_checkpoint(model, "potential data")
+    account.add_marks(ids[:3], "demonstrations")  # the same trajectories read twice are counted once
+    assert account.summary()["trajectory_marks"] == 7 and account.used == 7
+

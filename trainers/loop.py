@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from collectors.atomic import write_json_atomic
 from trainers.common import EarlyStopping, Optimizer, make_writer, report_path
+from trainers.data import load_buffers, trajectory_marks
 
 TrainBatch = Callable[[], tuple[torch.Tensor, int]]
 """Draw one training batch and return ``(loss, items in the batch)``."""
@@ -151,6 +152,9 @@ def save_fitted(
     from reward_wrappers.checkpoint import save_reward_model
 
     summary = {k: v for k, v in report.items() if k not in detail_keys}
+    if "labels" not in (metadata or {}):  # every kind: the success marks its data's trajectories carry
+        marks = trajectory_marks(load_buffers(data))
+        metadata = {**(metadata or {}), "labels": {"trajectory_marks": len(marks), "trajectory_ids": marks}}
     path = save_reward_model(model, out, metadata={
         "env": env, "report": summary, "val_trajectory_ids": report.get("val_trajectory_ids"), "seed": seed,
         "data": os.fspath(data) if isinstance(data, (str, os.PathLike)) else None,
