@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="kind", metavar="KIND", required=True)
     for name, kind in reward_kinds().items():  # built-in and registered kinds (trainers.kinds)
         sp = sub.add_parser(name, help=kind.description, description=kind.description,
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                            formatter_class=parser.formatter_class)  # the rewardswap command's
         kind.add_arguments(sp)
         sp.set_defaults(_kind_run=kind.run)
 
