@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         conditions = [Condition.parse(c, n) for c, n in zip(args.conditions, names)]
         if len({c.name for c in conditions}) != len(conditions):
             raise ValueError("two conditions share a name; give --names")
+        if args.engine == "ray" and any(dict(c.options).get("labeller") == "web" for c in conditions):
+            raise ValueError("@labeller=web needs a person at a page on this machine; Ray runs are elsewhere: use the "
+                             "local engine, or @labeller=module:callable")
         base = TrainConfig(env=args.env, env_kwargs=envs.parse_env_kwargs(args.env_kwargs),
                            max_episode_steps=args.max_episode_steps, render_size=args.render_size, algo=args.algo,
                            steps=args.steps, n_envs=args.n_envs, policy_obs=args.policy_obs,

@@ -184,6 +184,9 @@ def test_ray_options_are_refused_where_they_cannot_work(tmp_path: pathlib.Path, 
     assert "only with --engine ray" in capsys.readouterr().err
     assert main(["collect", "--env", "PointReach-v0", "--episodes", "2", "--workers", "2", "--out", str(tmp_path)]) == 2
     assert "--workers counts Ray actors" in capsys.readouterr().err
+    web = "classifier:c.pt@refit-every=10@label-budget=5@labeller=web"  # a person's page cannot follow a Ray task
+    assert main(["bench", "--engine", "ray", "--conditions", web, "--out", str(tmp_path)]) == 2
+    assert "@labeller=web needs a person at a page on this machine" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "ray", None)  # as if the extra were not installed
     for argv in (["bench", "--engine", "ray", "--out", str(tmp_path)],
                  ["collect", "--env", "PointReach-v0", "--episodes", "2", "--engine", "ray", "--out", str(tmp_path)]):
