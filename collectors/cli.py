@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import signal
 import sys
 import time
 import traceback
@@ -182,6 +183,33 @@ def _worker(args: argparse.Namespace, episodes: list[int], events: Any) -> None:
         events.put(("error", traceback.format_exc()))
 
 
+#: How often the parent looks for workers that died without reporting (seconds).
+WORKER_CHECK_SECONDS = 0.5
+
+
+def died(index: int, proc: Any) -> str:
+    """What to tell the user of a worker that ended without reporting (a negative exit code is a signal)."""
+    how = (f"was killed by {signal.Signals(-proc.exitcode).name}" if proc.exitcode < 0
+           else f"exited with code {proc.exitcode}")
+    return (f"worker {index} (pid {proc.pid}) {how} before it finished (killed from outside, the OOM killer, or a "
+            "crash); collection stopped. The trajectories already finished are in the buffer; the summary counts "
+            "only what the workers reported")
+
+
+def stop_workers(procs: list[Any], grace: float = 5.0) -> None:
+    """End every worker that is still running and reap all of them: none is left a zombie. Each one's
+    writer process sees end of file when its worker ends, writes what it holds, and exits."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in procs:
+        p.join(timeout=max(0.0, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def _env_problems(args: argparse.Namespace) -> list[str]:
     """An unknown id, bad JSON or bad constructor arguments, found here before any worker starts."""
     try:
@@ -302,26 +330,21 @@ def run(args: argparse.Namespace) -> int:
             finished = 0
             while finished < len(procs):
                 try:
-                    event = events.get(timeout=1.0)
+                    event = events.get(timeout=WORKER_CHECK_SECONDS)
                 except queue.Empty:
-                    # A worker killed from outside (OOM, kill -9) never reports; without this the
-                    # parent would wait forever. Its finished trajectories are already on disk.
-                    dead = [p for p in procs if p.exitcode not in (None, 0)]
-                    if dead and finished + len(dead) >= len(procs) and events.empty():
-                        errors += [f"worker pid {p.pid} died with exit code {p.exitcode} before reporting; "
-                                   "the trajectories it finished are in the buffer, its summary counts are lost"
-                                   for p in dead]
-                        break
-                    continue
-                if event[0] in ("done", "error"):
+                    event = None
+                if event is not None and event[0] in ("done", "error"):
                     (results if event[0] == "done" else errors).append(event[1])
                     finished += 1
-                else:
+                elif event is not None:
                     on_event(event)
-            for p in procs:
-                p.join(timeout=5.0)
-                if p.is_alive():
-                    p.terminate()
+                # Checked at every event and every WORKER_CHECK_SECONDS, whatever the others report: a
+                # worker killed from outside (kill -9, the OOM killer) or crashed in C never reports.
+                dead = [(i, p) for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+                if dead:
+                    errors += [died(i, p) for i, p in dead]
+                    break
+            stop_workers(procs)
     except RayUnavailableError as exc:  # not installed, or no cluster at --address: nothing was collected
         bar.close()
         print(f"rewardswap collect: {exc}", file=sys.stderr)

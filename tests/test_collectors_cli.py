@@ -124,3 +124,44 @@ def test_collect_summary_counts_what_was_written_before_a_disk_full_error(
     on_disk = len(load_trajectories(tmp_path / "buf"))
     summary = re.search(r"(\d+) positive, (\d+) negative trajectories", captured.out)
     assert on_disk >= 2 and summary is not None and int(summary[1]) + int(summary[2]) == on_disk
+
+
+def test_a_worker_killed_from_outside_stops_collect_at_once_and_leaves_no_process(tmp_path: Path) -> None:
+    """SIGKILL to one worker, sent by another process while both workers keep recording: the parent
+    notices, stops the other worker, reaps every child, names the dead one, keeps what was written."""
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    out = tmp_path / "d"
+    proc = subprocess.Popen([sys.executable, "-m", "agents.cli", "collect", "--env", "PointReach-v0", "--obs", "state+rgb",
+                             "--episodes", "100000", "--n-envs", "2", "--no-progress", "--out", str(out)],
+                            cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        workers: list[psutil.Process] = []
+        while time.monotonic() < deadline:  # both workers running and some trajectories written
+            workers = [c for c in parent.children() if "spawn_main" in " ".join(c.cmdline())]
+            if len(workers) == 2 and len(list((out / "negative").glob("*")) + list((out / "positive").glob("*"))) >= 4:
+                break
+            time.sleep(0.2)
+        assert len(workers) == 2, "the workers did not start"
+        family = parent.children(recursive=True)
+        subprocess.run(["kill", "-9", str(workers[0].pid)], check=True)  # from another process
+        killed = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        stopped = time.monotonic() - killed
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1
+    assert stopped < 2 + 5 + 3, f"collect took {stopped:.1f} s to stop"  # notice within 2 s, 5 s grace, exit
+    assert f"worker 0 (pid {workers[0].pid}) was killed by SIGKILL" in stderr
+    time.sleep(2)  # writers flush what they hold once their worker is gone
+    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left running: {[(p.pid, p.cmdline()[:3]) for p in alive]}"
+    assert len(load_trajectories(out)) >= 4  # every finished trajectory is loadable
