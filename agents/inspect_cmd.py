@@ -11,7 +11,6 @@ import argparse
 import base64
 import html
 import io
-import json
 import os
 import pathlib
 import sys
@@ -113,16 +112,53 @@ def write_review(checkpoint: str | os.PathLike, data: str | os.PathLike, out: st
             roc_auc(means[held], success[held]) if len(set(success[held])) == 2 else "n/a (needs both kinds held out)"),
         **model.metadata.get("report", {}),
     }
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(json.dumps(v, default=str)[:300])}</td></tr>" for k, v in metrics.items())
+    rows = "".join(f"<tr><td>{html.escape(str(k).replace('_', ' '))}</td><td>{format_value(v)}</td></tr>"
+                   for k, v in metrics.items())
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>Reward model review</title>
 <style>body{{font-family:sans-serif;margin:2em}} .traj{{margin:1em 0;padding:.5em;border:1px solid #ddd}}
-img{{image-rendering:pixelated;max-width:100%}} td{{padding:2px 8px;border-bottom:1px solid #eee;font-size:90%}}</style></head>
+img{{image-rendering:pixelated;max-width:100%}} td,th{{padding:2px 8px;border-bottom:1px solid #eee;font-size:90%;
+text-align:left;vertical-align:top}} table.confusion{{margin-top:.4em;border:1px solid #ccc}}
+table.confusion td{{text-align:right;font-variant-numeric:tabular-nums}}</style></head>
 <body><h1>Reward model review</h1><p>checkpoint <code>{html.escape(str(checkpoint))}</code> &middot; data <code>{html.escape(str(data))}</code>
-&middot; {html.escape(repr(model))}</p><table>{rows}</table>{''.join(sections)}</body></html>"""
+&middot; {html.escape(repr(model))}</p><table id='metrics'>{rows}</table>{''.join(sections)}</body></html>"""
     return write_atomic(out, page)
 
 
 HELD_OUT, TRAIN, UNSEEN = "held out", "train", "not in its data"
+#: The four counts of a confusion matrix, as ``trainers.metrics.binary_metrics`` names them.
+CONFUSION = ("true_positives", "false_positives", "false_negatives", "true_negatives")
+
+
+def format_value(value: Any) -> str:
+    """A metric as a person reads it (HTML): numbers rounded, a dict of metrics as a small table,
+    its confusion counts as a 2x2 matrix, lists joined, text without JSON quotes.
+
+    >>> format_value(0.9995238095238095), format_value("a"), format_value([1, 2.5])
+    ('0.9995', 'a', '1, 2.5')
+    >>> "<th>called success</th>" in format_value(dict(zip(CONFUSION, (3, 1, 2, 9))))
+    True
+    """
+    if isinstance(value, bool) or value is None:
+        return "–" if value is None else ("yes" if value else "no")
+    if isinstance(value, (int, np.integer)):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return "–" if not np.isfinite(value) else f"{float(value):.4g}"
+    if isinstance(value, dict):
+        cells = {k: v for k, v in value.items() if k not in CONFUSION}
+        out = "<table class='inner'>" + "".join(
+            f"<tr><td>{html.escape(str(k).replace('_', ' '))}</td><td>{format_value(v)}</td></tr>" for k, v in cells.items())
+        out += "</table>"
+        if all(k in value for k in CONFUSION):
+            tp, fp, fn, tn = (format_value(value[k]) for k in CONFUSION)
+            out += ("<table class='confusion'><tr><th></th><th>truly a success</th><th>truly a failure</th></tr>"
+                    f"<tr><th>called success</th><td>{tp}</td><td>{fp}</td></tr>"
+                    f"<tr><th>called failure</th><td>{fn}</td><td>{tn}</td></tr></table>")
+        return out
+    if isinstance(value, (list, tuple)):
+        shown = ", ".join(format_value(v) for v in value[:20])
+        return shown + (f", … ({len(value)} in all)" if len(value) > 20 else "")
+    return html.escape(str(value))
 
 
 def trajectory_roles(metadata: dict[str, Any], trajectories: Sequence[Any], data: str | os.PathLike) -> list[str]:

@@ -23,7 +23,7 @@ MODULES = [
     "reward_wrappers.process_fusion", "reward_wrappers.process_net", "reward_wrappers.process_potential", "trainers.process_labels",
     "trainers.data", "trainers.embed", "trainers.evaluate", "trainers.metrics", "trainers.preference", "trainers.progress_targets", "trainers.loop",
     "agents.compare", "agents.train", "agents.defaults", "agents.bench", "agents.preflight", "agents.config",
-    "collectors.labelling", "agents.labelling.queue", "agents.labelling.sources", "agents.labelling.server",
+    "collectors.labelling", "agents.inspect_cmd", "agents.labelling.queue", "agents.labelling.sources", "agents.labelling.server",
     "agents.labelling.command", "agents.labelling.accounting", "agents.labelling.choice",
 ]
 

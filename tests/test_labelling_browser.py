@@ -170,3 +170,22 @@ def test_a_person_marks_recorded_trajectories_on_the_page(browser, tmp_path):
         assert traj.labelled and traj.meta["label"] == {**traj.meta["label"], "source": "web", "first_success": first}
         assert traj.split == ("positive" if first is not None else "negative")
         assert traj.labels.tolist() == [float(first is not None and i >= first) for i in range(len(traj) + 1)]
+
+
+def test_the_review_page_reads_as_a_report_in_a_browser(classifier, browser, tmp_path):
+    """``rewardswap inspect``: rounded numbers, metric tables, the confusion matrix as a table, no raw JSON."""
+    out = tmp_path / "review.html"
+    done = rewardswap("inspect", str(classifier), "--data", str(classifier.parent / "buf"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    page = browser.new_page()
+    page.goto(out.as_uri())
+    cells = page.locator("#metrics > tbody > tr > td:nth-child(2)").all_inner_texts()
+    assert cells and not any('"' in c or "{" in c for c in cells)  # no JSON left in the table
+    numbers = [c for c in cells if re.fullmatch(r"-?\d[\d,]*(\.\d+)?", c.strip())]
+    assert numbers and all(len(n.split(".")[-1]) <= 4 for n in numbers if "." in n)  # rounded
+    confusion = page.locator("table.confusion").first
+    assert confusion.locator("th").all_inner_texts()[:3] == ["", "truly a success", "truly a failure"]
+    counts = [int(c.replace(",", "")) for c in confusion.locator("td").all_inner_texts()]
+    report = json.loads((classifier.parent / "c.report.json").read_text())["at_suggested_threshold"]
+    assert counts == [report[k] for k in ("true_positives", "false_positives", "false_negatives", "true_negatives")]
+    page.close()
