@@ -299,3 +299,15 @@ def test_every_kind_records_the_marks_its_data_carries_and_a_run_counts_them(tmp
     account.add_marks(ids[:3], "demonstrations")  # the same trajectories read twice are counted once
     assert account.summary()["trajectory_marks"] == 7 and account.used == 7
 
+
+
+def test_bench_tables_say_when_the_env_reports_no_success(tmp_path):
+    from agents.compare import Condition, format_table, run_conditions
+    from agents.train import TrainConfig
+
+    base = TrainConfig(env="tests.hidden_success:HiddenCorridor-v0", steps=128, n_envs=2, eval_freq=128,
+                       eval_episodes=2, algo_kwargs={"n_steps": 64})
+    summary = run_conditions([Condition.parse("env")], base, [0], tmp_path, progress=False)
+    (row,) = summary["conditions"]
+    assert row["reports_success"] is False
+    assert f"none reported by the env (env return {row['final_env_return_mean']:.2f})" in format_table(summary)
