@@ -9,8 +9,9 @@ from one model), :class:`RefitCallback`:
    flag standing in for one; :mod:`agents.labelling`) about some of them
    (:mod:`agents.labelling.choice`): a uniform share, which alone feeds the estimates of the
    reward's precision and of the prior below, and the frames it calls successes that it is least
-   sure of, one per episode first (none while it calls none: the budget waits). While the uniform answers say precision holds, only the uniform
-   share is asked: the budget goes where the reward is wrong. Each answer costs one label; nothing
+   sure of, one per episode first (none while it calls none: the budget waits). While the uniform
+   answers say precision holds, only the uniform share is asked: the budget goes where the reward
+   is wrong. Each answer costs one label; nothing
    is asked beyond the budget (0 is allowed). A page's answers arrive while training goes on: each
    refit uses those that have arrived;
 3. fine-tunes the classifier on its original buffers plus every frame answered so far (the

@@ -209,8 +209,6 @@ def _render_aware_judge(frames):  # noqa: ANN001 - module:callable for the --lab
 
 
 def test_label_render_hands_the_rendered_frame_to_the_labeller_and_skips_cost_nothing(hidden_classifier, tmp_path):
-    import sys
-
     from agents.train import TrainConfig, train_agent
     from trainers import fit_classifier
 
@@ -221,7 +219,6 @@ def test_label_render_hands_the_rendered_frame_to_the_labeller_and_skips_cost_no
     record_episodes(env, lambda e: envs.expert_policy(env, noise=0.7, seed=e), range(10), seed=0)
     env.close()
     ckpt = fit_classifier(root, tmp_path / "c.pt", epochs=1, progress=False)
-    sys.modules[__name__]._render_aware_judge = _render_aware_judge
     summary = train_agent(TrainConfig(env="PointReach-v0", reward=f"classifier:{ckpt}", n_envs=2, steps=384,
                                       refit_every=128, label_budget=10, refit_epochs=1, eval_freq=384, eval_episodes=2,
                                       render_size=16, algo_kwargs={"n_steps": 64}, logdir=str(tmp_path / "run"),
