@@ -64,9 +64,9 @@ def check_settings(cfg: Any, kind: str) -> None:
     if cfg.demos is not None:
         if cfg.algo != "sac":
             raise ValueError("--demos puts demonstrations in SAC's replay buffer: use --algo sac")
-        if kind in ("env", "sparse"):
-            raise ValueError(f"--demos takes the demonstrations' rewards from the reward model; --reward {cfg.reward} has "
-                             "none (the recorded rewards may come from another reward mode): use a learned reward")
+        if kind == "sparse":
+            raise ValueError("--demos takes the demonstrations' rewards from the reward model or, with --reward env, from "
+                             "a recording of the same env reward; --reward sparse has neither: use a learned reward or env")
         if not pathlib.Path(cfg.demos).is_dir():
             raise FileNotFoundError(f"--demos: buffer directory {cfg.demos} does not exist")
     if not 0.0 <= cfg.demo_ratio < 1.0:
@@ -107,7 +107,9 @@ def replay_kwargs(cfg: Any, venv: VecEnv, frames: VecTransitionFrames) -> dict[s
 
     demos = None
     if cfg.demos is not None:
-        demos = load_demonstrations(cfg.demos, venv.observation_space, venv.action_space, frames.keys)
+        # --reward env pays the recorded rewards: the recording must state they are this env's dense reward
+        env_reward = (cfg.env, cfg.env_kwargs, "dense") if cfg.reward == "env" else None
+        demos = load_demonstrations(cfg.demos, venv.observation_space, venv.action_space, frames.keys, env_reward)
     return {
         "replay_buffer_class": replay_buffer_class(venv.observation_space),
         "replay_buffer_kwargs": {"frames": frames, "reward_fn": reward_fn, "demos": demos, "demo_ratio": cfg.demo_ratio},

@@ -10,7 +10,8 @@ so SAC itself is unchanged:
 * :class:`Demonstrations` are successful recorded trajectories as transitions (policy
   observations ``t`` and ``t + 1``, actions scaled as SAC stores them, terminated from the record);
   their rewards come from the same reward function as online data, never from the recording, and
-  are recomputed on relabel too; each sampled batch draws ``demo_ratio`` of its rows from them
+  are recomputed on relabel too (a run on the env's own reward keeps the recorded rewards, once
+  the recording states they are that reward); each sampled batch draws ``demo_ratio`` of its rows from them
   (RLPD's symmetric sampling), the rest from online data.
 """
 
@@ -51,19 +52,44 @@ class Demonstrations:
         return len(self.actions)
 
 
+def check_recorded_rewards(trajectories: list[Any], env_id: str, env_kwargs: dict[str, Any], reward: str) -> None:
+    """Raise ``ValueError`` unless every trajectory's ``rewards.npy`` is what this run's env pays.
+
+    A run on the env's own reward takes the demonstrations' rewards from the recording, so the
+    recording must say (``meta.json``: ``"env"`` and ``"env_reward"``, as ``rewardswap collect``
+    writes them) that it came from the same env id, constructor arguments and reward mode.
+    """
+    for traj in trajectories:
+        spec, recorded = traj.meta.get("env"), traj.meta.get("env_reward")
+        if not isinstance(spec, dict) or recorded is None:
+            raise ValueError(f"--demos with --reward env: {traj.path}/meta.json does not state which reward rewards.npy "
+                             "holds (no \"env\" or \"env_reward\" entry; rewardswap collect writes both): record the "
+                             "demonstrations again with rewardswap collect, or use a learned reward")
+        wanted = {"id": env_id, "kwargs": dict(env_kwargs), "env_reward": reward}
+        found = {"id": spec.get("id"), "kwargs": spec.get("kwargs"), "env_reward": recorded}
+        if found != wanted:
+            diff = ", ".join(f"{k}: recorded {found[k]!r}, this run {wanted[k]!r}" for k in wanted if found[k] != wanted[k])
+            raise ValueError(f"--demos with --reward env: {traj.path} holds another reward than this run pays ({diff})")
+
+
 def load_demonstrations(data: str | os.PathLike | list[Any], observation_space: spaces.Space, action_space: spaces.Box,
-                        model_keys: tuple[str, ...]) -> Demonstrations:
+                        model_keys: tuple[str, ...], env_reward: Optional[tuple[str, dict[str, Any], str]] = None
+                        ) -> Demonstrations:
     """Successful trajectories of a buffer directory as transitions.
 
     ``observation_space`` is what the policy sees (its keys are read from the recording);
     ``model_keys`` are what the reward models read (they may differ: policy on state, reward on
-    rgb). Raises ``ValueError`` naming the trajectory, key, shape and dtype that do not fit.
+    rgb). ``env_reward`` (env id, kwargs, reward mode), given when the run pays the env's own
+    reward, is checked against each recording (:func:`check_recorded_rewards`). Raises
+    ``ValueError`` naming the trajectory, key, shape and dtype that do not fit.
     """
     from collectors import load_trajectories
 
     trajectories = [t for t in (load_trajectories(data) if isinstance(data, (str, os.PathLike)) else data) if t.success]
     if not trajectories:
         raise ValueError(f"--demos {data}: no successful trajectories there (demonstrations must reach success)")
+    if env_reward is not None:
+        check_recorded_rewards(trajectories, *env_reward)
     policy_spaces = key_spaces(observation_space)
     # Every key either side reads; the policy's keys must match its space exactly.
     wanted: dict[str, Optional[spaces.Space]] = {**{k: None for k in model_keys}, **policy_spaces}

@@ -336,7 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--refit-data", default=None, metavar="DIR",
                        help="the classifier's original buffers; None: the directory its checkpoint names")
     group.add_argument("--demos", default=None, metavar="DIR",
-                       help="SAC: successful trajectories of DIR in the replay buffer, rewards from the current reward model")
+                       help="SAC: successful trajectories of DIR in the replay buffer, rewards from the current reward "
+                            "model (--reward env: the recorded ones, when meta.json says they are this env's reward)")
     group.add_argument("--demo-ratio", type=float, default=0.5, help="share of each SAC batch drawn from --demos")
     parser.add_argument("-v", "--verbose", type=int, default=0)
 

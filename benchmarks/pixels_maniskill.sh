@@ -11,7 +11,7 @@
 # levels and random actions, the recipe PickCube's classifier needs), EPOCHS (15), WINDOW (1: frames the
 # classifier reads), REFIT_EVERY (7500), LABELS (3000), JOBS (2), ALGO_KWARGS ('{"gradient_steps": 8}':
 # one SAC update per env step, for every condition), PPO (1: run the PPO bench), SAC (1: run the SAC bench),
-# DENSE (1: the dense env reward condition beside the classifier in the SAC bench).
+# DENSE (1: the dense env reward condition, with the same demonstrations, beside the classifier in the SAC bench).
 set -euo pipefail
 ENV=${ENV:-PushCube-v1}
 OUT=${OUT:-${1:-benchmarks/results/pushcube_pixels}}
@@ -36,7 +36,9 @@ if noise == "mixed":
     print(collect_mixed(env_id, pathlib.Path(out), episodes, seed=0, make_kwargs={"camera_view": camera}))
 else:
     made = envs.make(env_id, obs="state+rgb", render_size=64, ignore_terminations=True, camera_view=camera)
-    env = collectors.TrajectoryRecorder(made, out, metadata={"env": envs.env_spec(env_id, {"camera_view": camera})})
+    # "env_reward": rewards.npy holds the env's dense reward, so the dense condition may take these demonstrations
+    env = collectors.TrajectoryRecorder(made, out, metadata={"env": envs.env_spec(env_id, {"camera_view": camera}),
+                                                             "env_reward": "dense"})
     collectors.record_episodes(env, lambda e: envs.expert_policy(env, noise=float(noise), seed=e), range(episodes), seed=0)
     env.close()
 PYEOF
@@ -50,7 +52,8 @@ C="classifier:$WORK/rgb.pt"
 if [ "${SAC:-1}" = 1 ]; then
   CONDITIONS=("$C@refit-every=$REFIT_EVERY@label-budget=$LABELS@refit-data=$WORK/expert@demos=$WORK/expert")
   NAMES=(rgb_classifier+demos+refits)
-  if [ "${DENSE:-1}" = 1 ]; then CONDITIONS=(env "${CONDITIONS[@]}"); NAMES=(dense_env "${NAMES[@]}"); fi
+  # the dense reference gets the same demonstrations (their recorded rewards are its reward)
+  if [ "${DENSE:-1}" = 1 ]; then CONDITIONS=("env@demos=$WORK/expert" "${CONDITIONS[@]}"); NAMES=(dense_env+demos "${NAMES[@]}"); fi
   rewardswap bench --env "$ENV" --env-kwargs "$ENV_KWARGS" --algo sac --policy-obs state --seeds "$SEEDS" \
     --steps "$STEPS" --eval-freq 10000 --eval-episodes 50 --jobs "$JOBS" --out "$OUT" --resume \
     --algo-kwargs "$ALGO_KWARGS" --conditions "${CONDITIONS[@]}" --names "${NAMES[@]}"

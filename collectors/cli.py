@@ -147,14 +147,16 @@ def collect_episodes(args: argparse.Namespace, episodes: list[int], report: Call
     from collectors.rollout import record_episodes
 
     env_kwargs = envs.parse_env_kwargs(args.env_kwargs)
-    env = envs.make(args.env, obs=args.obs, render_size=args.render_size, max_episode_steps=args.max_episode_steps,
+    env = envs.make(args.env, obs=args.obs, reward="dense", render_size=args.render_size,
+                    max_episode_steps=args.max_episode_steps,
                     ignore_terminations=getattr(args, "ignore_terminations", False), **env_kwargs)
     spec = envs.env_spec(args.env, env_kwargs, args.max_episode_steps, args.render_size)
     recorder = TrajectoryRecorder(
         env, args.out, success_key=args.success_key, info_keys=tuple(args.info_keys),
         max_positive=args.max_positive, max_negative=args.max_negative, async_write=not args.sync_write,
         require_success_key=False,  # an env without a success flag records unlabelled trajectories (NaN labels)
-        metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs, "env": spec},
+        # "env_reward" states what rewards.npy holds: train-agent --reward env --demos checks it
+        metadata={"policy": args.policy, "noise": args.noise, "obs_mode": args.obs, "env": spec, "env_reward": "dense"},
     )
     steps, errors = 0, []
     try:

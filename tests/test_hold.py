@@ -307,7 +307,7 @@ def test_correction_settings_are_checked_before_training(tmp_path):
                             (dict(reward=f"classifier:{ckpt}", refit_every=0, label_budget=5), "must be positive"),
                             (dict(reward="env", label_budget=5), "give --refit-every"),
                             (dict(reward="env", demos=str(tmp_path)), "use --algo sac"),
-                            (dict(reward="sparse", algo="sac", demos=str(tmp_path)), "use a learned reward"),
+                            (dict(reward="sparse", algo="sac", demos=str(tmp_path)), "use a learned reward or env"),
                             (dict(reward="env", algo="sac", demo_ratio=1.0), "demo-ratio")]:
         with pytest.raises(ValueError, match=message):
             TrainConfig(**kwargs)
@@ -329,3 +329,37 @@ def test_precision_threshold_by_hand():
     assert precision_threshold(probs, labels, 0.8) == pytest.approx(0.45)  # 4 of the first 5 are right
     assert precision_threshold(probs, labels, 0.9) == pytest.approx(0.85)  # only the first two
     assert precision_threshold(np.array([0.9, 0.9, 0.1]), np.array([1, 0, 0]), 0.9) is None  # a tie cannot be split
+
+
+def test_env_reward_runs_keep_recorded_rewards_only_when_the_recording_states_them(tmp_path):
+    """--reward env --demos: the recorded rewards enter the buffer when meta.json says they are
+    this env's dense reward (rewardswap collect writes it); a recording that does not say, or says
+    another env's kwargs, is refused by name."""
+    from agents.cli import main
+    from agents.train import TrainConfig, train_agent
+    from collectors import load_trajectories
+
+    out = tmp_path / "expert"
+    assert main(["collect", "--env", "PointReach-v0", "--policy", "expert", "--episodes", "4", "--out", str(out),
+                 "--obs", "state", "--seed", "0", "--sync-write"]) == 0
+    trajs = [t for t in load_trajectories(out) if t.success]
+    assert trajs and trajs[0].meta["env_reward"] == "dense" and trajs[0].meta["env"]["id"] == "PointReach-v0"
+    cfg = TrainConfig(env="PointReach-v0", algo="sac", reward="env", policy_obs="state", steps=64, n_envs=2, seed=0,
+                      demos=str(out), logdir=str(tmp_path / "run"), eval_episodes=2, eval_freq=10_000,
+                      algo_kwargs={"learning_starts": 16, "batch_size": 8})
+    summary = train_agent(cfg)
+    assert summary["demo_transitions"] == sum(len(t) for t in trajs)
+    assert summary["labels_used"] == len(load_trajectories(out))  # each demonstration's success mark, once
+    state, action = spaces.Box(-np.inf, np.inf, (6,), np.float32), spaces.Box(-2.0, 2.0, (2,), np.float32)
+    demos = load_demonstrations(out, state, action, (), ("PointReach-v0", {}, "dense"))
+    frames = VecTransitionFrames(DummyVecEnv([lambda: envs.make("PointReach-v0")]), ())
+    RelabelingReplayBuffer(100, state, action, frames=frames, demos=demos,
+                           reward_fn=lambda *a: transition_rewards(reward_cores(frames), *a))
+    np.testing.assert_array_equal(demos.rewards, np.concatenate([t.rewards for t in trajs]))  # the recorded ones
+    assert len(np.unique(demos.rewards)) > 2  # PointReach's dense reward, not a success flag
+
+    _record(tmp_path)  # a bare TrajectoryRecorder: meta.json says nothing about its rewards
+    with pytest.raises(ValueError, match=r"meta.json does not state which reward"):
+        load_demonstrations(tmp_path / "demos", state, action, (), ("PointReach-v0", {}, "dense"))
+    with pytest.raises(ValueError, match=r"another reward.*kwargs: recorded \{\}, this run \{'goal_radius': 0.2\}"):
+        load_demonstrations(out, state, action, (), ("PointReach-v0", {"goal_radius": 0.2}, "dense"))
