@@ -25,7 +25,7 @@ import sys
 
 import envs
 from agents import ray_engine
-from agents.compare import CONDITION_OPTIONS, Condition, format_table, run_conditions
+from agents.compare import CONDITION_OPTIONS, Condition, format_table, run_conditions, seeded_options
 from agents.defaults import family_defaults, parse_algo_kwargs
 from agents.labelling.command import add_page_arguments
 from agents.preflight import check_checkpoints, check_labeller, probe_env
@@ -109,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs), label_host=args.label_host,
                            label_port=args.label_port)
-        for c in conditions:  # validate every checkpoint path and option before any run starts
-            check_checkpoints(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
-            check_labeller(replace(base, reward=c.reward, pbrs=c.pbrs, **dict(c.options)))
+        for c, s in ((c, s) for c in conditions for s in range(args.seeds)):  # every path and option, before any run
+            cfg = replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, **seeded_options(c.options, s))
+            check_checkpoints(cfg)
+            check_labeller(cfg)
         step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
         grid = ray_engine.grid_from_args(args)
         if grid is None:

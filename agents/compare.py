@@ -5,7 +5,8 @@ A *condition* is a reward for ``train-agent``, optionally with PBRS: ``sparse``,
 ``+pbrs:p.pt``, and optionally by ``@name=value`` options of ``train-agent``: ``@gamma=G`` (that
 condition's agent discount, and so its PBRS gamma), ``@refit-every=N``, ``@label-budget=L``,
 ``@refit-epochs=E``, ``@refit-data=DIR``, ``@demos=DIR``, ``@demo-ratio=R``, ``@pbrs-scale=K``, ``@pbrs-offset=C``,
-``@process-goal=SOURCE``, ``@process-override=JSON``. Each (condition, seed) is
+``@process-goal=SOURCE``, ``@process-override=JSON``, ``@init-from=RUN_DIR`` (``{seed}`` in it
+becomes each run's seed). Each (condition, seed) is
 one ``train_agent`` run in its own process (or Ray task: :mod:`agents.ray_engine`); the results are summarised in ``results.json``,
 ``report.md`` and ``curves.png``.
 """
@@ -45,6 +46,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "pbrs-offset": ("pbrs_offset", float),
     "process-goal": ("process_goal", str),
     "process-override": ("process_override", json.loads),
+    "init-from": ("init_from", str),
 }
 
 
@@ -92,6 +94,16 @@ class Condition:
             raise ValueError(f"condition {text!r}: after '+' expected pbrs:PATH")
         pbrs = pbrs or None
         return cls(name or _short_name(reward, pbrs, gamma, dict(options)), reward, pbrs, gamma, tuple(options))
+
+
+def seeded_options(options: tuple[tuple[str, Any], ...], seed: int) -> dict[str, Any]:
+    """A condition's options for one seed: ``{seed}`` in ``@init-from=`` becomes the seed, so each
+    run continues the pre-trained run of its own seed.
+
+    >>> seeded_options((("init_from", "dense/runs/env_seed{seed}"), ("label_budget", 100)), 1)
+    {'init_from': 'dense/runs/env_seed1', 'label_budget': 100}
+    """
+    return {k: v.replace("{seed}", str(seed)) if k == "init_from" else v for k, v in options}
 
 
 def _short_name(reward: str, pbrs: str | None, gamma: float | None, options: dict[str, Any]) -> str:
@@ -164,7 +176,7 @@ def run_conditions(
     out_dir = pathlib.Path(out_dir)
     configs = [
         replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, gamma=base.gamma if c.gamma is None else c.gamma,
-                logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"), **dict(c.options))
+                logdir=str(out_dir / "runs" / f"{c.name}_seed{s}"), **seeded_options(c.options, s))
         for c in conditions
         for s in seeds
     ]

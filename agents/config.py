@@ -95,6 +95,7 @@ class TrainConfig:
     pbrs_scale: float = 1.0
     pbrs_offset: float = 0.0
     process_override: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -117,6 +118,8 @@ class TrainConfig:
                 raise FileNotFoundError(f"--reward {self.reward}: checkpoint {path} does not exist")
         if pbrs_path(self.pbrs) is not None and not pathlib.Path(self.pbrs).is_file():
             raise FileNotFoundError(f"--pbrs: checkpoint {self.pbrs} does not exist")
+        if self.init_from is not None and not pathlib.Path(self.init_from).exists():
+            raise FileNotFoundError(f"--init-from {self.init_from}: no such run directory or model.zip")
         if self.policy_obs not in OBS_CHOICES:
             raise ValueError(f"--policy-obs must be one of {OBS_CHOICES}, got {self.policy_obs!r}")
         if not self.pbrs_scale > 0:

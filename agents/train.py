@@ -40,6 +40,7 @@ from agents.defaults import family_defaults, parse_algo_kwargs, sb3_hyperparamet
 from agents.labelling.command import add_page_arguments
 from agents.preflight import check_checkpoints, check_labeller, load_pbrs, probe_env, recorded_env_spec, reward_path
 from agents.vec import VecKeepKeys
+from agents.warm_start import NORMALIZATION_FILE, resolve_source, save_normalization, warm_start
 from reward_wrappers import load_reward_model
 from reward_wrappers.base import RewardModel, SwappableModel
 from reward_wrappers.embedding import embedding_inputs, vec_embed_for
@@ -174,6 +175,9 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
                             tensorboard_log=str(run_dir / "tb"), **sb3_kwargs)
     # The buffer is built; its kwargs (the frame store, the reward models) must not be pickled into model.zip.
     agent.replay_buffer_kwargs = {}
+    source = resolve_source(cfg.init_from) if cfg.init_from is not None else None
+    if source is not None:  # the seed's Stage 3 -> 4: continue a pre-trained agent on this run's reward
+        warm_start(agent, source, cfg.algo, venv if normalize else None)
     frame_memory = getattr(agent.replay_buffer, "frame_memory_bytes", 0) if cfg.algo == "sac" else 0
     if frame_memory and report:
         print(f"the replay buffer keeps the reward models' inputs of every transition for relabelling: "
@@ -197,6 +201,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     agent.save(run_dir / "model.zip")
     if normalize:
         venv.save(str(run_dir / "vecnormalize.pkl"))
+        save_normalization(venv, run_dir / NORMALIZATION_FILE)  # plain arrays: what --init-from reads
     curve = evaluator.curve
     summary = {
         "env": cfg.env,
@@ -231,6 +236,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "env_obs": env_obs,
         "ignore_terminations": ignore_terminations,
         "normalize_obs": normalize,
+        "init_from": None if source is None else source.record(),
         "command": command,
         "versions": package_versions(),
         "platform": platform.platform(),
@@ -296,6 +302,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--normalize-obs", choices=["auto", "yes", "no"], default="auto",
                         help="running mean/std normalisation of the policy's state observations; auto: per env family "
                              "(ManiSkill yes, others no; run_config.json says why)")
+    parser.add_argument("--init-from", default=None, metavar="RUN_DIR|MODEL.zip",
+                        help="start from a previous run's agent (weights, optimisers, observation statistics; read as "
+                             "tensors and arrays, never unpickled): e.g. pre-train on the dense reward, then continue "
+                             "on a learned one; the algorithm, observation and action spaces must match")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--algo-kwargs", default="{}", metavar="JSON",
@@ -364,6 +374,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         labeller=args.labeller, agent_frames=args.agent_frames, label_host=args.label_host, label_port=args.label_port, label_render=args.label_render,
         demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
         pbrs_scale=args.pbrs_scale, pbrs_offset=args.pbrs_offset, process_override=json.loads(args.process_override),
+        init_from=args.init_from,
     )
 
 
