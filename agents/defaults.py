@@ -11,6 +11,8 @@ observation normalisation, each with the reason a run records in ``run_config.js
   step costs at least :data:`SUBPROCESS_MIN_STEP_SECONDS` (measured once, in the main process);
   no normalisation unless asked for.
 
+In every family SAC updates once per env step (:func:`sac_updates`), whatever ``--n-envs``.
+
 >>> settings = family_defaults("ppo", "CartPole-v1", step_seconds=1e-5)
 >>> settings.family, settings.hyperparameters, settings.subprocess, settings.normalize_obs
 ('gymnasium', {}, False, False)
@@ -22,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import envs
+
+#: SAC's default gradient steps per vector step are ``n_envs`` (one update per env step, SB3's and
+#: rl-zoo3's ratio on one env) up to this cap: the torch-batched path steps thousands of envs at
+#: once, and 4096 updates per vector step would leave the GPU's envs idle.
+SAC_MAX_GRADIENT_STEPS = 64
 
 #: A step at least this slow pays for a worker process (SB3's SubprocVecEnv costs roughly a
 #: tenth of a millisecond per env step in pipes and pickling).
@@ -79,32 +86,57 @@ def default_hyperparameters(algo: str, env_id: str) -> dict[str, Any]:
     # episodes, 100k steps) SAC ended at 1.00 / 0.65 (seeds 0 / 1) against 0.30 / 0.55 at
     # ManiSkill's 0.8, and had first successes by 40k steps against 80k
     # (benchmarks/results/pushcube_sac_gamma/).
+    # (gradient_steps: family_defaults, from the number of envs)
     return dict(learning_starts=1_000, batch_size=256, buffer_size=100_000, gamma=0.95,
-                train_freq=1, gradient_steps=1, policy_kwargs=dict(net_arch=[256, 256]))
+                train_freq=1, policy_kwargs=dict(net_arch=[256, 256]))
 
 
-def family_defaults(algo: str, env_id: str, *, step_seconds: float | None = None) -> FamilyDefaults:
-    """The defaults of ``env_id``'s family; ``step_seconds`` (``envs.step_seconds``) decides
-    worker processes for the ``gymnasium`` family (one process when it is not measured)."""
+def sac_updates(n_envs: int) -> tuple[dict[str, Any], str]:
+    """SAC's default update schedule for ``n_envs`` envs, and the reason a run records.
+
+    SB3 trains ``gradient_steps`` times per vector step of ``n_envs`` transitions; its default of
+    1 gives 8 envs one update per 8 env steps. One update per env step took dense SAC on PushCube
+    from 0.18 to 0.81 true success (benchmarks/results/pushcube_pixels/).
+
+    >>> sac_updates(8)[0]
+    {'train_freq': 1, 'gradient_steps': 8}
+    >>> sac_updates(1024)[0]["gradient_steps"]
+    64
+    """
+    steps = min(n_envs, SAC_MAX_GRADIENT_STEPS)
+    ratio = "one update per env step" if steps == n_envs else \
+        f"{steps} updates per {n_envs} env steps (capped at SAC_MAX_GRADIENT_STEPS for many envs)"
+    return {"train_freq": 1, "gradient_steps": steps}, f"SAC: {steps} gradient steps per vector step of {n_envs} envs: {ratio}"
+
+
+def family_defaults(algo: str, env_id: str, *, step_seconds: float | None = None, n_envs: int = 1) -> FamilyDefaults:
+    """The defaults of ``env_id``'s family for ``n_envs`` envs; ``step_seconds``
+    (``envs.step_seconds``) decides worker processes for the ``gymnasium`` family (one process
+    when it is not measured)."""
     family = envs.env_family(env_id)
     hyper = default_hyperparameters(algo, env_id)
+    updates = {}
+    if algo == "sac":  # every family: the update-to-data ratio must not fall with the number of envs
+        schedule, reason = sac_updates(n_envs)
+        hyper.update(schedule)
+        updates = {"updates": reason}
     if family == "builtin":
         return FamilyDefaults(family, hyper, subprocess=False, normalize_obs=False, reasons={
             "hyperparameters": "built-in envs: small networks that train in minutes on 2 cores",
             "workers": "one process: built-in envs step in microseconds",
-            "normalize_obs": "no: built-in observations are already in [-1, 1]"})
+            "normalize_obs": "no: built-in observations are already in [-1, 1]", **updates})
     if family == "maniskill":
         return FamilyDefaults(family, hyper, subprocess=True, normalize_obs=True, reasons={
             "hyperparameters": "ManiSkill: settings measured on PushCube (benchmarks/results/README.md)",
             "workers": "one process per env: each runs its own CPU simulator",
-            "normalize_obs": "yes: ManiSkill states mix angles, velocities and positions of different scales"})
+            "normalize_obs": "yes: ManiSkill states mix angles, velocities and positions of different scales", **updates})
     slow = step_seconds is not None and step_seconds >= SUBPROCESS_MIN_STEP_SECONDS
     measured = "not measured" if step_seconds is None else f"{1e3 * step_seconds:.2f} ms per step"
     return FamilyDefaults(family, hyper, subprocess=slow, normalize_obs=False, reasons={
-        "hyperparameters": "a gymnasium env: SB3's own defaults",
+        "hyperparameters": "a gymnasium env: SB3's own defaults" + (" (SAC's updates per step aside)" if updates else ""),
         "workers": (f"one process per env: {measured} >= {1e3 * SUBPROCESS_MIN_STEP_SECONDS:g} ms" if slow
                     else f"one process: {measured}, too cheap for worker processes to pay"),
-        "normalize_obs": "no: SB3's default (pass --normalize-obs yes for unscaled observations)"})
+        "normalize_obs": "no: SB3's default (pass --normalize-obs yes for unscaled observations)", **updates})
 
 
 def sb3_hyperparameters(hyper: dict[str, Any]) -> dict[str, Any]:
@@ -136,5 +168,5 @@ def parse_algo_kwargs(text: str) -> dict[str, Any]:
     return envs.parse_json_object(text, "--algo-kwargs", example='{"n_epochs": 4}')
 
 
-__all__ = ["FamilyDefaults", "SUBPROCESS_MIN_STEP_SECONDS", "default_hyperparameters", "family_defaults",
-           "parse_algo_kwargs", "sb3_hyperparameters"]
+__all__ = ["FamilyDefaults", "SAC_MAX_GRADIENT_STEPS", "SUBPROCESS_MIN_STEP_SECONDS", "default_hyperparameters",
+           "family_defaults", "parse_algo_kwargs", "sac_updates", "sb3_hyperparameters"]

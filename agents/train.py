@@ -119,7 +119,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
                        ignore_terminations=ignore_terminations, max_episode_steps=cfg.max_episode_steps,
                        **cfg.env_kwargs)
     probe = step_seconds if step_seconds is not None else probe_env(cfg)
-    defaults = family_defaults(cfg.algo, cfg.env, step_seconds=probe)
+    defaults = family_defaults(cfg.algo, cfg.env, step_seconds=probe, n_envs=cfg.n_envs)
 
     hyper = {**defaults.hyperparameters, **cfg.algo_kwargs}
     if cfg.algo == "sac" and "rgb" in env_obs.split("+") and "buffer_size" not in hyper:

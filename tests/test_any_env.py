@@ -179,3 +179,25 @@ def test_bench_sizes_parallel_runs_to_the_cores(capsys: pytest.CaptureFixture[st
     assert size_jobs(None, 1, TrainConfig(), None, False, cores=16) == 1  # never more than the runs
     size_jobs(2, 4, TrainConfig(env="PushCube-v1", n_envs=8), None, False, cores=2)
     assert "18 processes on 2 cores" in capsys.readouterr().err  # 2 x (1 learner + 8 ManiSkill workers)
+
+
+@pytest.mark.parametrize("env_id, n_envs", [("PointReach-v0", 3), ("Pendulum-v1", 5)])
+def test_sac_updates_once_per_env_step_by_default_whatever_the_number_of_envs(tmp_path, env_id: str, n_envs: int) -> None:
+    import json
+    import zipfile
+
+    from agents.defaults import family_defaults
+    from agents.train import TrainConfig, train_agent
+
+    steps = 12 * n_envs
+    for name, extra, updates in [("default", {}, steps), ("pinned", {"gradient_steps": 1}, steps // n_envs)]:
+        run = tmp_path / name
+        train_agent(TrainConfig(env=env_id, algo="sac", steps=steps, n_envs=n_envs, eval_freq=10_000, eval_episodes=1,
+                                logdir=str(run), algo_kwargs={"learning_starts": 0, "batch_size": 8, **extra}))
+        data = json.loads(zipfile.ZipFile(run / "model.zip").read("data"))  # plain JSON fields only
+        assert (data["num_timesteps"], data["_n_updates"]) == (steps, updates)
+        reason = json.loads((run / "run_config.json").read_text())["defaults"]["updates"]
+        assert f"{n_envs} gradient steps per vector step of {n_envs} envs: one update per env step" == reason.split("SAC: ")[1]
+    assert family_defaults("sac", "PushCube-v1", n_envs=8).hyperparameters["gradient_steps"] == 8
+    assert family_defaults("sac", "PushCube-v1", n_envs=4096).hyperparameters["gradient_steps"] == 64  # the batched cap
+    assert "gradient_steps" not in family_defaults("ppo", "PushCube-v1", n_envs=8).hyperparameters
