@@ -10,8 +10,9 @@ Runs go to parallel processes (``--jobs``) or, with ``--engine ray``, to a Ray c
 (:mod:`agents.ray_engine`: ``--address``, ``--gpus-per-run``, ``--no-shared-fs``); the output
 directory receives ``results.json`` (mean and spread per condition, per-seed curves, versions),
 ``report.md`` and ``curves.png``.
-``--resume`` reuses the runs in ``--out`` that already finished with the same settings, so the
-same command continues an interrupted bench.
+``--resume`` reuses the runs in ``--out`` that already finished with the same settings and
+continues unfinished ones from their checkpoints (:mod:`agents.checkpoint`), so the same command
+continues an interrupted bench.
 """
 
 from __future__ import annotations
@@ -58,8 +59,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="allow more parallel runs than cores (each run then goes slower)")
     parser.add_argument("--out", default="bench_out", help="output directory")
     parser.add_argument("--resume", action="store_true",
-                        help="reuse runs that already finished in --out with the same settings (continue an interrupted "
-                             "bench); without it every run is trained afresh")
+                        help="reuse runs that already finished in --out with the same settings and continue unfinished "
+                             "ones from their last checkpoint (continue an interrupted bench); without it every run is "
+                             "trained afresh")
+    parser.add_argument("--checkpoint-every", type=int, default=20_000, metavar="N",
+                        help="each run saves a checkpoint every N env steps (what --resume continues from); 0: never")
     ray_engine.add_arguments(parser)
     add_page_arguments(parser)
 
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
                            gamma=args.gamma, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs), label_host=args.label_host,
-                           label_port=args.label_port)
+                           label_port=args.label_port, checkpoint_every=args.checkpoint_every or None)
         for c, s in ((c, s) for c in conditions for s in range(args.seeds)):  # every path and option, before any run
             cfg = replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, **seeded_options(c.options, s))
             check_checkpoints(cfg)

@@ -207,8 +207,16 @@ class TrueSuccessEval(BaseCallback):
             print(f"  steps {self.num_timesteps:>8d}  {success}  env return {result['env_return']:.2f}", flush=True)
 
     def _on_training_start(self) -> None:
-        self._evaluate()
-        self._next = self.eval_freq
+        if not self.curve:  # a resumed run has its curve already (``load_state``)
+            self._evaluate()
+        self._next = (self.model.num_timesteps // self.eval_freq + 1) * self.eval_freq
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (``agents.checkpoint``)."""
+        return {"curve": self.curve, "eval_seconds": self.eval_seconds}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.curve, self.eval_seconds = list(state["curve"]), float(state["eval_seconds"])
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:

@@ -19,14 +19,16 @@ import multiprocessing
 import os
 import pathlib
 import re
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
 
 from agents.monitor import precision_since
 from agents.ray_engine import RayGrid, run_grid_on_ray
-from agents.train import TrainConfig, check_discount, package_versions, resolve_ignore_terminations, train_agent
+from agents.checkpoint import resumable
+from agents.config import settings_differences
+from agents.train import TrainConfig, check_discount, package_versions, train_agent
 
 
 #: ``@name=value`` options a condition may carry: the ``train-agent`` option of that name
@@ -122,11 +124,8 @@ def _run_one(cfg: TrainConfig, step_seconds: float | None = None) -> dict[str, A
 def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
     """The summary of a run that already finished in ``cfg.logdir`` with these settings, else None.
 
-    Settings are compared as ``run_config.json`` saved them (a setting it lacks, added to
-    ``TrainConfig`` later, as its default), except ``logdir`` and ``verbose``
-    (they do not change what is trained) and ``ignore_terminations``, compared as resolved (None
-    means the env's default, so a ``train-agent`` run matches a ``bench`` one); ``eval.json`` and
-    ``run_config.json`` are written last, so a run that was cut off has neither.
+    Settings are compared as ``run_config.json`` saved them (:func:`agents.config.settings_differences`);
+    ``eval.json`` and ``run_config.json`` are written last, so a run that was cut off has neither.
     """
     run_dir = pathlib.Path(cfg.logdir)
     try:
@@ -134,18 +133,9 @@ def finished_run(cfg: TrainConfig) -> dict[str, Any] | None:
         summary = json.loads((run_dir / "eval.json").read_text())
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    wanted = json.loads(json.dumps(asdict(cfg), default=str))  # tuples become lists, as saved
-    defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
-
-    def settings(config: dict[str, Any]) -> dict[str, Any]:
-        # A setting added after a run was saved ran at its default (new options keep old behaviour).
-        out = {k: v for k, v in {**defaults, **config}.items()
-               if k not in ("logdir", "verbose", "label_host", "label_port")}  # where a page listens trains nothing
-        if "env" in out:
-            out["ignore_terminations"] = resolve_ignore_terminations(out["env"], out.get("ignore_terminations"))
-        return out
-
-    return summary if isinstance(saved, dict) and settings(saved) == settings(wanted) else None
+    if summary.get("stopped_by_signal"):
+        return None  # stopped early: resumed from its checkpoint, or trained again
+    return summary if isinstance(saved, dict) and not settings_differences(saved, cfg) else None
 
 
 def run_conditions(
@@ -191,6 +181,11 @@ def run_conditions(
             print(f"reusing {len(results)} finished run(s) from {out_dir / 'runs'}")
         configs = [cfg for key, cfg in zip(keys, configs) if key not in results]
         keys = [key for key in keys if key not in results]
+        # a run cut off after a checkpoint continues from it; one with other settings trains afresh
+        configs = [replace(cfg, resume=cfg.checkpoint_every is not None and resumable(pathlib.Path(cfg.logdir), cfg))
+                   for cfg in configs]
+        if progress and any(cfg.resume for cfg in configs):
+            print(f"resuming {sum(cfg.resume for cfg in configs)} unfinished run(s) from their checkpoints")
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(configs), desc="training runs", unit="run", disable=None if progress else True)  # None: off when not a tty

@@ -96,6 +96,8 @@ class TrainConfig:
     pbrs_offset: float = 0.0
     process_override: dict[str, Any] = field(default_factory=dict)
     init_from: str | None = None
+    checkpoint_every: int | None = 20_000
+    resume: bool = False
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -118,6 +120,10 @@ class TrainConfig:
                 raise FileNotFoundError(f"--reward {self.reward}: checkpoint {path} does not exist")
         if pbrs_path(self.pbrs) is not None and not pathlib.Path(self.pbrs).is_file():
             raise FileNotFoundError(f"--pbrs: checkpoint {self.pbrs} does not exist")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            raise ValueError(f"--checkpoint-every must be positive (or 0 on the command line: off), got {self.checkpoint_every}")
+        if self.resume and self.checkpoint_every is None:
+            raise ValueError("--resume continues from checkpoints: give --checkpoint-every N too")
         if self.init_from is not None and not pathlib.Path(self.init_from).exists():
             raise FileNotFoundError(f"--init-from {self.init_from}: no such run directory or model.zip")
         if self.policy_obs not in OBS_CHOICES:
@@ -162,3 +168,34 @@ def parse_reward(reward: str) -> tuple[str, str | None]:
     raise ValueError(
         f"--reward {reward!r} not understood: use env, sparse, or KIND:PATH with KIND one of {sorted(reward_kinds())}"
     )
+
+
+#: settings that do not change what a run trains: where it writes, how much it prints, where its
+#: labelling page listens, how often it checkpoints, whether it resumes
+UNTRAINED_SETTINGS = ("logdir", "verbose", "label_host", "label_port", "checkpoint_every", "resume")
+
+
+def settings_differences(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    """``"name: saved -> now"`` for each training setting in which ``saved`` (a config as a run
+    wrote it) differs from ``cfg``. A setting the saved config lacks, added to ``TrainConfig``
+    later, ran at its default; ``ignore_terminations`` is compared as resolved (None means the
+    env's default, so a ``train-agent`` run matches a ``bench`` one).
+
+    >>> settings_differences({"env": "PointReach-v0", "steps": 100}, TrainConfig(steps=200, logdir="elsewhere"))
+    ['steps: 100 -> 200']
+    """
+    import json
+    from dataclasses import asdict
+
+    wanted = json.loads(json.dumps(asdict(cfg), default=str))  # tuples become lists, as saved
+    defaults = json.loads(json.dumps(asdict(TrainConfig()), default=str))
+
+    def settings(config: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in {**defaults, **config}.items() if k not in UNTRAINED_SETTINGS}
+        if "env" in out:
+            out["ignore_terminations"] = resolve_ignore_terminations(out["env"], out.get("ignore_terminations"))
+        return out
+
+    before, now = settings(saved), settings(wanted)
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(before.keys() | now.keys())
+            if before.get(k) != now.get(k)]

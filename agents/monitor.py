@@ -108,6 +108,17 @@ class SuccessMonitor:
             self._ep_pred[i] = self._ep_true[i] = False
             self._ep_learned[i] = self._ep_env[i] = 0.0
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the counts and windows (episodes in progress restart with the envs)."""
+        return {"totals": dict(self.totals), "recent": [list(p) for p in self._recent], "episodes": list(self._episodes)}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.totals = {k: int(v) for k, v in state["totals"].items()}
+        self._recent.clear()
+        self._recent.extend((bool(p), bool(t)) for p, t in state["recent"])
+        self._episodes.clear()
+        self._episodes.extend(tuple(e) for e in state["episodes"])
+
     def recent_counts(self) -> dict[str, int]:
         pairs = np.array(self._recent, dtype=bool).reshape(-1, 2)
         p, t = pairs[:, 0], pairs[:, 1]
@@ -239,6 +250,20 @@ class RewardMonitor(BaseCallback):
                 "is being paid for states the env does not call successes. Correct the model where the agent fools "
                 "it (--refit-every N --label-budget L) or add demonstrations (--demos DIR)")
             warnings.warn(message, RuntimeWarning, stacklevel=1)
+
+    #: the attributes a checkpoint keeps besides the monitor's counts
+    _STATE = ("enabled", "frames_decided", "frames_called", "warned", "history", "refits", "_next_log")
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (``agents.checkpoint``)."""
+        return {"monitor": self.monitor.state(), "key": getattr(self, "_key", None),
+                **{name: getattr(self, name) for name in self._STATE}}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.monitor.load_state(state["monitor"])
+        self._key = state["key"]
+        for name in self._STATE:
+            setattr(self, name, state[name])
 
     def record_refit(self, info: dict[str, Any]) -> None:
         """Called by the refit just before it swaps the model: the figures the old model earned."""

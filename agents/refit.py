@@ -108,6 +108,22 @@ class RefitCallback(BaseCallback):
     def _on_step(self) -> bool:
         return True
 
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps (``agents.checkpoint``): the records, the model in use (the last
+        refit's file), the answers it was fitted on and the random generator."""
+        return {"records": self.records, "seconds": self.seconds, "last": self._last, "fitted": sorted(self._fitted),
+                "rng": self.rng.bit_generator.state,
+                "model": str(self.run_dir / "refits" / f"refit_{len(self.records):03d}.pt") if self.records else None}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.records, self.seconds, self._last = list(state["records"]), float(state["seconds"]), int(state["last"])
+        self._fitted = set(state["fitted"])
+        self.rng.bit_generator.state = state["rng"]
+        if state["model"] is not None:
+            self.live.swap(load_reward_model(state["model"]))
+            self._base = list(load_trajectories(self.base_data))
+            self.account.add_buffer(self._base, "refit data")
+
     def _on_rollout_end(self) -> None:
         # No refit once the step budget is reached: nothing would train on it.
         finished = self.num_timesteps >= getattr(self.model, "_total_timesteps", float("inf"))

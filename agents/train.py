@@ -30,7 +30,7 @@ import torch
 from stable_baselines3.common.vec_env import VecEnv, VecExtractDictObs, VecNormalize
 
 import envs
-from agents import correction
+from agents import checkpoint, correction
 from agents.callbacks import RewardLogger, StopOnSignal, TimedModel, TrueSuccessEval
 from agents.config import (  # noqa: F401 - re-exported: callers import them from here
     ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig, check_discount, parse_reward,
@@ -98,6 +98,10 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     torch.manual_seed(cfg.seed)
     run_dir = pathlib.Path(cfg.logdir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    resume_from = checkpoint.check_resumable(run_dir, cfg) if cfg.resume else None  # before any work
+    if resume_from is None and cfg.checkpoint_every is not None:
+        checkpoint.remove_checkpoints(run_dir)  # a new run: nothing stale to resume from
+        checkpoint.write_config(run_dir, cfg)
     kind, path = parse_reward(cfg.reward)
     live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
     reward_model = TimedModel(live) if live is not None else None
@@ -187,15 +191,25 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     extra, monitor, refit, page = correction.callbacks(cfg, frames, live, run_dir, has_reward_model=bool(models),
                                                        account=account, verbose=1 if report else 0)
     stop = StopOnSignal()
+    parts = {"eval": evaluator, "monitor": monitor, "refit": refit}
+    wall_before = 0.0
+    if resume_from is not None:  # the agent, its buffer, statistics and every part as they were saved
+        wall_before = checkpoint.restore(resume_from, agent, cfg.algo, venv if normalize else None, parts,
+                                         models)["wall_seconds"]
+        if report:
+            print(f"resuming {run_dir} at step {agent.num_timesteps} of {cfg.steps}", flush=True)
+    saver = None if cfg.checkpoint_every is None else checkpoint.RunCheckpoint(
+        run_dir, cfg.checkpoint_every, parts, venv if normalize else None, models, wall_before)
     start = time.perf_counter()
     try:
-        agent.learn(total_timesteps=cfg.steps, callback=[RewardLogger(), *extra, evaluator, stop], tb_log_name="run",
+        agent.learn(total_timesteps=cfg.steps - agent.num_timesteps, reset_num_timesteps=resume_from is None,
+                    callback=[RewardLogger(), *extra, evaluator, stop, *([saver] if saver else [])], tb_log_name="run",
                     progress_bar=False)
     finally:
         stop.restore()
         if page is not None:
             page.close()
-    wall = time.perf_counter() - start
+    wall = wall_before + time.perf_counter() - start
     inference = sum(m.seconds for m in models)
 
     agent.save(run_dir / "model.zip")
@@ -241,6 +255,11 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         "versions": package_versions(),
         "platform": platform.platform(),
     }, indent=2, default=str) + "\n")
+    if saver is not None:
+        if stop.received:
+            saver.save()  # stopped by a signal: --resume continues from this step
+        else:
+            checkpoint.remove_checkpoints(run_dir)  # eval.json marks the run finished; its checkpoint has served
     venv.close()
     eval_env.close()
     return summary
@@ -306,6 +325,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start from a previous run's agent (weights, optimisers, observation statistics; read as "
                              "tensors and arrays, never unpickled): e.g. pre-train on the dense reward, then continue "
                              "on a learned one; the algorithm, observation and action spaces must match")
+    parser.add_argument("--checkpoint-every", type=int, default=20_000, metavar="N",
+                        help="save the run every N env steps into LOGDIR/checkpoint (model, optimisers, replay buffer, "
+                             "refits, monitor; atomic), removed when the run finishes; 0: never")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --logdir from its last checkpoint (same settings, else refused)")
     parser.add_argument("--eval-freq", type=int, default=5_000, help="env steps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--algo-kwargs", default="{}", metavar="JSON",
@@ -374,7 +398,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         labeller=args.labeller, agent_frames=args.agent_frames, label_host=args.label_host, label_port=args.label_port, label_render=args.label_render,
         demos=args.demos, demo_ratio=args.demo_ratio, process_goal=args.process_goal,
         pbrs_scale=args.pbrs_scale, pbrs_offset=args.pbrs_offset, process_override=json.loads(args.process_override),
-        init_from=args.init_from,
+        init_from=args.init_from, checkpoint_every=args.checkpoint_every or None, resume=args.resume,
     )
 
 
@@ -384,6 +408,8 @@ def run(args: argparse.Namespace) -> int:
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
         check_checkpoints(cfg)
+        if cfg.resume:
+            checkpoint.check_resumable(pathlib.Path(cfg.logdir), cfg)
         step_seconds = probe_env(cfg)
         check_labeller(cfg)
     except (ValueError, FileNotFoundError) as exc:

@@ -94,6 +94,10 @@ def resolve_source(source: str | os.PathLike[str]) -> WarmStartSource:
     return WarmStartSource(model, stats if stats.is_file() else None, digest)
 
 
+#: the optimiser state each algorithm's model.zip holds (SB3's ``_get_torch_save_params``)
+_OPTIMIZERS = {"sac": "actor.optimizer.pth", "ppo": "policy.optimizer.pth"}
+
+
 def _readable(entry: Any) -> Any:
     """The plain fields SB3 writes beside a serialised object (its type and attributes as text)."""
     if isinstance(entry, dict):
@@ -104,11 +108,12 @@ def _readable(entry: Any) -> Any:
 def describe_model(model_zip: pathlib.Path) -> dict[str, Any]:
     """Algorithm and spaces of a saved SB3 model, from the plain JSON of its ``data`` member."""
     with zipfile.ZipFile(model_zip) as archive:
-        if "data" not in archive.namelist():
+        members = set(archive.namelist())
+        if "data" not in members:
             raise ValueError(f"--init-from: {model_zip} has no 'data' member (not an SB3 model.zip)")
         data = json.loads(archive.read("data"))
-    module = str(_readable(data.get("policy_class", {})).get("__module__", ""))  # stable_baselines3.sac.policies
-    algo = module.split(".")[1] if module.startswith("stable_baselines3.") else module
+    # The optimisers saved name the algorithm (PPO's policy class lives in SB3's common module).
+    algo = next((name for name, member in _OPTIMIZERS.items() if member in members), f"unknown ({sorted(members)})")
     return {"algorithm": algo, "observation space": _readable(data.get("observation_space")),
             "action space": _readable(data.get("action_space"))}
 
