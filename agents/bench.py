@@ -31,6 +31,7 @@ from agents.defaults import family_defaults, parse_algo_kwargs
 from agents.labelling.command import add_page_arguments
 from agents.preflight import check_checkpoints, check_labeller, probe_env
 from agents.train import ALGOS, AUTO_YES_NO, OBS_CHOICES, TrainConfig
+from agents.run_pool import RunFailed
 from collectors.ray_cluster import RayUnavailableError
 
 
@@ -141,6 +142,10 @@ def run(args: argparse.Namespace) -> int:
     except RayUnavailableError as exc:
         print(f"rewardswap bench: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailed as exc:
+        print(f"rewardswap bench: error: {exc}\nthe runs that finished are in {args.out}/runs: the same command with "
+              "--resume reuses them and continues the others from their checkpoints", file=sys.stderr)
+        return 1
     print(format_table(summary))
     print(f"report: {args.out}/report.md")
     return 0

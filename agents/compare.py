@@ -13,9 +13,7 @@ one ``train_agent`` run in its own process (or Ray task: :mod:`agents.ray_engine
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import json
-import multiprocessing
 import os
 import pathlib
 import re
@@ -28,6 +26,7 @@ from agents.monitor import precision_since
 from agents.ray_engine import RayGrid, run_grid_on_ray
 from agents.checkpoint import resumable
 from agents.config import settings_differences
+from agents.run_pool import run_pool
 from agents.train import TrainConfig, check_discount, package_versions, train_agent
 
 
@@ -196,13 +195,8 @@ def run_conditions(
             bar.set_postfix_str(f"{key[0]} seed {key[1]}")
             results[key] = _run_one(cfg, step_seconds)
             bar.update(1)
-    else:
-        ctx = multiprocessing.get_context("forkserver")
-        with futures.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            pending = {pool.submit(_run_one, cfg, step_seconds): key for key, cfg in zip(keys, configs)}
-            for done in futures.as_completed(pending):
-                results[pending[done]] = done.result()
-                bar.update(1)
+    else:  # one process per run: a run whose process dies is named and started again (agents/run_pool.py)
+        results.update(run_pool(list(zip(keys, configs)), jobs, _run_one, step_seconds, on_done=lambda key: bar.update(1)))
     bar.close()
     summary = {**summarise(conditions, seeds, results, base), **(extra or {})}
     write_report(summary, out_dir, preamble)
