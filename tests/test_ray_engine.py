@@ -229,3 +229,32 @@ def test_caps_hold_across_collector_actors(ray_cluster: Any, tmp_path: pathlib.P
     episodes = int(counts[1]) + int(counts[2]) + int(counts[3] or 0)
     # Every episode run is accounted for; the actors stop early only once both splits are full.
     assert episodes == 12 or len(negative) == 1
+
+
+def test_a_local_cluster_refuses_clients_without_its_token(tmp_path):
+    """The cluster a command starts accepts only its own token: Ray 2.60 listens on every interface
+    whatever it is told, so the token is what keeps others out."""
+    if not IN_CI:
+        pytest.importorskip("ray", reason="Ray is the optional extra: pip install -e '.[ray]'")
+    import subprocess
+    import sys
+
+    intruder = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='error'); "
+                "print('INTRUDER RAN', ray.get(ray.remote(lambda: 1).remote()))")
+    driver = f"""
+import os, subprocess, sys
+from collectors.ray_cluster import ray_session
+with ray_session() as ray:
+    print("TASK", ray.get(ray.remote(lambda: 41 + 1).remote()))
+    address = ray.get_runtime_context().gcs_address
+    print("ADDRESS", address)
+    env = {{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}}
+    other = subprocess.run([sys.executable, "-c", {intruder!r}, address], env=env, capture_output=True, text=True,
+                           timeout=120)
+    print("INTRUDER", other.returncode, "INTRUDER RAN" in other.stdout)
+"""
+    out = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("RAY_")}).stdout
+    assert "TASK 42" in out
+    assert "ADDRESS " in out
+    assert "INTRUDER 1 False" in out  # refused: no token
