@@ -13,8 +13,9 @@ the driver's ``--out``, and fails with a message saying so where it does not. Tr
 carry the clock, the pid and random bits, so actors on different nodes never collide.
 
 An actor that dies is not restarted: a rerun of its share would record the episodes it already
-wrote a second time. Its finished trajectories stay in the buffer; the summary says its counts
-are lost, as for a local worker killed from outside.
+wrote a second time. As with a local worker killed from outside, the driver stops the other
+actors once it sees the loss, its finished trajectories stay in the buffer, the summary names
+the lost actor and says its counts are lost, and collect exits non-zero.
 """
 
 from __future__ import annotations
@@ -79,9 +80,13 @@ def collect_on_ray(
                         try:
                             results.append(ray.get(ref))
                         except ray.exceptions.RayError as exc:
+                            lost = isinstance(exc, ray.exceptions.RayActorError)
                             errors.append(f"collector actor {k} ({len(shards[k])} episodes from episode {shards[k][0]}) "
-                                          "failed; the trajectories it finished are in the buffer, its summary "
-                                          f"counts are lost:\n{exc}")
+                                          f"{'was lost (its process or node died)' if lost else 'failed'}; the "
+                                          "trajectories it finished are in the buffer, its summary counts are lost; "
+                                          f"the other actors were stopped:\n{exc}")
+                    if errors:
+                        break  # as the local engine does: stop the others (finally), report, exit non-zero
                 drain()  # an actor puts each event before it returns, so this is the last of them
             finally:
                 for actor in actors:

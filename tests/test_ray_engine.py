@@ -258,3 +258,34 @@ with ray_session() as ray:
     assert "TASK 42" in out
     assert "ADDRESS " in out
     assert "INTRUDER 1 False" in out  # refused: no token
+
+
+def test_a_collector_actor_killed_from_outside_stops_collect(ray_cluster: Any, tmp_path: pathlib.Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import psutil
+
+    out, killed = tmp_path / "lost", {}
+
+    def kill_one_actor() -> None:  # another thread, as another shell would: SIGKILL one busy actor
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            actors = [p for p in psutil.process_iter(["cmdline"]) if "CollectorActor" in " ".join(p.info["cmdline"] or [])]
+            if len(actors) == 2 and len(list(out.glob("*/*/meta.json"))) >= 2:  # both collecting, episodes written
+                killed["pid"], killed["at"] = actors[0].pid, time.monotonic()
+                actors[0].kill()
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_actor)
+    killer.start()
+    code = collect(out, "--episodes", "400")
+    returned = time.monotonic()
+    killer.join()
+    err = capsys.readouterr().err
+    assert "pid" in killed and code == 1
+    assert "was lost (its process or node died)" in err and "the other actors were stopped" in err
+    assert returned - killed["at"] < 10  # noticed and stopped at once, not after the other actor's 200 episodes
+    trajectories = load_trajectories(out)
+    assert 2 <= len(trajectories) < 400 and all(len(t) > 0 for t in trajectories)  # what finished is loadable
+    time.sleep(1)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if "CollectorActor" in " ".join(p.info["cmdline"] or [])]
