@@ -17,7 +17,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("trainers.embed", "store a frozen image backbone's per-frame embeddings as a new field of each trajectory"),
     "train-reward": ("trainers.cli", "fit a reward model (classifier, progress, preference) from buffers"),
     "label": ("agents.labelling.command", "mark recorded trajectories' first success frame (a page, a function or the recorded flags)"),
-    "train-agent": ("agents.train", "train an SB3 agent on the env reward or a learned reward"),
+    "train-agent": ("agents.train_cli", "train an SB3 agent on the env reward or a learned reward"),
     "bench": ("agents.bench", "compare env reward against learned rewards on one budget"),
     "demo": ("agents.demo", "collect, fit reward models, train under 5 rewards, report (default env PointReach-v0)"),
     "inspect": ("agents.inspect_cmd", "write an HTML review page for a reward checkpoint"),
