@@ -2,7 +2,7 @@
 labels per seed, for each condition of each ``results.json`` (issue: few labels, budget sweep).
 
     python benchmarks/few_labels_table.py "budget 100=benchmarks/results/pushcube_few_labels" \\
-        "budget 0=/tmp/fewlab_b0" "dense + demos=/tmp/fewlab_dense" > table.md
+        "budget 0=/tmp/fewlab_b0" "dense=benchmarks/results/pushcube_pixels#dense_env" > table.md
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import pathlib
 import statistics
 
 
-def rows(label: str, out_dir: pathlib.Path) -> list[str]:
+def rows(label: str, out_dir: pathlib.Path, only: str = "") -> list[str]:
     results = json.loads((out_dir / "results.json").read_text())
     lines = []
     for condition in results["conditions"]:
+        if only and condition["condition"] != only:
+            continue
         success = condition["final_true_success_per_seed"]
         precision = condition.get("monitor_precision_last20_per_seed") or [None] * len(success)
         labels = condition.get("labels_per_seed") or [None] * len(success)
@@ -32,16 +34,18 @@ def rows(label: str, out_dir: pathlib.Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", metavar="LABEL=DIR", help="a row label and a bench --out directory")
+    parser.add_argument("runs", nargs="+", metavar="LABEL=DIR[#CONDITION]",
+                        help="a row label and a bench --out directory (and one of its conditions; default all)")
     args = parser.parse_args()
     print("| run | condition | seeds | final true success (per seed) | mean | monitor precision, last 20 % | "
           "labels: total (marks + queries) |")
     print("|---|---|---|---|---|---|---|")
     for run in args.runs:
-        label, _, path = run.partition("=")
+        label, _, where = run.partition("=")
+        path, _, only = where.partition("#")
         if not path:
-            parser.error(f"{run!r}: expected LABEL=DIR")
-        print("\n".join(rows(label, pathlib.Path(path))))
+            parser.error(f"{run!r}: expected LABEL=DIR[#CONDITION]")
+        print("\n".join(rows(label, pathlib.Path(path), only)))
 
 
 if __name__ == "__main__":
