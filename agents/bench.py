@@ -114,10 +114,11 @@ def run(args: argparse.Namespace) -> int:
                            eval_freq=args.eval_freq, eval_episodes=args.eval_episodes,
                            algo_kwargs=parse_algo_kwargs(args.algo_kwargs), label_host=args.label_host,
                            label_port=args.label_port, checkpoint_every=args.checkpoint_every or None)
-        for c, s in ((c, s) for c in conditions for s in range(args.seeds)):  # every path and option, before any run
-            cfg = replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, **seeded_options(c.options, s))
-            check_checkpoints(cfg)
-            check_labeller(cfg)
+        for c in conditions:  # every path and option before any run; each seed's @init-from= exists (TrainConfig)
+            cfgs = [replace(base, reward=c.reward, pbrs=c.pbrs, seed=s, **seeded_options(c.options, s))
+                    for s in range(args.seeds)]
+            check_checkpoints(cfgs[0])  # the same reward checkpoints for every seed: read once
+            check_labeller(cfgs[0])
         step_seconds = probe_env(base)  # bad constructor arguments fail here, once, not in every run's process
         grid = ray_engine.grid_from_args(args)
         if grid is None:

@@ -74,6 +74,12 @@ def resumable(run_dir: pathlib.Path, cfg: TrainConfig) -> bool:
     return True
 
 
+def with_resume(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` set to resume when its logdir holds a checkpoint of a run with its settings, else to
+    train afresh (``bench --resume``, and a bench run started again after its process died)."""
+    return dataclasses.replace(cfg, resume=cfg.checkpoint_every is not None and resumable(pathlib.Path(cfg.logdir), cfg))
+
+
 def check_resumable(run_dir: pathlib.Path, cfg: TrainConfig) -> pathlib.Path:
     """The checkpoint ``--resume`` continues from; ``ValueError`` when there is none or the settings changed."""
     found = checkpoint_dir(run_dir)
@@ -205,4 +211,4 @@ def restore(found: pathlib.Path, agent: BaseAlgorithm, algo: str, normalize: Opt
 
 
 __all__ = ["CHECKPOINT_DIR", "CONFIG_FILE", "RunCheckpoint", "check_resumable", "checkpoint_dir", "load_replay",
-           "remove_checkpoints", "restore", "resumable", "save_replay", "write_config"]
+           "remove_checkpoints", "restore", "resumable", "save_replay", "with_resume", "write_config"]

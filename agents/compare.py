@@ -24,7 +24,7 @@ import numpy as np
 
 from agents.monitor import precision_since
 from agents.ray_engine import RayGrid, run_grid_on_ray
-from agents.checkpoint import resumable
+from agents.checkpoint import with_resume
 from agents.config import settings_differences
 from agents.run_pool import run_pool
 from agents.train import TrainConfig, check_discount, package_versions, train_agent
@@ -181,8 +181,7 @@ def run_conditions(
         configs = [cfg for key, cfg in zip(keys, configs) if key not in results]
         keys = [key for key in keys if key not in results]
         # a run cut off after a checkpoint continues from it; one with other settings trains afresh
-        configs = [replace(cfg, resume=cfg.checkpoint_every is not None and resumable(pathlib.Path(cfg.logdir), cfg))
-                   for cfg in configs]
+        configs = [with_resume(cfg) for cfg in configs]
         if progress and any(cfg.resume for cfg in configs):
             print(f"resuming {sum(cfg.resume for cfg in configs)} unfinished run(s) from their checkpoints")
     from tqdm.auto import tqdm

@@ -14,16 +14,14 @@ parent waits on the pipes and the processes' sentinels together, so it sees at o
 from __future__ import annotations
 
 import multiprocessing
-import pathlib
 import signal
 import sys
 import traceback
 from collections import deque
-from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable, Hashable, Sequence
 
-from agents.checkpoint import resumable
+from agents.checkpoint import with_resume
 from agents.config import TrainConfig
 
 #: times a run whose process died is started again before the bench gives up on it
@@ -92,7 +90,7 @@ def run_pool(tasks: Sequence[tuple[Hashable, TrainConfig]], jobs: int, target: C
             elif message is not None:
                 failures.append(f"run {key} raised:\n{message[1]}")
             elif attempt < retries:
-                again = replace(cfg, resume=cfg.checkpoint_every is not None and resumable(pathlib.Path(cfg.logdir), cfg))
+                again = with_resume(cfg)
                 print(f"bench: run {key} (pid {proc.pid}) died ({how_it_died(proc.exitcode)}); starting it again "
                       f"({attempt + 1} of {retries}){', from its last checkpoint' if again.resume else ''}",
                       file=sys.stderr, flush=True)

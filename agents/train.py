@@ -177,7 +177,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     # The buffer is built; its kwargs (the frame store, the reward models) must not be pickled into model.zip.
     agent.replay_buffer_kwargs = {}
     source = resolve_source(cfg.init_from) if cfg.init_from is not None else None
-    if source is not None:  # the seed's Stage 3 -> 4: continue a pre-trained agent on this run's reward
+    if source is not None and resume_from is None:  # the seed's Stage 3 -> 4 (a resumed run loads its checkpoint)
         warm_start(agent, source, cfg.algo, venv if normalize else None)
     frame_memory = getattr(agent.replay_buffer, "frame_memory_bytes", 0) if cfg.algo == "sac" else 0
     if frame_memory and report:

@@ -58,10 +58,11 @@ def ray_session(address: str | None = None) -> Iterator[ModuleType]:
     if ray.is_initialized():
         yield ray
         return
-    local = {} if address else local_cluster_settings(ray)
+    if not address:
+        require_token(ray)
     try:
         # No dashboard: it is a separate extra (ray[default]) and nothing here reads it.
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, **local)
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     except (ConnectionError, TimeoutError, RuntimeError) as exc:
         where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
         hint = ("start one with `ray start --head` on the head node, or drop --address to run a local one"
@@ -73,9 +74,8 @@ def ray_session(address: str | None = None) -> Iterator[ModuleType]:
         ray.shutdown()
 
 
-def local_cluster_settings(ray: ModuleType) -> dict[str, str]:
-    """``ray.init`` settings for a cluster started for one command: it accepts only clients holding
-    a token made here.
+def require_token(ray: ModuleType) -> None:
+    """Make the cluster this command starts accept only clients holding a token made here.
 
     Ray 2.60's GCS server, raylet and workers listen on every interface whatever node address they
     are given (their bind address is not configurable; measured with ``_node_ip_address``), so the
@@ -87,7 +87,6 @@ def local_cluster_settings(ray: ModuleType) -> dict[str, str]:
     os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
     # Ray reads its settings once, at import: re-read them (what `ray start` does when it enables tokens)
     ray._raylet.Config.initialize("")
-    return {}
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
