@@ -23,10 +23,11 @@ import importlib
 from typing import Any
 
 import gymnasium as gym
+from gymnasium import spaces
 
 from envs.point_base import OBS_MODES, REWARD_MODES
 from envs.options import gym_make
-from envs.spaces import RenderSize
+from envs.spaces import RenderSize, is_image_space
 from envs.wrappers import Float32State, RenderObservation, SeedFirstReset, SuccessInfo, needs_float32
 
 #: Ids of the envs that ship with this package (registered with gymnasium on ``import envs``).
@@ -253,13 +254,40 @@ def _make_gym(
     if obs != "state":
         kwargs = {"render_mode": "rgb_array", **kwargs}
     env = gym_make(env_id, kwargs, **limit, **kwargs)
+    # Goal-conditioned envs (the Dict of observation / achieved_goal / desired_goal that SB3's HER
+    # reads) report ``is_success`` on steps only; their reset frame is not yet a success.
+    goal_env = isinstance(env.observation_space, spaces.Dict) and {"achieved_goal", "desired_goal"} <= set(
+        env.observation_space.spaces
+    )
+    env = _flat_state(env)
     if obs != "state":
         if env.render_mode != "rgb_array":
             raise ValueError(f"obs={obs!r} needs {env_id!r} to support render_mode='rgb_array'")
         env = RenderObservation(env, size=render_size, keep_state=obs == "state+rgb")
     elif needs_float32(env.observation_space):
         env = Float32State(env)  # ``state`` is float32 for every family (ARCHITECTURE.md)
-    return SuccessInfo(env, sparse=reward == "sparse")
+    return SuccessInfo(env, sparse=reward == "sparse", reset_default=False if goal_env else None)
+
+
+def _flat_state(env: gym.Env) -> gym.Env:
+    """A foreign env's ``Dict`` observation as one vector, the contract's ``state``.
+
+    Goal-conditioned suites (gymnasium-robotics' Fetch: ``observation``, ``achieved_goal``,
+    ``desired_goal``) observe a ``Dict``; its non-image entries are concatenated in the space's key
+    order (gymnasium's ``FlattenObservation``). Image entries are left out: ``obs="rgb"`` renders.
+    """
+    space = env.observation_space
+    if not isinstance(space, spaces.Dict):
+        return env
+    keys = [key for key, sub in space.spaces.items() if not is_image_space(sub)]
+    if not keys:
+        raise ValueError(
+            f"{env.spec.id if env.spec else env}: its Dict observation has only image entries "
+            f"({', '.join(space.spaces)}); use obs='rgb' (the env's render()) or a state-observing env"
+        )
+    if len(keys) < len(space.spaces):
+        env = gym.wrappers.FilterObservation(env, keys)
+    return gym.wrappers.FlattenObservation(env)
 
 
 def step_seconds(env_id: str, *, steps: int = 10, **make_kwargs: Any) -> float:

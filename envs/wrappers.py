@@ -71,7 +71,9 @@ class SuccessInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ``info["success"]`` is read from the wrapped env's ``info["success"]`` (else
     ``info["is_success"]``). When neither is present: ``compute(env)`` is called if given (e.g. to
     evaluate a ManiSkill task after ``reset``), else ``default`` is used; with ``default=None``
-    the keys are left out (a plain gymnasium env that has no notion of success).
+    the keys are left out (a plain gymnasium env that has no notion of success). ``reset_default``
+    is the reset info's flag when only steps report one (goal-conditioned suites such as
+    gymnasium-robotics report ``is_success`` in step infos only).
     ``sparse=True`` replaces the reward with ``1.0`` on success steps and ``0.0`` otherwise.
 
     >>> import gymnasium as gym
@@ -89,12 +91,16 @@ class SuccessInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
         sparse: bool = False,
         default: bool | None = None,
         compute: Callable[[gym.Env], bool] | None = None,
+        reset_default: bool | None = None,
     ) -> None:
-        gym.utils.RecordConstructorArgs.__init__(self, sparse=sparse, default=default, compute=compute)
+        gym.utils.RecordConstructorArgs.__init__(
+            self, sparse=sparse, default=default, compute=compute, reset_default=reset_default
+        )
         gym.Wrapper.__init__(self, env)
         self.sparse = bool(sparse)
         self.default = default
         self.compute = compute
+        self.reset_default = reset_default
 
     def _success(self, info: dict[str, Any]) -> bool | None:
         if "success" in info:
@@ -117,7 +123,8 @@ class SuccessInfo(gym.Wrapper, gym.utils.RecordConstructorArgs):
     ) -> tuple[Any, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed, options=options)
         info = dict(info)
-        self._fill(info)
+        if self._fill(info) is None and self.reset_default is not None:
+            info["success"] = info["is_success"] = self.reset_default
         return obs, info
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
