@@ -85,9 +85,10 @@ def _select_policy_keys(venv: VecEnv, env_obs: str, policy_obs: str) -> VecEnv:
 
 
 def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = False,
-                step_seconds: float | None = None) -> dict[str, Any]:
+                step_seconds: float | None = None, reward_model: Any = None) -> dict[str, Any]:
     """Run one training job; return a summary (final true success, curve, timings).
-    ``step_seconds``: :func:`probe_env`'s figure when the caller measured it already."""
+    ``step_seconds``: :func:`probe_env`'s figure, ``reward_model``: the ``--reward`` checkpoint,
+    when the caller has them already."""
     from agents.batched_vec import make_batched_vec_env
     from agents.vec import make_vec_env
     from reward_wrappers.sb3 import VecPBRS
@@ -100,7 +101,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         checkpoint.remove_checkpoints(run_dir)  # a new run: nothing stale to resume from
         checkpoint.write_config(run_dir, cfg)
     kind, path = parse_reward(cfg.reward)
-    live = SwappableModel(load_reward_model(path)) if path else None  # a refit swaps its network
+    live = SwappableModel(reward_model or load_reward_model(path)) if path else None  # a refit swaps its network
     reward_model = TimedModel(live) if live is not None else None
     potential = TimedModel(load_pbrs(cfg)) if cfg.pbrs else None
     check_checkpoints(cfg, {"--reward": live, "--pbrs": potential})

@@ -11,6 +11,7 @@ import json
 import pathlib
 import shlex
 import sys
+from typing import Any
 
 import torch
 
@@ -21,6 +22,7 @@ from agents.defaults import parse_algo_kwargs
 from agents.labelling.command import add_page_arguments
 from agents.preflight import check_checkpoints, check_labeller, probe_env, recorded_env_spec, reward_path
 from agents.train import train_agent
+from reward_wrappers import load_reward_model
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,12 +124,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", type=int, default=0)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
+def config_from_args(args: argparse.Namespace, reward_model: Any = None) -> TrainConfig:
+    """``reward_model``: the ``--reward`` checkpoint, when the caller has read it already."""
     env, env_kwargs = args.env, envs.parse_env_kwargs(args.env_kwargs)
     parse_reward(args.reward)  # an unknown kind is named before its checkpoint is read
     if env is None:  # the env the reward model was fitted on, else the default
         path = reward_path(args.reward) or args.pbrs
-        recorded = recorded_env_spec(path) if path and pathlib.Path(path).is_file() else None
+        if reward_model is not None:
+            recorded = reward_model.metadata.get("env")
+        else:
+            recorded = recorded_env_spec(path) if path and pathlib.Path(path).is_file() else None
         env, env_kwargs = (recorded["id"], {**recorded.get("kwargs", {}), **env_kwargs}) if recorded else (TrainConfig.env, env_kwargs)
     return TrainConfig(
         env=env, env_kwargs=env_kwargs, max_episode_steps=args.max_episode_steps,
@@ -150,10 +156,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = config_from_args(args)
+        # The --reward checkpoint is read once: its recorded env, the checks and the run use it.
+        path = reward_path(args.reward)
+        reward_model = load_reward_model(path) if path else None
+        cfg = config_from_args(args, reward_model)
         if args.threads is not None and args.threads < 1:
             raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        check_checkpoints(cfg)
+        check_checkpoints(cfg, {"--reward": reward_model})
         if cfg.resume:
             checkpoint.check_resumable(pathlib.Path(cfg.logdir), cfg)
         step_seconds = probe_env(cfg)
@@ -166,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     command = "rewardswap " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     print(f"training {cfg.algo.upper()} on {cfg.env} with reward {cfg.reward}"
           f"{' + PBRS(' + cfg.pbrs + ')' if cfg.pbrs else ''} for {cfg.steps} steps; deterministic evaluation on true success:")
-    summary = train_agent(cfg, command=command, report=True, step_seconds=step_seconds)
+    summary = train_agent(cfg, command=command, report=True, step_seconds=step_seconds, reward_model=reward_model)
     if summary["monitor"] is not None and summary["monitor"]["final"] is not None:
         final = summary["monitor"]["final"]
         print(f"reward monitor: precision {final['precision']}  recall {final['recall']} over the last "

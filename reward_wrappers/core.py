@@ -242,7 +242,13 @@ class StepOutput:
 
 
 class LearnedRewardCore:
-    """State and arithmetic of :class:`~reward_wrappers.learned_reward.LearnedReward` for B envs."""
+    """State and arithmetic of :class:`~reward_wrappers.learned_reward.LearnedReward` for B envs.
+
+    Its keyword arguments are the wrapper's options, for all four twins (:mod:`reward_wrappers.twins`).
+    """
+
+    #: wrapper attribute -> core attribute, set on every twin
+    wrapper_attributes = {"model": "model"}
 
     def __init__(
         self,
@@ -326,6 +332,8 @@ class LearnedRewardCore:
 class PBRSCore:
     """State and arithmetic of :class:`~reward_wrappers.pbrs.PBRS` for B envs (cached ``Phi(s)``)."""
 
+    wrapper_attributes = {"gamma": "gamma", "potential": "model"}
+
     def __init__(
         self,
         potential: ModelLike,
@@ -401,6 +409,8 @@ class PBRSCore:
 
 class ProgressCore:
     """State and arithmetic of :class:`~reward_wrappers.progress_reward.ProgressReward` for B envs."""
+
+    wrapper_attributes = {"model": "model"}
 
     def __init__(
         self,

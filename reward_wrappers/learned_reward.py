@@ -10,19 +10,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.base import ModelLike
-from reward_wrappers.core import LearnedRewardCore, validated_model
+from reward_wrappers.core import LearnedRewardCore
 from reward_wrappers.single import CoreWrapper
 
 __all__ = ["LearnedReward"]
 
 
-class LearnedReward(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
+class LearnedReward(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs, core=LearnedRewardCore):
     """Reward from a model evaluated on the observation each step reaches (``s'``).
 
     Args:
@@ -56,42 +53,3 @@ class LearnedReward(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorAr
     :class:`reward_wrappers.vector.VectorLearnedReward`,
     :class:`reward_wrappers.torch_batched.TorchLearnedReward`.
     """
-
-    def __init__(
-        self,
-        env: gym.Env[ObsType, ActType],
-        model: ModelLike,
-        *,
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-        output: str = "prob",
-        threshold: Optional[float] = None,
-        hold_steps: int = 1,
-        terminate_on_success: bool = False,
-    ) -> None:
-        # Recorded so that env.spec can rebuild the stack (gymnasium's check_env does).
-        gym.utils.RecordConstructorArgs.__init__(
-            self,
-            model=model,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-            output=output,
-            threshold=threshold,
-            hold_steps=hold_steps,
-            terminate_on_success=terminate_on_success,
-        )
-        model = validated_model(model, env.observation_space)
-        core = LearnedRewardCore(
-            model,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-            output=output,
-            threshold=threshold,
-            hold_steps=hold_steps,
-            terminate_on_success=terminate_on_success,
-        )
-        super().__init__(env, core)
-        self.model = core.model

@@ -24,19 +24,16 @@ True
 
 from __future__ import annotations
 
-from typing import Optional
-
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.base import ModelLike
-from reward_wrappers.core import PBRSCore, validated_model
+from reward_wrappers.core import PBRSCore
 from reward_wrappers.single import CoreWrapper
 
 __all__ = ["PBRS"]
 
 
-class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
+class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs, core=PBRSCore):
     """Add ``gamma * Phi(s') - Phi(s)`` to the reward of ``env`` (which may itself be a reward wrapper).
 
     Args:
@@ -64,28 +61,3 @@ class PBRS(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
     Vectorised twins: :class:`reward_wrappers.sb3.VecPBRS`,
     :class:`reward_wrappers.vector.VectorPBRS`, :class:`reward_wrappers.torch_batched.TorchPBRS`.
     """
-
-    def __init__(
-        self,
-        env: gym.Env[ObsType, ActType],
-        potential: ModelLike,
-        *,
-        gamma: Optional[float] = None,
-        min_confidence: Optional[float] = None,
-        scale: float = 1.0,
-        offset: float = 0.0,
-    ) -> None:
-        # Recorded so that env.spec can rebuild the stack (gymnasium's check_env does).
-        gym.utils.RecordConstructorArgs.__init__(
-            self,
-            potential=potential,
-            gamma=gamma,
-            min_confidence=min_confidence,
-            scale=scale,
-            offset=offset,
-        )
-        core = PBRSCore(validated_model(potential, env.observation_space), gamma=gamma, min_confidence=min_confidence,
-                        scale=scale, offset=offset)
-        super().__init__(env, core)
-        self.gamma = core.gamma
-        self.potential = core.model

@@ -26,14 +26,13 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.base import ModelLike
-from reward_wrappers.core import ProgressCore, validated_model
+from reward_wrappers.core import ProgressCore
 from reward_wrappers.single import CoreWrapper
 
 __all__ = ["ProgressReward"]
 
 
-class ProgressReward(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs):
+class ProgressReward(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorArgs, core=ProgressCore):
     """Reward from a (windowed) progress model.
 
     Args:
@@ -51,32 +50,3 @@ class ProgressReward(CoreWrapper[ObsType, ActType], gym.utils.RecordConstructorA
     :class:`reward_wrappers.vector.VectorProgressReward`,
     :class:`reward_wrappers.torch_batched.TorchProgressReward`.
     """
-
-    def __init__(
-        self,
-        env: gym.Env[ObsType, ActType],
-        model: ModelLike,
-        *,
-        output: str = "progress",
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-    ) -> None:
-        # Recorded so that env.spec can rebuild the stack (gymnasium's check_env does).
-        gym.utils.RecordConstructorArgs.__init__(
-            self,
-            model=model,
-            output=output,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-        )
-        core = ProgressCore(
-            validated_model(model, env.observation_space),
-            output=output,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-        )
-        super().__init__(env, core)
-        self.model = core.model

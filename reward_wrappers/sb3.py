@@ -25,29 +25,18 @@ Stack these *under* SB3's own ``VecTransposeImage`` (the algorithm adds it on to
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
 from envs.spaces import obs_to_dict
-from reward_wrappers.base import ModelLike
 from reward_wrappers.single import mirror_success
-from reward_wrappers.core import (
-    ENV_REWARD,
-    LearnedRewardCore,
-    PBRSCore,
-    ProgressCore,
-    RewardCore,
-    FrameReader,
-    INFO_PREFIX,
-    info_value,
-    model_info_keys,
-    model_keys,
-    validated_model,
-)
+from reward_wrappers.core import (ENV_REWARD, INFO_PREFIX, FrameReader, LearnedRewardCore, PBRSCore, ProgressCore,
+                                  info_value, model_info_keys, model_keys, validated_model)
 from reward_wrappers.ops import NumpyOps
+from reward_wrappers.twins import MISSING, Twin
 
 __all__ = ["VecLearnedReward", "VecPBRS", "VecProgressReward"]
 
@@ -57,12 +46,18 @@ VecInfos = list[dict[str, Any]]
 RESET_PREFIX = "reset_"
 
 
-class VecCoreWrapper(VecEnvWrapper):
+class VecCoreWrapper(Twin, VecEnvWrapper):
     """Feeds a :mod:`reward_wrappers.core` core from an SB3 VecEnv (see the module docstring)."""
 
-    def __init__(self, venv: VecEnv, core: RewardCore) -> None:
-        super().__init__(venv)
+    env_arg = ("venv", "VecEnv")
+
+    def __init__(self, venv: VecEnv, model: Any = MISSING, **options: Any) -> None:
+        model, options = self.model_and_options(model, options)
+        core = self.core_class(validated_model(model, venv.observation_space, what="VecEnv"), venv.num_envs, NumpyOps(),
+                               **options)
+        VecEnvWrapper.__init__(self, venv)
         self.core = core
+        self.expose(core)
         self._keys = model_keys(core.model, venv.observation_space)
         self._reader = FrameReader(venv.observation_space, self._keys)
         self._info_keys = model_info_keys(core.model)
@@ -146,7 +141,7 @@ class VecCoreWrapper(VecEnvWrapper):
         return obs, out.reward, dones, infos
 
 
-class VecLearnedReward(VecCoreWrapper):
+class VecLearnedReward(VecCoreWrapper, core=LearnedRewardCore, without=("terminate_on_success",)):
     """SB3 VecEnv twin of :class:`reward_wrappers.learned_reward.LearnedReward` (same arguments).
 
     ``terminate_on_success`` is per-env only (a VecEnv has already auto-reset its envs when
@@ -162,85 +157,14 @@ class VecLearnedReward(VecCoreWrapper):
     ([0.953, 0.953], True)
     """
 
-    def __init__(
-        self,
-        venv: VecEnv,
-        model: ModelLike,
-        *,
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-        output: str = "prob",
-        threshold: Optional[float] = None,
-        hold_steps: int = 1,
-    ) -> None:
-        core = LearnedRewardCore(
-            validated_model(model, venv.observation_space, what="VecEnv"),
-            venv.num_envs,
-            NumpyOps(),
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-            output=output,
-            threshold=threshold,
-            hold_steps=hold_steps,
-        )
-        super().__init__(venv, core)
-        self.model = core.model
 
-
-class VecPBRS(VecCoreWrapper):
+class VecPBRS(VecCoreWrapper, core=PBRSCore):
     """SB3 VecEnv twin of :class:`reward_wrappers.pbrs.PBRS` (same arguments).
 
     Done envs also get ``infos[i]["reset_potential"]``, ``Phi`` of the next episode's first
     observation (also in ``reset_infos[i]["potential"]`` after ``reset()``).
     """
 
-    def __init__(
-        self,
-        venv: VecEnv,
-        potential: ModelLike,
-        *,
-        gamma: Optional[float] = None,
-        min_confidence: Optional[float] = None,
-        scale: float = 1.0,
-        offset: float = 0.0,
-    ) -> None:
-        core = PBRSCore(
-            validated_model(potential, venv.observation_space, what="VecEnv"),
-            venv.num_envs,
-            NumpyOps(),
-            gamma=gamma,
-            min_confidence=min_confidence,
-            scale=scale,
-            offset=offset,
-        )
-        super().__init__(venv, core)
-        self.gamma = core.gamma
-        self.potential = core.model
 
-
-class VecProgressReward(VecCoreWrapper):
+class VecProgressReward(VecCoreWrapper, core=ProgressCore):
     """SB3 VecEnv twin of :class:`reward_wrappers.progress_reward.ProgressReward` (same arguments)."""
-
-    def __init__(
-        self,
-        venv: VecEnv,
-        model: ModelLike,
-        *,
-        output: str = "progress",
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-    ) -> None:
-        core = ProgressCore(
-            validated_model(model, venv.observation_space, what="VecEnv"),
-            venv.num_envs,
-            NumpyOps(),
-            output=output,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-        )
-        super().__init__(venv, core)
-        self.model = core.model

@@ -13,7 +13,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import ENV_REWARD, INFO_PREFIX, FrameReader, RewardCore, info_value, model_info_keys, model_keys
+from reward_wrappers.core import (ENV_REWARD, INFO_PREFIX, FrameReader, info_value, model_info_keys, model_keys,
+                                  validated_model)
+from reward_wrappers.twins import MISSING, Twin
 
 
 def mirror_success(info: dict[str, Any]) -> None:
@@ -28,16 +30,21 @@ def scalar(value: Any) -> float | bool:
     return item.item() if hasattr(item, "item") else item
 
 
-class CoreWrapper(gym.Wrapper[ObsType, ActType, ObsType, ActType]):
+class CoreWrapper(Twin, gym.Wrapper[ObsType, ActType, ObsType, ActType]):
     """A gymnasium wrapper whose reward comes from a :mod:`reward_wrappers.core` core (B = 1).
 
     ``info["env_reward"]`` is set only if absent, so the innermost reward wrapper's value (the
     env's own reward) survives any stack of reward wrappers.
     """
 
-    def __init__(self, env: gym.Env[ObsType, ActType], core: RewardCore) -> None:
-        super().__init__(env)
+    def __init__(self, env: gym.Env[ObsType, ActType], model: Any = MISSING, **options: Any) -> None:
+        model, options = self.model_and_options(model, options)
+        if isinstance(self, gym.utils.RecordConstructorArgs):  # so env.spec can rebuild the stack (check_env does)
+            gym.utils.RecordConstructorArgs.__init__(self, **{self.model_arg: model}, **options)
+        core = self.core_class(validated_model(model, env.observation_space), **options)
+        gym.Wrapper.__init__(self, env)
         self.core = core
+        self.expose(core)
         self._reader = FrameReader(env.observation_space, model_keys(core.model, env.observation_space))
         self._info_keys = model_info_keys(core.model)
 

@@ -27,13 +27,14 @@ use ``obs_mode="state"`` (a plain tensor is keyed ``"state"``) or ManiSkill's
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import torch
 from gymnasium.vector import VectorEnv
 
-from reward_wrappers.base import ModelLike
 from reward_wrappers.ops import Array, Mask, TorchOps
+from reward_wrappers.twins import MISSING
 from reward_wrappers.vector import VectorInfo, VectorLearnedReward, VectorPBRS, VectorProgressReward
 
 __all__ = ["TorchLearnedReward", "TorchPBRS", "TorchProgressReward", "env_device"]
@@ -52,12 +53,18 @@ def env_device(env: VectorEnv) -> torch.device:
 
 
 class TorchConventions:
-    """ManiSkillVectorEnv conventions (see the module docstring) for a :class:`VectorCoreWrapper`."""
+    """ManiSkillVectorEnv conventions (see the module docstring) for a :class:`VectorCoreWrapper`;
+    ``device`` (default: the env's) replaces the vector twins' ``ops``."""
 
     num_envs: int
     ops: TorchOps
     _keys: tuple[str, ...]
     single_observation_space: Any
+    extra_options = (inspect.Parameter("device", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                       annotation="torch.device | str | None"),)
+
+    def __init__(self, env: VectorEnv, model: Any = MISSING, *, device: torch.device | str | None = None, **options: Any) -> None:
+        super().__init__(env, model, ops=TorchOps(device if device is not None else env_device(env)), **options)  # type: ignore[call-arg]
 
     def _reset_mask(self, options: Optional[dict[str, Any]]) -> Optional[Mask]:
         if not options:
@@ -91,77 +98,10 @@ class TorchConventions:
 class TorchLearnedReward(TorchConventions, VectorLearnedReward):
     """Torch-batched twin of :class:`reward_wrappers.learned_reward.LearnedReward` (same arguments, plus ``device``)."""
 
-    def __init__(
-        self,
-        env: VectorEnv,
-        model: ModelLike,
-        *,
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-        output: str = "prob",
-        threshold: Optional[float] = None,
-        hold_steps: int = 1,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__(
-            env,
-            model,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-            output=output,
-            threshold=threshold,
-            hold_steps=hold_steps,
-            ops=TorchOps(device if device is not None else env_device(env)),
-        )
-
 
 class TorchPBRS(TorchConventions, VectorPBRS):
     """Torch-batched twin of :class:`reward_wrappers.pbrs.PBRS` (same arguments, plus ``device``)."""
 
-    def __init__(
-        self,
-        env: VectorEnv,
-        potential: ModelLike,
-        *,
-        gamma: Optional[float] = None,
-        min_confidence: Optional[float] = None,
-        scale: float = 1.0,
-        offset: float = 0.0,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__(
-            env,
-            potential,
-            gamma=gamma,
-            min_confidence=min_confidence,
-            scale=scale,
-            offset=offset,
-            ops=TorchOps(device if device is not None else env_device(env)),
-        )
-
 
 class TorchProgressReward(TorchConventions, VectorProgressReward):
     """Torch-batched twin of :class:`reward_wrappers.progress_reward.ProgressReward` (same arguments, plus ``device``)."""
-
-    def __init__(
-        self,
-        env: VectorEnv,
-        model: ModelLike,
-        *,
-        output: str = "progress",
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__(
-            env,
-            model,
-            output=output,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-            ops=TorchOps(device if device is not None else env_device(env)),
-        )

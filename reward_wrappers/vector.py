@@ -24,6 +24,7 @@ Per-env values are written as ``info[key]`` arrays with the usual ``info["_" + k
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional
 
 import numpy as np
@@ -31,21 +32,10 @@ from gymnasium.core import ActType, ObsType
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
 from envs.spaces import obs_to_dict
-from reward_wrappers.base import ModelLike
-from reward_wrappers.core import (
-    ENV_REWARD,
-    LearnedRewardCore,
-    PBRSCore,
-    ProgressCore,
-    RewardCore,
-    FrameReader,
-    INFO_PREFIX,
-    info_value,
-    model_info_keys,
-    model_keys,
-    validated_model,
-)
+from reward_wrappers.core import (ENV_REWARD, INFO_PREFIX, FrameReader, LearnedRewardCore, PBRSCore, ProgressCore,
+                                  info_value, model_info_keys, model_keys, validated_model)
 from reward_wrappers.ops import Array, Mask, NumpyOps, Ops
+from reward_wrappers.twins import MISSING, Twin
 
 __all__ = ["VectorLearnedReward", "VectorPBRS", "VectorProgressReward", "VectorCoreWrapper"]
 
@@ -55,18 +45,25 @@ VectorInfo = dict[str, Any]
 RESET_PREFIX = "reset_"
 
 
-class VectorCoreWrapper(VectorWrapper):
+class VectorCoreWrapper(Twin, VectorWrapper):
     """Feeds a :mod:`reward_wrappers.core` core from a gymnasium vector env.
 
     Subclasses for other batched conventions (torch tensors, ManiSkill) override
-    :meth:`_final_frames`, :meth:`_reset_mask` and :meth:`_put`.
+    :meth:`_final_frames`, :meth:`_reset_mask` and :meth:`_put`. ``ops`` is the array backend
+    (default: numpy).
     """
 
     supported_modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
+    env_arg = ("env", "VectorEnv")
+    extra_options = (inspect.Parameter("ops", inspect.Parameter.KEYWORD_ONLY, default=None, annotation="Optional[Ops]"),)
 
-    def __init__(self, env: VectorEnv, core: RewardCore) -> None:
-        super().__init__(env)
+    def __init__(self, env: VectorEnv, model: Any = MISSING, *, ops: Optional[Ops] = None, **options: Any) -> None:
+        model, options = self.model_and_options(model, options)
+        core = self.core_class(validated_model(model, env.single_observation_space, what="vector env"), env.num_envs,
+                               ops or NumpyOps(), **options)
+        VectorWrapper.__init__(self, env)
         self.core = core
+        self.expose(core)
         self.ops: Ops = core.ops
         self._keys = model_keys(core.model, env.single_observation_space)
         self._reader = FrameReader(env.single_observation_space, self._keys)
@@ -164,7 +161,7 @@ class VectorCoreWrapper(VectorWrapper):
         return obs, out.reward, terminations, truncations, info
 
 
-class VectorLearnedReward(VectorCoreWrapper):
+class VectorLearnedReward(VectorCoreWrapper, core=LearnedRewardCore, without=("terminate_on_success",)):
     """gymnasium vector twin of :class:`reward_wrappers.learned_reward.LearnedReward` (same arguments).
 
     ``terminate_on_success`` is per-env only (the vector env decides its own autoresets); wrap
@@ -179,35 +176,8 @@ class VectorLearnedReward(VectorCoreWrapper):
     ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
     """
 
-    def __init__(
-        self,
-        env: VectorEnv,
-        model: ModelLike,
-        *,
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-        output: str = "prob",
-        threshold: Optional[float] = None,
-        hold_steps: int = 1,
-        ops: Optional[Ops] = None,
-    ) -> None:
-        core = LearnedRewardCore(
-            validated_model(model, env.single_observation_space, what="vector env"),
-            env.num_envs,
-            ops or NumpyOps(),
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-            output=output,
-            threshold=threshold,
-            hold_steps=hold_steps,
-        )
-        super().__init__(env, core)
-        self.model = core.model
 
-
-class VectorPBRS(VectorCoreWrapper):
+class VectorPBRS(VectorCoreWrapper, core=PBRSCore):
     """gymnasium vector twin of :class:`reward_wrappers.pbrs.PBRS` (same arguments).
 
     ``info["potential"]`` is ``Phi`` of the returned observation's frame where the step was a
@@ -215,53 +185,6 @@ class VectorPBRS(VectorCoreWrapper):
     ``info["reset_potential"]`` (``Phi`` of the new episode's first observation).
     """
 
-    def __init__(
-        self,
-        env: VectorEnv,
-        potential: ModelLike,
-        *,
-        gamma: Optional[float] = None,
-        min_confidence: Optional[float] = None,
-        scale: float = 1.0,
-        offset: float = 0.0,
-        ops: Optional[Ops] = None,
-    ) -> None:
-        core = PBRSCore(
-            validated_model(potential, env.single_observation_space, what="vector env"),
-            env.num_envs,
-            ops or NumpyOps(),
-            gamma=gamma,
-            min_confidence=min_confidence,
-            scale=scale,
-            offset=offset,
-        )
-        super().__init__(env, core)
-        self.gamma = core.gamma
-        self.potential = core.model
 
-
-class VectorProgressReward(VectorCoreWrapper):
+class VectorProgressReward(VectorCoreWrapper, core=ProgressCore):
     """gymnasium vector twin of :class:`reward_wrappers.progress_reward.ProgressReward` (same arguments)."""
-
-    def __init__(
-        self,
-        env: VectorEnv,
-        model: ModelLike,
-        *,
-        output: str = "progress",
-        mode: str = "replace",
-        env_weight: float = 0.0,
-        model_weight: float = 1.0,
-        ops: Optional[Ops] = None,
-    ) -> None:
-        core = ProgressCore(
-            validated_model(model, env.single_observation_space, what="vector env"),
-            env.num_envs,
-            ops or NumpyOps(),
-            output=output,
-            mode=mode,
-            env_weight=env_weight,
-            model_weight=model_weight,
-        )
-        super().__init__(env, core)
-        self.model = core.model

@@ -467,3 +467,29 @@ def test_a_function_potential_shapes_training_without_a_checkpoint(tmp_path):
     assert summary["pbrs"] == cfg.pbrs
     config = json.loads((tmp_path / "run" / "run_config.json").read_text())
     assert config["config"]["pbrs"] == cfg.pbrs and config["pbrs_gamma"] == config["hyperparameters"]["gamma"]
+
+
+def test_train_agent_reads_its_reward_checkpoint_once(tmp_path, monkeypatch):
+    import torch
+
+    import envs
+    import reward_wrappers.checkpoint as checkpoint_io
+    from reward_wrappers import ModelSpec, TorchRewardModel, save_reward_model
+
+    space = envs.make("PointReach-v0").observation_space
+    model = TorchRewardModel.build(ModelSpec.from_space(space, ("state",)), encoder="mlp", hidden=8)
+    path = save_reward_model(model, tmp_path / "reward.pt", metadata={"env": envs.env_spec("PointReach-v0", {})})
+    reads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        reads.append(str(f))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_io.torch, "load", counting_load)
+    # no --env: the env comes from the checkpoint, which the checks and the run also need
+    argv = ["train-agent", "--reward", f"classifier:{path}", "--steps", "64", "--n-envs", "2", "--eval-freq", "64",
+            "--eval-episodes", "1", "--algo-kwargs", '{"n_steps": 32, "batch_size": 32, "n_epochs": 1}',
+            "--logdir", str(tmp_path / "run")]
+    assert main(argv) == 0
+    assert reads == [str(path)]

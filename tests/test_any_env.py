@@ -201,3 +201,62 @@ def test_sac_updates_once_per_env_step_by_default_whatever_the_number_of_envs(tm
     assert family_defaults("sac", "PushCube-v1", n_envs=8).hyperparameters["gradient_steps"] == 8
     assert family_defaults("sac", "PushCube-v1", n_envs=4096).hyperparameters["gradient_steps"] == 64  # the batched cap
     assert "gradient_steps" not in family_defaults("ppo", "PushCube-v1", n_envs=8).hyperparameters
+
+
+class GoalReach(gym.Env):
+    """A goal-conditioned env as gymnasium-robotics and panda-gym write them: a ``Dict`` observation
+    (an image entry beside the goal vectors), ``is_success`` in step infos only, none at reset."""
+
+    def __init__(self, images_only: bool = False) -> None:
+        vec = gym.spaces.Box(-1.0, 1.0, (2,), np.float64)
+        image = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+        entries = {"camera": image} if images_only else {
+            "observation": gym.spaces.Box(-1.0, 1.0, (4,), np.float64), "achieved_goal": vec, "desired_goal": vec,
+            "camera": image}
+        self.observation_space = gym.spaces.Dict(entries)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        return {"observation": np.r_[self.pos, self.pos], "achieved_goal": self.pos.copy(),
+                "desired_goal": self.goal.copy(), "camera": np.zeros((8, 8, 3), np.uint8)}
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.pos, self.goal = np.zeros(2), np.array([0.5, -0.5])
+        return self._obs(), {}
+
+    def step(self, action):
+        self.pos = np.clip(self.pos + 0.2 * np.asarray(action, np.float64), -1.0, 1.0)
+        success = float(np.linalg.norm(self.pos - self.goal) < 0.05)
+        return self._obs(), -float(np.linalg.norm(self.pos - self.goal)), False, False, {"is_success": np.float32(success)}
+
+
+def test_a_goal_conditioned_dict_env_gives_a_flat_state_and_labelled_trajectories(tmp_path: Path) -> None:
+    import collectors
+    import envs
+    from collectors.reader import load_trajectories
+
+    gym.register("TestGoalReach-v0", entry_point=GoalReach, max_episode_steps=6)
+    env = envs.make("TestGoalReach-v0", seed=0)
+    # the image entry is left out; the vectors are concatenated in key order (achieved, desired, observation)
+    assert env.observation_space.shape == (8,) and env.observation_space.dtype == np.float32
+    obs, info = env.reset()
+    assert obs.tolist() == [0.0, 0.0, 0.5, -0.5, 0.0, 0.0, 0.0, 0.0]
+    assert info["success"] is False  # the env says nothing at reset
+
+    recorder = collectors.TrajectoryRecorder(env, tmp_path / "data")
+    toward_goal = [np.array([1.0, -1.0], np.float32)] * 2 + [np.array([0.25, -0.25], np.float32)] * 4
+    collectors.record_episodes(recorder, lambda e: lambda obs, _a=iter(toward_goal): next(_a), [0], seed=0)
+    recorder.close()
+    (traj,) = load_trajectories(tmp_path / "data")
+    # 0.2 * (1, -1) twice reaches (0.4, -0.4); the 0.05 * (1, -1) steps reach the goal on the 4th step
+    assert traj.labelled and traj.success
+    assert traj.labels.tolist() == [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+
+
+def test_a_dict_env_with_only_images_asks_for_obs_rgb() -> None:
+    import envs
+
+    gym.register("TestGoalImages-v0", entry_point=GoalReach, kwargs={"images_only": True}, max_episode_steps=6)
+    with pytest.raises(ValueError, match=r"only image entries \(camera\); use obs='rgb'"):
+        envs.make("TestGoalImages-v0")

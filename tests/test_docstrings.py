@@ -20,7 +20,7 @@ MODULES = [
     "reward_wrappers.pbrs", "reward_wrappers.progress_reward", "reward_wrappers.sb3", "reward_wrappers.vector",
     "reward_wrappers.networks", "reward_wrappers.progress_networks", "reward_wrappers.checkpoint",
     "reward_wrappers.registry", "reward_wrappers.ops", "reward_wrappers.checker", "reward_wrappers.frames", "envs.batched", "agents.batched_vec", "reward_wrappers.encoders", "reward_wrappers.frame_nets", "reward_wrappers.backbones", "reward_wrappers.embedding", "reward_wrappers.transformer_net",
-    "reward_wrappers.process_fusion", "reward_wrappers.process_net", "reward_wrappers.process_potential", "trainers.process_labels",
+    "reward_wrappers.twins", "reward_wrappers.process_fusion", "reward_wrappers.process_net", "reward_wrappers.process_potential", "trainers.process_labels",
     "trainers.data", "trainers.embed", "trainers.evaluate", "trainers.metrics", "trainers.preference", "trainers.progress_targets", "trainers.loop",
     "agents.compare", "agents.train", "agents.defaults", "agents.bench", "agents.preflight", "agents.config",
     "collectors.labelling", "agents.inspect_cmd", "agents.labelling.queue", "agents.labelling.sources", "agents.labelling.server",

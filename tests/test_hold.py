@@ -26,7 +26,7 @@ from agents.labelling.sources import with_ids
 from reward_wrappers.transitions import VecTransitionFrames, needs_prev, reward_cores, transition_rewards
 
 
-class CountingEnv(gym.Env):
+class ClockEnv(gym.Env):
     """State ``[t, odd]``: t counts steps, ``odd`` marks every other episode. True success at t in
     ``success_at``; odd episodes terminate at t == 3, the others are truncated at t == 5."""
 
@@ -76,7 +76,7 @@ def test_monitor_maths_by_hand():
 def test_reward_monitor_on_a_scripted_env_matches_the_hand_computed_confusion_matrix(tmp_path):
     # Episodes of 5 steps; truth at t in {4, 5}, the model calls t in {3, 4}: per episode tp 1 (t=4),
     # fp 1 (t=3), fn 1 (t=5), tn 2 (t=1, 2). 40 env steps on 2 envs = 8 episodes.
-    venv = VecLearnedReward(DummyVecEnv([CountingEnv] * 2), step_model({3, 4}))
+    venv = VecLearnedReward(DummyVecEnv([ClockEnv] * 2), step_model({3, 4}))
     monitor = RewardMonitor(window=10_000, log_every=10, report_path=tmp_path / "m.json", verbose=0)
     PPO("MlpPolicy", venv, n_steps=20, batch_size=40, n_epochs=1, seed=0).learn(40, callback=monitor)
     report = json.loads((tmp_path / "m.json").read_text())
@@ -91,7 +91,7 @@ def test_reward_monitor_on_a_scripted_env_matches_the_hand_computed_confusion_ma
 
 
 def test_monitor_warns_once_below_the_bound():
-    venv = VecLearnedReward(DummyVecEnv([CountingEnv] * 2), step_model({1, 2, 3}))
+    venv = VecLearnedReward(DummyVecEnv([ClockEnv] * 2), step_model({1, 2, 3}))
     monitor = RewardMonitor(min_positives=50, log_every=10, verbose=0)
     with pytest.warns(RuntimeWarning, match="precision is 0.00") as caught:
         PPO("MlpPolicy", venv, n_steps=100, batch_size=100, n_epochs=1, seed=0).learn(200, callback=monitor)
@@ -107,7 +107,7 @@ def test_monitor_is_off_without_a_success_flag(tmp_path):
 
 
 def test_env_labeller_counts_every_label_and_stops_at_the_budget(tmp_path):
-    store = VecTransitionFrames(DummyVecEnv([CountingEnv]), ("state",), recent=10)
+    store = VecTransitionFrames(DummyVecEnv([ClockEnv]), ("state",), recent=10)
     store.reset()
     for _ in range(10):
         store.step(np.zeros((1, 1), np.float32))
@@ -133,7 +133,7 @@ def test_env_labeller_counts_every_label_and_stops_at_the_budget(tmp_path):
 
 def test_a_swapped_model_pays_from_the_very_next_step():
     live = SwappableModel(step_model({1}))
-    venv = VecLearnedReward(DummyVecEnv([CountingEnv]), live, output="binary")
+    venv = VecLearnedReward(DummyVecEnv([ClockEnv]), live, output="binary")
     venv.reset()
     assert venv.step(np.zeros((1, 1), np.float32))[1].tolist() == [1.0]  # t = 1
     live.swap(step_model({2}))
@@ -148,7 +148,7 @@ def test_a_swapped_model_pays_from_the_very_next_step():
 
 
 def _relabel_stack(vec_env_cls, live, potential):
-    frames = VecTransitionFrames(vec_env_cls([lambda: CountingEnv(terminate_odd=True)] * 2), ("state",))
+    frames = VecTransitionFrames(vec_env_cls([lambda: ClockEnv(terminate_odd=True)] * 2), ("state",))
     venv = VecPBRS(VecLearnedReward(frames, live, output="prob"), potential, gamma=0.9, scale=2.0, offset=-0.5)
     cores = reward_cores(venv)
     frames.keep_prev = needs_prev(cores)
