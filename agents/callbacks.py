@@ -18,7 +18,7 @@ import time
 from collections import deque
 from typing import Any
 
-from reward_wrappers.base import RewardModel
+from reward_wrappers.models.base import RewardModel
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback

@@ -20,7 +20,7 @@ import envs
 from agents import correction
 from envs.spaces import RenderSize, render_size_value
 from agents.preflight import pbrs_path
-from reward_wrappers.core import validate_gamma
+from reward_wrappers.cores.rewards import validate_gamma
 from trainers.kinds import reward_kind, reward_kinds
 
 ALGOS = {"ppo": PPO, "sac": SAC}

@@ -23,7 +23,7 @@ from agents.monitor import RewardMonitor
 from agents.refit import RefitCallback
 from collectors.atomic import write_json_atomic
 from agents.replay import load_demonstrations, replay_buffer_class
-from reward_wrappers.base import RewardModel, SwappableModel
+from reward_wrappers.models.base import RewardModel, SwappableModel
 from reward_wrappers.transitions import (
     VecTransitionFrames,
     check_relabelable,

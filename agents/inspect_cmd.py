@@ -20,7 +20,7 @@ import numpy as np
 
 from collectors.atomic import write_atomic
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import sigmoid
+from reward_wrappers.models.base import sigmoid
 
 
 def per_frame_scores(model: Any, trajectories: Sequence[Any], batch_size: int = 256) -> list[np.ndarray]:

@@ -30,7 +30,7 @@ from typing import Any, Optional
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from reward_wrappers.core import LEARNED_REWARD, LEARNED_SUCCESS, PROGRESS, ENV_REWARD
+from reward_wrappers.cores.rewards import LEARNED_REWARD, LEARNED_SUCCESS, PROGRESS, ENV_REWARD
 from agents.labelling.choice import estimates
 from collectors.atomic import write_json_atomic
 from trainers.metrics import spearman

@@ -11,9 +11,9 @@ from typing import Any
 
 import envs
 from reward_wrappers import load_reward_model
-from reward_wrappers.process_net import ProcessNet
-from reward_wrappers.process_potential import ProcessPotential, load_potential
-from reward_wrappers.base import RewardModel, as_reward_model, import_function
+from reward_wrappers.process.net import ProcessNet
+from reward_wrappers.process.potential import ProcessPotential, load_potential
+from reward_wrappers.models.base import RewardModel, as_reward_model, import_function
 
 
 def reward_path(reward: str) -> str | None:

@@ -21,7 +21,7 @@ from one model), :class:`RefitCallback`:
    succeeds). Its threshold is raised where needed to reach ``precision`` on held-out frames
    (false positives are what the agent exploits). It is saved as ``refits/refit_<k>.pt`` (with its
    label count) and swapped into the run's reward wrappers (a
-   :class:`~reward_wrappers.base.SwappableModel`, in this process only);
+   :class:`~reward_wrappers.models.base.SwappableModel`, in this process only);
 4. recomputes every reward stored in an off-policy replay buffer (:mod:`agents.replay`).
 """
 
@@ -43,9 +43,9 @@ from agents.labelling.queue import LabelQueue
 from agents.labelling.sources import LabelSource, with_ids
 from collectors import load_trajectories
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import SwappableModel
-from reward_wrappers.core import output_kind, success_score
-from reward_wrappers.ops import NumpyOps
+from reward_wrappers.models.base import SwappableModel
+from reward_wrappers.cores.rewards import output_kind, success_score
+from reward_wrappers.cores.ops import NumpyOps
 from reward_wrappers.transitions import VecTransitionFrames, predict_in_chunks
 from trainers.classifier import fit_classifier
 

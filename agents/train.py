@@ -39,7 +39,7 @@ from agents.preflight import check_checkpoints, load_pbrs, probe_env
 from agents.vec import VecKeepKeys
 from agents.warm_start import NORMALIZATION_FILE, resolve_source, save_normalization, warm_start
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import RewardModel, SwappableModel
+from reward_wrappers.models.base import RewardModel, SwappableModel
 from reward_wrappers.embedding import embedding_inputs, vec_embed_for
 from trainers.kinds import reward_kind
 

@@ -157,7 +157,7 @@ def config_from_args(args: argparse.Namespace, reward_model: Any = None) -> Trai
 def run(args: argparse.Namespace) -> int:
     try:
         # The --reward checkpoint is read once: its recorded env, the checks and the run use it.
-        path = reward_path(args.reward)
+        path = parse_reward(args.reward)[1]  # an unknown kind is named before its checkpoint is read
         reward_model = load_reward_model(path) if path else None
         cfg = config_from_args(args, reward_model)
         if args.threads is not None and args.threads < 1:

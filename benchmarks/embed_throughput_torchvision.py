@@ -16,7 +16,7 @@ import json, pathlib, platform, sys
 import torch, torchvision
 torch.set_num_threads(2)
 torch.manual_seed(0)
-from reward_wrappers.backbones import load_backbone
+from reward_wrappers.models.backbones import load_backbone
 from trainers.embed import embed_buffers
 work = pathlib.Path(sys.argv[1]); data = pathlib.Path(sys.argv[2])
 weights = work / "resnet18_random.pth"

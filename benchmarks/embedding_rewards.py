@@ -42,13 +42,13 @@ from collectors import TrajectoryRecorder, load_trajectories  # noqa: E402
 from collectors.atomic import write_json_atomic  # noqa: E402
 from collectors.rollout import record_episodes  # noqa: E402
 from reward_wrappers import ProgressReward, load_reward_model  # noqa: E402
-from reward_wrappers.backbones import Backbone, load_backbone  # noqa: E402
+from reward_wrappers.models.backbones import Backbone, load_backbone  # noqa: E402
 from reward_wrappers.embedding import EmbedObservation  # noqa: E402
-from reward_wrappers.encoders import ResNet10  # noqa: E402
+from reward_wrappers.models.encoders import ResNet10  # noqa: E402
 from trainers import fit_classifier, fit_progress  # noqa: E402
 from trainers.embed import embed_buffers  # noqa: E402
 from trainers.evaluate import predict_trajectory  # noqa: E402
-from reward_wrappers.frames import FrameSampling  # noqa: E402
+from reward_wrappers.models.frames import FrameSampling  # noqa: E402
 
 NOISE_LEVELS = (0.0, 0.1, 0.3, 0.6, 1.0)
 

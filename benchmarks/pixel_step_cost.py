@@ -48,8 +48,8 @@ def main() -> None:
     import envs
     from agents.defaults import default_hyperparameters, sb3_hyperparameters
     from reward_wrappers import load_reward_model
-    from reward_wrappers.base import InputSpec, ModelSpec
-    from reward_wrappers.networks import TorchRewardModel
+    from reward_wrappers.models.base import InputSpec, ModelSpec
+    from reward_wrappers.models.networks import TorchRewardModel
     from reward_wrappers.sb3 import VecLearnedReward
     from stable_baselines3 import SAC
     from stable_baselines3.common.vec_env import DummyVecEnv

@@ -52,7 +52,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper 
 
 import envs  # noqa: E402
 from reward_wrappers import LearnedReward, ModelSpec, TorchRewardModel  # noqa: E402
-from reward_wrappers.base import ModelLike  # noqa: E402
+from reward_wrappers.models.base import ModelLike  # noqa: E402
 from reward_wrappers.sb3 import VecLearnedReward  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Swap an env's reward for a learned model's output, or add potential-based shaping.
 
-This package owns the reward-model interface (:mod:`reward_wrappers.base`), the network classes
-(:mod:`reward_wrappers.networks`), checkpoint I/O (:mod:`reward_wrappers.checkpoint`) and every
+This package owns the reward-model interface (:mod:`reward_wrappers.models.base`), the network classes
+(:mod:`reward_wrappers.models.networks`), checkpoint I/O (:mod:`reward_wrappers.models.checkpoint`) and every
 wrapper that changes a reward.
 
 Reward wrappers (every one has vectorised twins, see :mod:`reward_wrappers.sb3`,
@@ -36,10 +36,17 @@ For a gymnasium vector env use the vector versions in the same order
 train-agent --policy-obs state`` does exactly that.
 """
 
-from reward_wrappers.base import InputSpec, ModelSpec, RewardModel, as_reward_model
-from reward_wrappers.checkpoint import load_reward_model, save_reward_model
-from reward_wrappers.networks import TorchRewardModel, build_network
-from reward_wrappers.registry import architecture_class, architectures, register_architecture
+from reward_wrappers import legacy_paths
+
+legacy_paths.install()  # e.g. reward_wrappers.frame_nets, now reward_wrappers.models.frame_nets
+
+# The built-in architectures register when imported; a checkpoint names its architecture (models.registry).
+from reward_wrappers.models import frame_nets, progress_networks, transformer_net  # noqa: F401
+from reward_wrappers.process import net as _process_net  # noqa: F401
+from reward_wrappers.models.base import InputSpec, ModelSpec, RewardModel, as_reward_model
+from reward_wrappers.models.checkpoint import load_reward_model, save_reward_model
+from reward_wrappers.models.networks import TorchRewardModel, build_network
+from reward_wrappers.models.registry import architecture_class, architectures, register_architecture
 
 # Reward wrappers (issue 4). Per-env wrappers first, then their vectorised twins (one batched
 # model call per step): SB3 VecEnv (`reward_wrappers.sb3`), gymnasium vector
@@ -52,8 +59,8 @@ from reward_wrappers.vector import VectorLearnedReward, VectorPBRS, VectorProgre
 from reward_wrappers.torch_batched import TorchLearnedReward, TorchPBRS, TorchProgressReward
 
 # The process reward (seed 004): a stateful potential for any PBRS twin above.
-from reward_wrappers.process_fusion import FusionOverride
-from reward_wrappers.process_potential import Goal, ProcessEpisode, ProcessPotential
+from reward_wrappers.process.fusion import FusionOverride
+from reward_wrappers.process.potential import Goal, ProcessEpisode, ProcessPotential
 
 __all__ = [
     "FusionOverride", "Goal", "InputSpec", "LearnedReward", "ModelSpec", "PBRS", "ProcessEpisode",

@@ -30,8 +30,8 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from collectors import TrajectoryRecorder, load_trajectories
 from envs.spaces import obs_to_dict
-from reward_wrappers.base import ModelLike
-from reward_wrappers.core import validated_model
+from reward_wrappers.models.base import ModelLike
+from reward_wrappers.cores.rewards import validated_model
 from reward_wrappers.learned_reward import LearnedReward
 from reward_wrappers.pbrs import PBRS
 from reward_wrappers.sb3 import VecLearnedReward

@@ -6,7 +6,7 @@ reads the same key online: :class:`EmbedObservation` (per env), :class:`VecEmbed
 included), :class:`VectorEmbedObservation` (gymnasium vector env with next-step autoreset, one
 call per step) and :class:`TorchEmbedObservation` (batched torch simulators with ManiSkill's
 conventions: tensors stay on the device, the pre-reset batch in ``info["final_observation"]``
-embedded in the same call) compute it with the same :class:`~reward_wrappers.backbones.Backbone`
+embedded in the same call) compute it with the same :class:`~reward_wrappers.models.backbones.Backbone`
 and round it to the stored dtype, so online and offline rewards agree. Given the reward model, each refuses a
 backbone whose identity differs from the one the model's training embeddings came from. Stack
 them under the reward wrappers.
@@ -32,7 +32,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepReturn
 
-from reward_wrappers.backbones import EMBEDDING_DTYPE, Backbone, load_backbone, to_stored
+from reward_wrappers.models.backbones import EMBEDDING_DTYPE, Backbone, load_backbone, to_stored
 from reward_wrappers.torch_batched import FINAL_OBS_KEYS
 
 __all__ = ["EmbedObservation", "TorchEmbedObservation", "VecEmbedObservation", "VectorEmbedObservation",

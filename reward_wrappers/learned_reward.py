@@ -13,7 +13,7 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import LearnedRewardCore
+from reward_wrappers.cores.rewards import LearnedRewardCore
 from reward_wrappers.single import CoreWrapper
 
 __all__ = ["LearnedReward"]

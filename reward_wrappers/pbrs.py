@@ -27,7 +27,7 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import PBRSCore
+from reward_wrappers.cores.rewards import PBRSCore
 from reward_wrappers.single import CoreWrapper
 
 __all__ = ["PBRS"]

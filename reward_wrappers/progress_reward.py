@@ -2,7 +2,7 @@
 
 The model sees ``spec.window`` frames ending at the current one (oldest first), chosen by its
 frame sampling (the last ones, strided, or uniform over the episode so far); early in an
-episode the first frame fills the window (:func:`reward_wrappers.base.window_indices`, the rule
+episode the first frame fills the window (:func:`reward_wrappers.models.base.window_indices`, the rule
 the trainers use), and the window restarts on every episode start, so no frame of a previous
 episode ever leaks in.
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import gymnasium as gym
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import ProgressCore
+from reward_wrappers.cores.rewards import ProgressCore
 from reward_wrappers.single import CoreWrapper
 
 __all__ = ["ProgressReward"]

@@ -33,9 +33,9 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvObs, VecEnvStepR
 
 from envs.spaces import obs_to_dict
 from reward_wrappers.single import mirror_success
-from reward_wrappers.core import (ENV_REWARD, INFO_PREFIX, FrameReader, LearnedRewardCore, PBRSCore, ProgressCore,
+from reward_wrappers.cores.rewards import (ENV_REWARD, INFO_PREFIX, FrameReader, LearnedRewardCore, PBRSCore, ProgressCore,
                                   info_value, model_info_keys, model_keys, validated_model)
-from reward_wrappers.ops import NumpyOps
+from reward_wrappers.cores.ops import NumpyOps
 from reward_wrappers.twins import MISSING, Twin
 
 __all__ = ["VecLearnedReward", "VecPBRS", "VecProgressReward"]
@@ -47,7 +47,7 @@ RESET_PREFIX = "reset_"
 
 
 class VecCoreWrapper(Twin, VecEnvWrapper):
-    """Feeds a :mod:`reward_wrappers.core` core from an SB3 VecEnv (see the module docstring)."""
+    """Feeds a :mod:`reward_wrappers.cores.rewards` core from an SB3 VecEnv (see the module docstring)."""
 
     env_arg = ("venv", "VecEnv")
 

@@ -1,7 +1,7 @@
 """The single-env adapter every per-env reward wrapper is built on.
 
 It turns one env's ``reset``/``step`` into a batch of one for a core of
-:mod:`reward_wrappers.core` and writes the core's per-env values back into ``info`` as Python
+:mod:`reward_wrappers.cores.rewards` and writes the core's per-env values back into ``info`` as Python
 scalars (SB3's ``check_env`` wants a Python ``float`` reward and ``bool`` flags).
 """
 
@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.core import ActType, ObsType
 
-from reward_wrappers.core import (ENV_REWARD, INFO_PREFIX, FrameReader, info_value, model_info_keys, model_keys,
+from reward_wrappers.cores.rewards import (ENV_REWARD, INFO_PREFIX, FrameReader, info_value, model_info_keys, model_keys,
                                   validated_model)
 from reward_wrappers.twins import MISSING, Twin
 
@@ -31,7 +31,7 @@ def scalar(value: Any) -> float | bool:
 
 
 class CoreWrapper(Twin, gym.Wrapper[ObsType, ActType, ObsType, ActType]):
-    """A gymnasium wrapper whose reward comes from a :mod:`reward_wrappers.core` core (B = 1).
+    """A gymnasium wrapper whose reward comes from a :mod:`reward_wrappers.cores.rewards` core (B = 1).
 
     ``info["env_reward"]`` is set only if absent, so the innermost reward wrapper's value (the
     env's own reward) survives any stack of reward wrappers.

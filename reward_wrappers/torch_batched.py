@@ -2,7 +2,7 @@
 
 Observations, rewards and flags stay torch tensors on the simulator's device: no per-step host
 copy, one batched model call per step. Models with ``predict_torch(batch) -> tensor`` (every
-:class:`~reward_wrappers.networks.TorchRewardModel`) run on the tensors directly; move the model
+:class:`~reward_wrappers.models.networks.TorchRewardModel`) run on the tensors directly; move the model
 to the env's device first (``model.to(env.device)``). Other models fall back to ``predict`` on a
 host copy. On CUDA the NaN/inf check is a device-side assert (raised at the next
 synchronisation); on CPU it raises ``FloatingPointError`` at once.
@@ -33,7 +33,7 @@ from typing import Any, Optional
 import torch
 from gymnasium.vector import VectorEnv
 
-from reward_wrappers.ops import Array, Mask, TorchOps
+from reward_wrappers.cores.ops import Array, Mask, TorchOps
 from reward_wrappers.twins import MISSING
 from reward_wrappers.vector import VectorInfo, VectorLearnedReward, VectorPBRS, VectorProgressReward
 

@@ -13,7 +13,7 @@ wrappers use: a learned reward at ``s'``, progress (or its delta), PBRS with the
 ``Phi(s') := 0`` on termination only.
 
 >>> import numpy as np
->>> from reward_wrappers.core import PBRSCore
+>>> from reward_wrappers.cores.rewards import PBRSCore
 >>> core = PBRSCore(lambda b: b["state"][:, 0], num_envs=1, gamma=0.5)
 >>> prev, nxt = {"state": np.array([[1.0], [1.0]])}, {"state": np.array([[4.0], [4.0]])}
 >>> transition_rewards([core], prev, nxt, np.zeros(2), np.array([False, True])).tolist()
@@ -30,7 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 from envs.spaces import key_spaces, obs_to_dict
-from reward_wrappers.core import (
+from reward_wrappers.cores.rewards import (
     LearnedRewardCore,
     PBRSCore,
     ProgressCore,
@@ -40,8 +40,8 @@ from reward_wrappers.core import (
     pbrs_shaping,
     success_score,
 )
-from reward_wrappers.base import model_window
-from reward_wrappers.ops import NumpyOps
+from reward_wrappers.models.base import model_window
+from reward_wrappers.cores.ops import NumpyOps
 
 __all__ = ["VecTransitionFrames", "transition_rewards", "reward_cores", "check_relabelable",
            "predict_in_chunks"]

@@ -1,7 +1,7 @@
 """One declaration per reward wrapper, shared by its four twins.
 
 A reward wrapper's options (names, defaults, types) and their validation are its core's keyword
-arguments (:mod:`reward_wrappers.core`), written once. Each twin (per env, SB3 VecEnv, gymnasium
+arguments (:mod:`reward_wrappers.cores.rewards`), written once. Each twin (per env, SB3 VecEnv, gymnasium
 vector, torch-batched) names its core in its class statement; the twin's base class checks the
 model against the observation space and builds the core, and :class:`Twin` gives the twin the
 explicit signature that ``help()``, ``inspect.signature`` and IPython's completion show:

@@ -32,9 +32,9 @@ from gymnasium.core import ActType, ObsType
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 
 from envs.spaces import obs_to_dict
-from reward_wrappers.core import (ENV_REWARD, INFO_PREFIX, FrameReader, LearnedRewardCore, PBRSCore, ProgressCore,
+from reward_wrappers.cores.rewards import (ENV_REWARD, INFO_PREFIX, FrameReader, LearnedRewardCore, PBRSCore, ProgressCore,
                                   info_value, model_info_keys, model_keys, validated_model)
-from reward_wrappers.ops import Array, Mask, NumpyOps, Ops
+from reward_wrappers.cores.ops import Array, Mask, NumpyOps, Ops
 from reward_wrappers.twins import MISSING, Twin
 
 __all__ = ["VectorLearnedReward", "VectorPBRS", "VectorProgressReward", "VectorCoreWrapper"]
@@ -46,7 +46,7 @@ RESET_PREFIX = "reset_"
 
 
 class VectorCoreWrapper(Twin, VectorWrapper):
-    """Feeds a :mod:`reward_wrappers.core` core from a gymnasium vector env.
+    """Feeds a :mod:`reward_wrappers.cores.rewards` core from a gymnasium vector env.
 
     Subclasses for other batched conventions (torch tensors, ManiSkill) override
     :meth:`_final_frames`, :meth:`_reset_mask` and :meth:`_put`. ``ops`` is the array backend

@@ -473,7 +473,7 @@ def test_train_agent_reads_its_reward_checkpoint_once(tmp_path, monkeypatch):
     import torch
 
     import envs
-    import reward_wrappers.checkpoint as checkpoint_io
+    import reward_wrappers.models.checkpoint as checkpoint_io
     from reward_wrappers import ModelSpec, TorchRewardModel, save_reward_model
 
     space = envs.make("PointReach-v0").observation_space

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import sigmoid
+from reward_wrappers.models.base import sigmoid
 from tests.fake_trajectories import separable_trajectories
 from trainers import fit_classifier
 from trainers.common import report_path
@@ -144,8 +144,8 @@ def test_wrappers_refuse_an_env_whose_observations_differ_from_the_checkpoint(tm
 def test_resnet10_pretrained_encoder_is_loaded_and_frozen(tmp_path):
     import torch
 
-    from reward_wrappers.base import InputSpec, ModelSpec
-    from reward_wrappers.networks import TorchRewardModel
+    from reward_wrappers.models.base import InputSpec, ModelSpec
+    from reward_wrappers.models.networks import TorchRewardModel
 
     donor = TorchRewardModel.build(ModelSpec(inputs={"rgb": InputSpec((16, 16, 3), "uint8")}), encoder="resnet10", hidden=16)
     weights = {k: v.clone() for k, v in donor.net.encoders["rgb"].state_dict().items()}
@@ -169,8 +169,8 @@ def test_freeze_encoder_freezes_only_image_encoders(tmp_path):
         fit_classifier(data, tmp_path / "a.pt", inputs=("state",), freeze_encoder=True, **FAST)
     import torch
 
-    from reward_wrappers.base import InputSpec, ModelSpec
-    from reward_wrappers.networks import TorchRewardModel
+    from reward_wrappers.models.base import InputSpec, ModelSpec
+    from reward_wrappers.models.networks import TorchRewardModel
 
     torch.manual_seed(0)
     out = fit_classifier(data, tmp_path / "b.pt", inputs=("rgb", "state"), freeze_encoder=True, seed=0, **FAST)

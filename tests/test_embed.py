@@ -14,7 +14,7 @@ import torch
 import collectors
 import envs
 from collectors import load_trajectories
-from reward_wrappers.backbones import Backbone, load_backbone, to_stored
+from reward_wrappers.models.backbones import Backbone, load_backbone, to_stored
 from trainers.embed import embed_buffers
 
 

@@ -9,7 +9,7 @@ import torch
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import envs
-from reward_wrappers.backbones import Backbone, load_backbone, to_stored
+from reward_wrappers.models.backbones import Backbone, load_backbone, to_stored
 from reward_wrappers.embedding import EmbedObservation, VecEmbedObservation, check_backbone
 
 
@@ -105,7 +105,7 @@ def test_transformer_progress_fits_with_and_without_text(tmp_path) -> None:
 def test_embeddings_do_not_depend_on_how_many_frames_share_a_call() -> None:
     # Unchunked, this CNN at batch 40 and at batch 1 gave a different float16 value for 1 of these
     # 2,560 entries (measured; 0.7-0.9 % for ResNet-10): stored and online embeddings would disagree.
-    from reward_wrappers.encoders import SmallCNN
+    from reward_wrappers.models.encoders import SmallCNN
 
     torch.manual_seed(0)
     backbone = Backbone(SmallCNN(3, 16, 64), name="cnn", batch_rows=8)

@@ -339,7 +339,7 @@ def test_point_reach_state_mode_is_fast() -> None:
 @pytest.mark.parametrize("env_id, potential", [("PointKeyDoor-v0", "envs.point_key_door:remaining_path_potential"),
                                                ("PointReach-v0", "envs.point_reach:distance_potential")])
 def test_the_hand_written_potentials_are_one_plus_the_dense_reward_they_reach(env_id, potential):
-    from reward_wrappers.base import import_function
+    from reward_wrappers.models.base import import_function
 
     phi = import_function(potential, "test")
     env = envs.make(env_id, obs="state", reward="dense", seed=0)

@@ -9,9 +9,9 @@ import torch
 
 from envs.dummy import CountingEnv
 from reward_wrappers import LearnedReward, load_reward_model, register_architecture, save_reward_model
-from reward_wrappers.base import InputSpec, ModelSpec
-from reward_wrappers.frame_nets import ImageRewardNet, VideoRewardNet
-from reward_wrappers.networks import RewardNet, TorchRewardModel
+from reward_wrappers.models.base import InputSpec, ModelSpec
+from reward_wrappers.models.frame_nets import ImageRewardNet, VideoRewardNet
+from reward_wrappers.models.networks import RewardNet, TorchRewardModel
 from trainers.evaluate import predict_trajectory
 from tests.episodes import rollout
 

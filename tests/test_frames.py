@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from reward_wrappers.base import CallableRewardModel, InputSpec, ModelSpec
-from reward_wrappers.feed import ModelFeed
-from reward_wrappers.frames import FrameSampling
-from reward_wrappers.ops import NumpyOps, TorchOps
+from reward_wrappers.models.base import CallableRewardModel, InputSpec, ModelSpec
+from reward_wrappers.cores.feed import ModelFeed
+from reward_wrappers.models.frames import FrameSampling
+from reward_wrappers.cores.ops import NumpyOps, TorchOps
 from trainers.evaluate import frame_windows
 
 
@@ -84,7 +84,7 @@ def test_online_windows_are_the_training_rule(ops: str, sampling: FrameSampling)
 def test_checkpoint_carries_the_sampling_and_refits_keep_it(tmp_path) -> None:
     # (The CLI's --window/--frame-sampling/--stride: tests/test_agents.py::test_train_reward_cli_fits_every_kind...)
     from reward_wrappers import load_reward_model
-    from reward_wrappers.base import SwappableModel
+    from reward_wrappers.models.base import SwappableModel
     from tests.test_progress import reach_trajectories
     from trainers import fit_classifier
 

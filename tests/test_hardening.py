@@ -15,7 +15,7 @@ import collectors
 import envs
 from collectors import TrajectoryFormatError, load_trajectories
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import CallableRewardModel
+from reward_wrappers.models.base import CallableRewardModel
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 import envs
 from agents.monitor import RewardMonitor, SuccessMonitor, precision_since
 from agents.replay import RelabelingReplayBuffer, load_demonstrations
-from reward_wrappers.base import SwappableModel, sigmoid
+from reward_wrappers.models.base import SwappableModel, sigmoid
 from reward_wrappers.sb3 import VecLearnedReward, VecPBRS
 from agents.labelling import LabelQueue, parse_labeller
 from agents.labelling.sources import with_ids
@@ -140,7 +140,7 @@ def test_a_swapped_model_pays_from_the_very_next_step():
     assert venv.step(np.zeros((1, 1), np.float32))[1].tolist() == [1.0]  # t = 2, paid by the new model
     live.swap(step_model({2}))
     with pytest.raises(ValueError, match="same inputs"):
-        from reward_wrappers.base import ModelSpec, InputSpec, as_reward_model
+        from reward_wrappers.models.base import ModelSpec, InputSpec, as_reward_model
 
         other = as_reward_model(lambda b: b["rgb"].sum((1, 2, 3)))
         other.spec = ModelSpec({"rgb": InputSpec((8, 8, 3), "uint8")})

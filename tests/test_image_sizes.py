@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from reward_wrappers import load_reward_model
-from reward_wrappers.encoders import ResNet10
+from reward_wrappers.models.encoders import ResNet10
 from tests.fake_trajectories import FakeTrajectory
 from trainers import fit_classifier, fit_progress
 from trainers.data import shift_pad

@@ -14,7 +14,7 @@ from agents.cli import main as cli
 from collectors import TrajectoryRecorder, load_trajectories
 from collectors.rollout import record_episodes
 from reward_wrappers import ProcessPotential, load_reward_model
-from reward_wrappers.process_net import ProcessNet
+from reward_wrappers.process.net import ProcessNet
 from trainers import fit_process
 from trainers.metrics import spearman
 from trainers.process_labels import Episode, label_provider

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from reward_wrappers import PBRS, FusionOverride, Goal, InputSpec, ModelSpec, ProcessPotential, TorchRewardModel
-from reward_wrappers.process_fusion import fuse, heuristic_hop
-from reward_wrappers.process_net import ProcessNet
+from reward_wrappers.process.fusion import fuse, heuristic_hop
+from reward_wrappers.process.net import ProcessNet
 from tests.reward_helpers import GAMMA, check_telescoping, counting_env, rollout, actions_for
 from tests.test_reward_wrappers_vector import FORMS, NUM_ENVS, SEED, make_form, run_vector, vector_actions, wrapper_family
 

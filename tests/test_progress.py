@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from reward_wrappers import load_reward_model
-from reward_wrappers.base import InputSpec, ModelSpec
-from reward_wrappers.networks import TorchRewardModel
+from reward_wrappers.models.base import InputSpec, ModelSpec
+from reward_wrappers.models.networks import TorchRewardModel
 from tests.fake_trajectories import FakeTrajectory
 from trainers import fit_progress
 from trainers.evaluate import first_success_frame, frame_windows, network_outputs, predict_trajectory, progress_quality
@@ -123,7 +123,7 @@ def test_progress_losses_by_hand() -> None:
 
 
 def test_run_time_stage_progress_formula_by_hand() -> None:
-    from reward_wrappers.progress_networks import ProgressNet
+    from reward_wrappers.models.progress_networks import ProgressNet
 
     spec = ModelSpec(inputs={"state": InputSpec((3,), "float32")}, window=1, output="progress")
     net = ProgressNet(spec, hidden=8, head_hidden=4, stage_priors=[0.25, 0.75])

@@ -20,9 +20,9 @@ PLUGIN = textwrap.dedent(
     import torch.nn as nn
 
     from collectors import load_trajectories
-    from reward_wrappers.base import ModelSpec
-    from reward_wrappers.checkpoint import save_reward_model
-    from reward_wrappers.networks import TorchRewardModel
+    from reward_wrappers.models.base import ModelSpec
+    from reward_wrappers.models.checkpoint import save_reward_model
+    from reward_wrappers.models.networks import TorchRewardModel
     from reward_wrappers.sb3 import VecLearnedReward
     from trainers.data import input_specs
     from trainers.kinds import RewardKind
@@ -119,7 +119,7 @@ def test_a_third_party_kind_found_through_its_entry_point_fits_and_trains_from_t
 def test_registering_in_process() -> None:
     import torch.nn as nn
 
-    from reward_wrappers.registry import architecture_class, register_architecture
+    from reward_wrappers.models.registry import architecture_class, register_architecture
 
     class Mine(nn.Module):
         def __init__(self, spec):

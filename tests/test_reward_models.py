@@ -169,7 +169,7 @@ class _RunsCodeWhenUnpickled:
 
 def test_load_reward_model_never_unpickles_and_names_the_bad_file(tmp_path) -> None:
     from reward_wrappers import load_reward_model
-    from reward_wrappers.checkpoint import FORMAT, VERSION
+    from reward_wrappers.models.checkpoint import FORMAT, VERSION
 
     marker = tmp_path / "code_ran"
     evil = tmp_path / "evil.pt"

@@ -28,7 +28,7 @@ from reward_wrappers import (
     ProgressReward,
     TorchRewardModel,
 )
-from reward_wrappers.base import sigmoid, window_indices
+from reward_wrappers.models.base import sigmoid, window_indices
 
 from tests.reward_helpers import (GAMMA, SpecModel, actions_for, always_positive_logit, check_telescoping, counting_env,
                                   logit_fn, phi_of, potential_fn, rollout, state_spec, window_fn)
@@ -190,7 +190,7 @@ def test_observation_layout_changing_mid_episode_raises(change: str, message: st
 
 
 def test_batch_check_accepts_numpy_and_torch_and_names_expected_and_actual() -> None:
-    from reward_wrappers.base import BatchCheck
+    from reward_wrappers.models.base import BatchCheck
 
     check = BatchCheck(state_spec(window=2))
     check({"state": np.zeros((4, 2, 3), np.float32)})

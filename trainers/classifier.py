@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_wrappers.base import ModelSpec, sigmoid
-from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from reward_wrappers.models.base import ModelSpec, sigmoid
+from reward_wrappers.models.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
 from collectors.atomic import write_atomic
-from reward_wrappers.frames import FramesLike, as_frame_sampling
+from reward_wrappers.models.frames import FramesLike, as_frame_sampling
 from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,
                              seed_everything)
 from trainers.data import (
@@ -88,7 +88,7 @@ def fit_classifier(
     suggested threshold and at 0.5, sample counts, timing) and ``<out>.errors.png`` (the worst false
     positives and false negatives with their scores). ``pretrained`` is a ``.pt`` state dict for
     the image encoder (loaded with ``weights_only=True``); ``freeze_encoder`` keeps it fixed.
-    ``window > 1`` (a count, or a :class:`~reward_wrappers.frames.FrameSampling` for strided or
+    ``window > 1`` (a count, or a :class:`~reward_wrappers.models.frames.FrameSampling` for strided or
     uniform frames) classifies frame ``t`` from the causal window ``t - window + 1 .. t`` (first frame
     repeated at an episode start, as the wrappers feed it online): motion becomes visible, e.g.
     ManiSkill's "robot is static" part of success, which no single frame shows.

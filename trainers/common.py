@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reward_wrappers.frames import STRATEGIES, FrameSampling
+from reward_wrappers.models.frames import STRATEGIES, FrameSampling
 
 
 

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from reward_wrappers.base import InputSpec
-from reward_wrappers.frames import FramesLike, as_frame_sampling
+from reward_wrappers.models.base import InputSpec
+from reward_wrappers.models.frames import FramesLike, as_frame_sampling
 
 DataLike = str | os.PathLike | Sequence[Any]
 

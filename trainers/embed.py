@@ -1,6 +1,6 @@
 """Store a frozen backbone's per-frame embeddings of an image key as a new field of each trajectory.
 
-``rewardswap embed`` runs a :class:`~reward_wrappers.backbones.Backbone` over ``obs.<key>`` of
+``rewardswap embed`` runs a :class:`~reward_wrappers.models.backbones.Backbone` over ``obs.<key>`` of
 every trajectory in a buffer and writes ``obs.<out_key>.npy`` (``(T+1, D)`` float16, the stored
 dtype the online :class:`~reward_wrappers.embedding.EmbedObservation` rounds to as well) beside
 it. ``meta.json`` then lists the field like any recorded one and records where it came from under
@@ -22,7 +22,7 @@ Examples:
 >>> import tempfile, torch
 >>> from collectors.writer import new_trajectory_id, write_trajectory
 >>> from collectors import load_trajectories
->>> from reward_wrappers.backbones import Backbone
+>>> from reward_wrappers.models.backbones import Backbone
 >>> root = tempfile.mkdtemp()
 >>> fields = {"obs.rgb": np.zeros((3, 4, 4, 3), np.uint8), "actions": np.zeros((2, 1), np.float32),
 ...           "rewards": np.zeros(2), "labels": np.zeros(3, np.float32),
@@ -52,7 +52,7 @@ from collectors.atomic import write_atomic, write_json_atomic
 from collectors.format import FIELD_NAME, META_FILE, read_meta
 from collectors.root import exclusive_lock
 from collectors.writer import describe_fields
-from reward_wrappers.backbones import Backbone, load_backbone, to_stored
+from reward_wrappers.models.backbones import Backbone, load_backbone, to_stored
 from trainers.data import DataLike, load_buffers
 
 if TYPE_CHECKING:

@@ -21,9 +21,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from reward_wrappers.base import RewardModel
-from reward_wrappers.frames import FramesLike, as_frame_sampling
-from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from reward_wrappers.models.base import RewardModel
+from reward_wrappers.models.frames import FramesLike, as_frame_sampling
+from reward_wrappers.models.networks import TorchRewardModel, batch_to_tensors
 from trainers.data import gather_windows
 from trainers.metrics import roc_auc, spearman
 

@@ -21,7 +21,7 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from reward_wrappers.registry import Registry
+from reward_wrappers.models.registry import Registry
 
 #: Entry-point group through which installed packages provide reward-model kinds.
 ENTRY_POINT_GROUP = "rewardswap.reward_kinds"

@@ -149,7 +149,7 @@ def save_fitted(
     ``<out>.report.json`` (the whole report), both atomically; return the checkpoint path.
     ``embeddings`` (``trainers.data.recorded_embeddings``) names the backbone of each input that is
     a stored embedding, so serving can refuse another one."""
-    from reward_wrappers.checkpoint import save_reward_model
+    from reward_wrappers.models.checkpoint import save_reward_model
 
     summary = {k: v for k, v in report.items() if k not in detail_keys}
     if "labels" not in (metadata or {}):  # every kind: the success marks its data's trajectories carry

@@ -42,9 +42,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_wrappers.base import ModelSpec
-from reward_wrappers.frames import FramesLike, as_frame_sampling
-from reward_wrappers.networks import TorchRewardModel, batch_to_tensors
+from reward_wrappers.models.base import ModelSpec
+from reward_wrappers.models.frames import FramesLike, as_frame_sampling
+from reward_wrappers.models.networks import TorchRewardModel, batch_to_tensors
 from reward_wrappers.sb3 import VecLearnedReward
 from trainers.kinds import RewardKind, register_reward_kind
 from trainers.common import (add_fit_arguments, add_frame_arguments, fit_arguments, frame_sampling, report_path, resolve_device,

@@ -1,6 +1,6 @@
 """Fit a process reward (``train-reward process``): hop predictor, novelty reference, fusion.
 
-Three fits, one checkpoint (``process_net``, :mod:`reward_wrappers.process_net`):
+Three fits, one checkpoint (``process_net``, :mod:`reward_wrappers.process.net`):
 
 1. the **hop predictor** on frame pairs of the labelled training episodes (half consecutive
    frames, half any two frames of an episode, both orders): squared error of the hop, Gaussian
@@ -13,7 +13,7 @@ Three fits, one checkpoint (``process_net``, :mod:`reward_wrappers.process_net`)
    recorded failures or random-action data, so that held-out OOD measurements stay honest.
 
 Held-out figures use the potential exactly as it runs online
-(:meth:`~reward_wrappers.process_potential.ProcessPotential.score_episode`), offline goal = the
+(:meth:`~reward_wrappers.process.potential.ProcessPotential.score_episode`), offline goal = the
 episode's last frame: median Spearman(Phi*, time) over successful episodes and the confidence
 AUC against the synthetic OOD episodes.
 """
@@ -30,11 +30,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reward_wrappers.base import ModelSpec
-from reward_wrappers.networks import TorchRewardModel
-from reward_wrappers.process_fusion import FusionOverride
-from reward_wrappers.process_net import HOP_FORMS, ProcessNet, check_process_spec, fusion_inputs, raw_features
-from reward_wrappers.process_potential import Goal, ProcessPotential
+from reward_wrappers.models.base import ModelSpec
+from reward_wrappers.models.networks import TorchRewardModel
+from reward_wrappers.process.fusion import FusionOverride
+from reward_wrappers.process.net import HOP_FORMS, ProcessNet, check_process_spec, fusion_inputs, raw_features
+from reward_wrappers.process.potential import Goal, ProcessPotential
 from trainers.common import add_fit_arguments, fit_arguments, report_path, resolve_device, seed_everything
 from trainers.data import DataLike, choose_inputs, input_specs, load_buffers, recorded_embeddings, recorded_env, split_by_trajectory
 from trainers.kinds import RewardKind, register_reward_kind

@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from reward_wrappers.base import import_function
+from reward_wrappers.models.base import import_function
 
 
 @dataclass

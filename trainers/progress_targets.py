@@ -31,7 +31,7 @@ Stage boundaries come from ``stages=``:
   frames (non-decreasing, ``0 <= s_j <= T``), one entry per successful trajectory.
 
 **Causality.** The model reads a causal window of ``window`` frames ending at the current one
-(:func:`~reward_wrappers.base.window_indices`), never a future frame, so the same checkpoint runs
+(:func:`~reward_wrappers.models.base.window_indices`), never a future frame, so the same checkpoint runs
 online in ``ProgressReward`` and as a ``PBRS`` potential.
 
 The default ``max_start=0.0`` starts every clip at the reset frame: ReWiND's random clip starts
@@ -55,7 +55,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from reward_wrappers.frames import FramesLike, as_frame_sampling
+from reward_wrappers.models.frames import FramesLike, as_frame_sampling
 
 
 # --------------------------------------------------------------------------- labels

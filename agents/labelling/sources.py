@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from reward_wrappers.base import import_function
+from reward_wrappers.models.base import import_function
 
 Answers = list[Optional[bool]]
 

@@ -1,12 +1,12 @@
 """A small causal transformer over a window of frame features (+ an optional task-text token).
 
-:class:`RewardTransformer` is a :class:`~reward_wrappers.frame_nets.VideoRewardNet`: each frame of
+:class:`RewardTransformer` is a :class:`~reward_wrappers.models.frame_nets.VideoRewardNet`: each frame of
 the window is encoded by the per-key encoders (for frozen embeddings, an embedding key such as
 ``rgb_emb`` written by ``rewardswap embed``, that is a normalising MLP that adapts any embedding
 width to ``feature_dim``), projected to ``d_model`` tokens with a learned position per window
 slot, and run through a causal transformer encoder (a token attends to itself, the earlier
 frames and the text token). The last token's output is the feature vector the progress model's
-heads read (:class:`~reward_wrappers.progress_networks.ProgressNet` with ``trunk="transformer"``:
+heads read (:class:`~reward_wrappers.models.progress_networks.ProgressNet` with ``trunk="transformer"``:
 ReWiND progress, or SARM stages with ``stages=``).
 
 The task text enters as one token: a vector the user supplies (e.g. a MiniLM or CLIP text
@@ -14,7 +14,7 @@ embedding of the instruction), stored in the network (so in the checkpoint) and 
 the frames. Without it the model runs on the frames alone.
 
 >>> import torch
->>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
 >>> spec = ModelSpec({"rgb_emb": InputSpec((32,), "float16")}, window=4, sampling="uniform", output="progress")
 >>> net = RewardTransformer(spec, hidden=16, feature_dim=16, d_model=16, text=[0.1] * 8)
 >>> net({"rgb_emb": torch.zeros(3, 4, 32, dtype=torch.float16)}).shape
@@ -28,9 +28,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn as nn
 
-from reward_wrappers.base import ModelSpec
-from reward_wrappers.frame_nets import VideoRewardNet
-from reward_wrappers.registry import register_architecture
+from reward_wrappers.models.base import ModelSpec
+from reward_wrappers.models.frame_nets import VideoRewardNet
+from reward_wrappers.models.registry import register_architecture
 
 
 class RewardTransformer(VideoRewardNet):

@@ -1,7 +1,7 @@
 """Fusing three progress perspectives into one potential with a confidence (the process reward's
 last stage), and the heuristic hop and fusion that need no network. numpy only: no torch here.
 
-A process reward (:mod:`reward_wrappers.process_potential`) reads, at every frame, three
+A process reward (:mod:`reward_wrappers.process.potential`) reads, at every frame, three
 estimates of task progress in [0, 1], in :data:`PERSPECTIVES` order:
 
 * ``I``, incremental: the clipped running sum of the hops between consecutive frames;

@@ -7,8 +7,8 @@ window, output kind, threshold), ``state_dict`` (weights and normalisation buffe
 alone, with ``torch.load(weights_only=True)``: no arbitrary object is ever unpickled.
 
 >>> import tempfile, os, numpy as np
->>> from reward_wrappers.base import InputSpec, ModelSpec
->>> from reward_wrappers.networks import TorchRewardModel
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.networks import TorchRewardModel
 >>> model = TorchRewardModel.build(ModelSpec(inputs={"state": InputSpec((3,), "float32")}), hidden=16)
 >>> path = save_reward_model(model, os.path.join(tempfile.mkdtemp(), "m.pt"))
 >>> x = {"state": np.ones((2, 3), np.float32)}
@@ -25,9 +25,8 @@ from typing import Any
 import torch
 
 from collectors.atomic import write_atomic
-from reward_wrappers.base import ModelSpec
-from reward_wrappers import process_net, progress_networks  # noqa: F401  (register the built-in progress_net, process_net)
-from reward_wrappers.networks import TorchRewardModel, build_network
+from reward_wrappers.models.base import ModelSpec
+from reward_wrappers.models.networks import TorchRewardModel, build_network
 
 FORMAT = "rewardswap-reward-model"
 VERSION = 1

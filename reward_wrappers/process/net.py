@@ -17,11 +17,11 @@ One network holds everything a checkpoint needs to rebuild the process reward:
   over the perspectives and a confidence logit.
 
 It reads state or embedding keys (features), never pixels. The per-episode arithmetic (the
-perspectives, fusion overrides, gating) lives in :mod:`reward_wrappers.process_potential`;
+perspectives, fusion overrides, gating) lives in :mod:`reward_wrappers.process.potential`;
 calling the network like another reward model is refused, since a process potential needs an
 episode's history and a goal.
 
->>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
 >>> net = ProcessNet(ModelSpec({"state": InputSpec((3,), "float32")}, output="progress"), hidden=8)
 >>> mu, sigma = net.hop(torch.zeros(2, 3), torch.ones(2, 3))
 >>> tuple(mu.shape), bool((mu.abs() <= 1).all()), bool((sigma > 0).all())
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from reward_wrappers.base import ModelSpec
-from reward_wrappers.registry import register_architecture
+from reward_wrappers.models.base import ModelSpec
+from reward_wrappers.models.registry import register_architecture
 
 #: Columns of the fusion network's input, in order (see :func:`fusion_inputs`).
 FUSION_INPUTS = ("phi_I", "phi_F", "phi_B", "sigma_I", "sigma_F", "sigma_B", "gap_IF", "gap_IB", "gap_FB", "novelty")

@@ -124,7 +124,7 @@ def _library_model(library: str, spec: str) -> torch.nn.Module:
 
 
 def _rewardswap_encoder(spec: str) -> tuple[torch.nn.Module, str]:
-    from reward_wrappers.checkpoint import load_reward_model
+    from reward_wrappers.models.checkpoint import load_reward_model
 
     path, _, key = spec.partition("#")
     model = load_reward_model(_existing(path, "reward-model checkpoint"))

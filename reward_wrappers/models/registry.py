@@ -8,7 +8,7 @@ fresh process, the first time a name is not found. In-process code calls
 :func:`register_architecture`.
 
 An architecture is an ``nn.Module`` class built as ``cls(spec, **kwargs)`` from the checkpoint's
-:class:`~reward_wrappers.base.ModelSpec` and JSON kwargs; its ``forward(batch)`` returns
+:class:`~reward_wrappers.models.base.ModelSpec` and JSON kwargs; its ``forward(batch)`` returns
 ``(B, >=1)`` with the model's output in the first column.
 
 >>> import torch.nn as nn

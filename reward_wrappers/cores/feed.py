@@ -10,18 +10,18 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from reward_wrappers.base import BatchCheck, RewardModel, model_frames
-from reward_wrappers.ops import Array, Frames, Mask, Ops
+from reward_wrappers.models.base import BatchCheck, RewardModel, model_frames
+from reward_wrappers.cores.ops import Array, Frames, Mask, Ops
 
 
 class ModelFeed:
     """Frame windows per env plus one batched model call per step.
 
     With ``spec.window == 1`` the frames go straight to the model. Otherwise each env keeps the
-    frames of its episode that the model's :class:`~reward_wrappers.frames.FrameSampling` can
+    frames of its episode that the model's :class:`~reward_wrappers.models.frames.FrameSampling` can
     still ask for (a ring of ``history`` frames; the whole episode for ``"uniform"``) and the
     model reads ``(B, window, *shape)``, oldest first, exactly the frames
-    :func:`~reward_wrappers.base.window_indices` picks in training.
+    :func:`~reward_wrappers.models.base.window_indices` picks in training.
     """
 
     #: Starting capacity (frames per env) of a whole-episode history; it doubles as needed.

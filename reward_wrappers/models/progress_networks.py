@@ -1,6 +1,6 @@
 """Progress networks: ReWiND-style progress in [0, 1], SARM-style stages, ensemble confidence.
 
-:class:`ProgressNet` reuses :class:`~reward_wrappers.networks.RewardNet` as its trunk (same
+:class:`ProgressNet` reuses :class:`~reward_wrappers.models.networks.RewardNet` as its trunk (same
 per-key encoders, same causal window layout, same saved normalisation) and puts ``ensemble``
 small heads on top. Each head predicts
 
@@ -18,7 +18,7 @@ models only, the ``K`` stage probabilities averaged over heads. Progress lies in
 standard deviation is at most ``0.5``: confidence 0 means the heads disagree maximally.
 
 >>> import numpy as np
->>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
 >>> spec = ModelSpec(inputs={"state": InputSpec((3,), "float32")}, window=2, output="progress")
 >>> net = ProgressNet(spec, hidden=16, stage_priors=[0.25, 0.75], ensemble=3)
 >>> out = net({"state": torch.zeros(4, 2, 3)})
@@ -37,11 +37,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reward_wrappers.base import Batch, ModelSpec
-from reward_wrappers.registry import register_architecture
-from reward_wrappers.encoders import numpy_layers, numpy_sigmoid, run_numpy_layers
-from reward_wrappers.networks import NumpyForward, RewardNet, TensorBatch
-from reward_wrappers.transformer_net import RewardTransformer
+from reward_wrappers.models.base import Batch, ModelSpec
+from reward_wrappers.models.registry import register_architecture
+from reward_wrappers.models.encoders import numpy_layers, numpy_sigmoid, run_numpy_layers
+from reward_wrappers.models.networks import NumpyForward, RewardNet, TensorBatch
+from reward_wrappers.models.transformer_net import RewardTransformer
 
 
 class ProgressNet(nn.Module):
@@ -73,7 +73,7 @@ class ProgressNet(nn.Module):
         self.n_stages = len(priors)
         self.ensemble = ensemble
         # The trunk's output is a feature vector here, not a score: an MLP over the concatenated
-        # frames, or a causal transformer over them (reward_wrappers.transformer_net).
+        # frames, or a causal transformer over them (reward_wrappers.models.transformer_net).
         if trunk == "mlp":
             self.trunk = RewardNet(spec, encoder=encoder, hidden=hidden, feature_dim=feature_dim, n_outputs=hidden, cnn_width=cnn_width)
         elif trunk == "transformer":

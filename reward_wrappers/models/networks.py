@@ -1,17 +1,17 @@
 """Network architectures for reward models, and the model object the wrappers call.
 
 Trainers fit these; wrappers run them. Every network reads a dict of tensors keyed as in
-:class:`~reward_wrappers.base.ModelSpec` and returns ``(B, n_outputs)``. Images arrive as
+:class:`~reward_wrappers.models.base.ModelSpec` and returns ``(B, n_outputs)``. Images arrive as
 ``uint8`` ``(..., H, W, C)`` and are scaled inside the network; state inputs are normalised by
 mean/std buffers that are part of the ``state_dict``, so a checkpoint carries its normalisation.
 
-Encoders (``encoder=``, :mod:`reward_wrappers.encoders`): ``"cnn"`` (small and fast, the
+Encoders (``encoder=``, :mod:`reward_wrappers.models.encoders`): ``"cnn"`` (small and fast, the
 default) or ``"resnet10"`` for images, an MLP for state keys. :class:`RewardNet` is a
-:class:`~reward_wrappers.frame_nets.VideoRewardNet` (one frame: an image model) that fuses keys and
+:class:`~reward_wrappers.models.frame_nets.VideoRewardNet` (one frame: an image model) that fuses keys and
 frames by concatenation.
 
 >>> import numpy as np
->>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
 >>> spec = ModelSpec(inputs={"state": InputSpec((6,), "float32")})
 >>> model = TorchRewardModel.build(spec, encoder="cnn", hidden=32)
 >>> model.predict({"state": np.zeros((4, 6), np.float32)}).shape
@@ -27,10 +27,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from reward_wrappers.base import Batch, BatchCheck, ModelSpec, check_finite
-from reward_wrappers.encoders import StateMLP, numpy_layers, run_numpy_layers
-from reward_wrappers.frame_nets import VideoRewardNet
-from reward_wrappers.registry import architecture_class, register_architecture
+from reward_wrappers.models.base import Batch, BatchCheck, ModelSpec, check_finite
+from reward_wrappers.models.encoders import StateMLP, numpy_layers, run_numpy_layers
+from reward_wrappers.models.frame_nets import VideoRewardNet
+from reward_wrappers.models.registry import architecture_class, register_architecture
 
 TensorBatch = Mapping[str, torch.Tensor]
 #: A float32 numpy copy of a network's ``forward``: numpy batch -> ``(B, n_outputs)`` array.
@@ -63,7 +63,7 @@ class RewardNet(VideoRewardNet):
         return torch.cat([part.flatten(1) for part in features.split(self.key_dims, dim=2)], dim=1)
 
     def encode(self, batch: TensorBatch) -> torch.Tensor:
-        """Features ``(B, fused_dim)`` for a batch laid out as in :mod:`reward_wrappers.base`."""
+        """Features ``(B, fused_dim)`` for a batch laid out as in :mod:`reward_wrappers.models.base`."""
         return self.flatten(self.encode_frames(batch))
 
     def score(self, features: torch.Tensor) -> torch.Tensor:
@@ -102,7 +102,7 @@ register_architecture("reward_net", RewardNet)
 
 
 def build_network(name: str, spec: ModelSpec, **kwargs: Any) -> nn.Module:
-    """The registered architecture ``name`` (:mod:`reward_wrappers.registry`) built for ``spec``."""
+    """The registered architecture ``name`` (:mod:`reward_wrappers.models.registry`) built for ``spec``."""
     return architecture_class(name)(spec, **kwargs)
 
 
@@ -207,7 +207,7 @@ class TorchRewardModel:
 
     # Confidence hook: a network that outputs a confidence in [0, 1] names its column with a
     # class attribute ``CONFIDENCE_COLUMN`` (e.g. ensemble spread in
-    # ``reward_wrappers.progress_networks.ProgressNet``) and the spec says ``has_confidence``.
+    # ``reward_wrappers.models.progress_networks.ProgressNet``) and the spec says ``has_confidence``.
     def _confidence_column(self) -> int:
         column = getattr(self.net, "CONFIDENCE_COLUMN", None)
         if not self.spec.has_confidence or column is None:

@@ -7,14 +7,14 @@ classes here do everything else, once, for every twin:
 
 * :class:`ModelFeed` keeps each env's episode frames and builds the causal window its frame
   sampling picks (``spec.window`` frames, first frame repeated as in
-  :func:`~reward_wrappers.base.window_indices`) and runs **one** batched model call per
+  :func:`~reward_wrappers.models.base.window_indices`) and runs **one** batched model call per
   vector step, rows for restarted episodes included;
 * :func:`success_score`, :func:`potential_values`, :func:`combine_rewards`,
   :class:`HoldCounter` and :func:`pbrs_shaping` hold the formulas;
 * :class:`LearnedRewardCore`, :class:`PBRSCore` and :class:`ProgressCore` hold the per-episode
   state (hold counters, the cached potential, the previous progress) of a batch of envs.
 
-The same code runs on numpy arrays and on torch tensors (:class:`~reward_wrappers.ops.NumpyOps`, :class:`~reward_wrappers.ops.TorchOps`),
+The same code runs on numpy arrays and on torch tensors (:class:`~reward_wrappers.cores.ops.NumpyOps`, :class:`~reward_wrappers.cores.ops.TorchOps`),
 so the per-env wrapper and every vectorised twin give the same rewards by construction.
 
 Step protocol (``B`` envs; all masks are boolean ``(B,)``):
@@ -44,15 +44,15 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.spaces import key_spaces, obs_keys
-from reward_wrappers.base import (
+from reward_wrappers.models.base import (
     ModelLike,
     RewardModel,
     as_reward_model,
     check_space_matches,
 )
-from reward_wrappers.checkpoint import load_reward_model
-from reward_wrappers.feed import ModelFeed
-from reward_wrappers.ops import Array, Frames, Mask, NumpyOps, Ops
+from reward_wrappers.models.checkpoint import load_reward_model
+from reward_wrappers.cores.feed import ModelFeed
+from reward_wrappers.cores.ops import Array, Frames, Mask, NumpyOps, Ops
 
 
 #: Info keys every wrapper writes (one place, so twins and tests agree on the names).
@@ -288,7 +288,7 @@ class LearnedRewardCore:
     @property
     def threshold(self) -> float:
         """The caller's threshold, else the model's own (tuned on validation data), read per step so
-        a model refit during training (:class:`~reward_wrappers.base.SwappableModel`) brings its own."""
+        a model refit during training (:class:`~reward_wrappers.models.base.SwappableModel`) brings its own."""
         if self._threshold is not None:
             return self._threshold
         return float(self.model.spec.threshold) if self.model.spec is not None else 0.5

@@ -11,8 +11,8 @@ At each frame ``x_t`` of an episode that started at ``x_0``, with goal features 
 * ``Phi_B = clip(1 - hop(x_t, g), 0, 1)`` (backward: one minus the progress still to make),
 
 where ``hop`` is the fitted predictor, so "distance" is measured in task progress rather than
-raw feature units. The fusion gives weights and a confidence (:func:`~reward_wrappers.process_fusion.fuse`
-under a :class:`~reward_wrappers.process_fusion.FusionOverride`); the potential is the fused
+raw feature units. The fusion gives weights and a confidence (:func:`~reward_wrappers.process.fusion.fuse`
+under a :class:`~reward_wrappers.process.fusion.FusionOverride`); the potential is the fused
 ``Phi*`` gated by the confidence (toward 0, or toward the episode's first value). The potential depends on the episode so far (its first frame, the sum of
 hops, smoothed weights), so PBRS's policy invariance holds on the history-augmented state.
 
@@ -37,11 +37,11 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from reward_wrappers.base import InputSpec, ModelSpec, import_function
-from reward_wrappers.core import INFO_PREFIX, validate_gamma
-from reward_wrappers.ops import Array, Frames, Mask, NumpyOps, Ops
-from reward_wrappers.process_fusion import PERSPECTIVES, FusionOverride, Fused, fuse, heuristic_fusion, heuristic_hop
-from reward_wrappers.process_net import ProcessNet, fusion_inputs, raw_features
+from reward_wrappers.models.base import InputSpec, ModelSpec, import_function
+from reward_wrappers.cores.rewards import INFO_PREFIX, validate_gamma
+from reward_wrappers.cores.ops import Array, Frames, Mask, NumpyOps, Ops
+from reward_wrappers.process.fusion import PERSPECTIVES, FusionOverride, Fused, fuse, heuristic_fusion, heuristic_hop
+from reward_wrappers.process.net import ProcessNet, fusion_inputs, raw_features
 
 #: Info keys of the per-step diagnostics, beside PBRS's ``potential`` and ``shaping_reward``.
 DIAGNOSTIC_KEYS = ("process_phi_star", "process_confidence", "process_gate", "process_entropy", "process_disagreement",
@@ -128,7 +128,7 @@ def _numpy(value: Any) -> Any:
 
 
 class _LearnedScorer:
-    """numpy in, numpy out around a fitted :class:`~reward_wrappers.process_net.ProcessNet`."""
+    """numpy in, numpy out around a fitted :class:`~reward_wrappers.process.net.ProcessNet`."""
 
     def __init__(self, net: ProcessNet, spec: ModelSpec) -> None:
         self.net, self.spec = net.eval(), spec
@@ -198,14 +198,14 @@ class ProcessPotential:
         model: a fitted ``process_net`` (a checkpoint path or a loaded model), or ``None`` for the
             heuristic hop and fusion (then ``inputs`` names the feature keys and shapes).
         goal: where each episode's goal features come from; required for online use.
-        override: fusion controls (:class:`~reward_wrappers.process_fusion.FusionOverride`).
+        override: fusion controls (:class:`~reward_wrappers.process.fusion.FusionOverride`).
         inputs: ``{key: shape}`` of the features, heuristic mode only.
     """
 
     def __init__(self, model: Any, *, goal: Optional[Goal] = None, override: Optional[FusionOverride] = None,
                  inputs: Optional[Mapping[str, tuple[int, ...]]] = None) -> None:
         if isinstance(model, (str, os.PathLike)):
-            from reward_wrappers.checkpoint import load_reward_model
+            from reward_wrappers.models.checkpoint import load_reward_model
 
             model = load_reward_model(model)
         if model is None:
@@ -283,8 +283,8 @@ class ProcessPotential:
 
 
 class ProcessFeed:
-    """Per-env episode state of a :class:`ProcessPotential`, with :class:`~reward_wrappers.feed.ModelFeed`'s
-    ``begin``/``evaluate`` interface, so :class:`~reward_wrappers.core.PBRSCore` runs it in every twin.
+    """Per-env episode state of a :class:`ProcessPotential`, with :class:`~reward_wrappers.cores.feed.ModelFeed`'s
+    ``begin``/``evaluate`` interface, so :class:`~reward_wrappers.cores.rewards.PBRSCore` runs it in every twin.
 
     Arithmetic runs in float64 numpy (the hop and fusion networks are called once per step for all
     rows); values and diagnostics are returned in the core's array type (``ops``).
@@ -403,7 +403,7 @@ def load_potential(path: str | os.PathLike, goal: Optional[str] = None, override
     """The checkpoint at ``path`` as a PBRS potential: a :class:`ProcessPotential` (goal parsed
     by :meth:`Goal.parse`, ``override`` the :class:`FusionOverride` fields) for a process model,
     else the model itself (which takes neither)."""
-    from reward_wrappers.checkpoint import load_reward_model
+    from reward_wrappers.models.checkpoint import load_reward_model
 
     model = load_reward_model(path)
     if not isinstance(getattr(model, "net", None), ProcessNet):

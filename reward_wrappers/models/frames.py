@@ -10,7 +10,7 @@ all at or before ``t`` (causal, so the same checkpoint runs online), chosen by a
 
 Indices before the episode's first frame are clipped to it (the first frame repeats), for every
 strategy. Trainers (:func:`trainers.data.gather`) and the online wrappers
-(:class:`reward_wrappers.feed.ModelFeed`) both take their frames from :meth:`FrameSampling.indices`,
+(:class:`reward_wrappers.cores.feed.ModelFeed`) both take their frames from :meth:`FrameSampling.indices`,
 so a model sees online exactly what it was fitted on.
 
 >>> FrameSampling(4).indices(1).tolist()
@@ -66,7 +66,7 @@ class FrameSampling:
         return np.maximum(t - step * (self.frames - 1 - i), 0)
 
     def spec_fields(self) -> dict[str, Any]:
-        """The :class:`~reward_wrappers.base.ModelSpec` fields that record this sampling."""
+        """The :class:`~reward_wrappers.models.base.ModelSpec` fields that record this sampling."""
         return {"window": self.frames, "sampling": self.strategy, "stride": self.stride}
 
     @property

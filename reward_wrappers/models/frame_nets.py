@@ -1,23 +1,23 @@
 """Base classes of image (single-frame) and video (multi-frame) reward networks.
 
-Both read a batch laid out as in :mod:`reward_wrappers.base` and encode every frame with the same
-per-key encoders (:func:`~reward_wrappers.encoders.build_frame_encoders`: a CNN or ResNet-10 per
+Both read a batch laid out as in :mod:`reward_wrappers.models.base` and encode every frame with the same
+per-key encoders (:func:`~reward_wrappers.models.encoders.build_frame_encoders`: a CNN or ResNet-10 per
 image key, an MLP per state key, features concatenated over keys). What differs is what a
 subclass writes:
 
 * :class:`ImageRewardNet`: ``score_frame(features (B, F)) -> (B, C)``; the spec reads one frame.
 * :class:`VideoRewardNet`: ``score(features (B, window, F)) -> (B, C)``; which frames fill the
-  window is the spec's :class:`~reward_wrappers.frames.FrameSampling` (last, strided, uniform),
+  window is the spec's :class:`~reward_wrappers.models.frames.FrameSampling` (last, strided, uniform),
   applied the same way in training and online.
 
-Register a subclass with :func:`~reward_wrappers.registry.register_architecture` and any
+Register a subclass with :func:`~reward_wrappers.models.registry.register_architecture` and any
 checkpoint naming it loads and runs in every wrapper. The built-in ``reward_net``
-(:class:`~reward_wrappers.networks.RewardNet`, behind the classifier and preference kinds and the
+(:class:`~reward_wrappers.models.networks.RewardNet`, behind the classifier and preference kinds and the
 progress kind's trunk) is a :class:`VideoRewardNet` whose ``score`` is an MLP over the
 concatenated frames.
 
 >>> import torch
->>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
 >>> class MeanOverTime(VideoRewardNet):
 ...     def __init__(self, spec, **kwargs):
 ...         super().__init__(spec, **kwargs)
@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from reward_wrappers.base import ModelSpec
-from reward_wrappers.encoders import StateMLP, build_frame_encoders, is_image_input
+from reward_wrappers.models.base import ModelSpec
+from reward_wrappers.models.encoders import StateMLP, build_frame_encoders, is_image_input
 
 TensorBatch = Mapping[str, torch.Tensor]
 

@@ -9,7 +9,7 @@ wrappers also accept a checkpoint path, which they load.
 Batch layout: ``batch[key]`` has shape ``(B, *shape)`` when ``spec.window == 1`` (an image or
 state model) and ``(B, window, *shape)`` otherwise (a video model), oldest frame first and the
 current frame last. Which past frames fill the window is the spec's frame sampling
-(:class:`~reward_wrappers.frames.FrameSampling`: the last ``window`` frames, strided, or uniform
+(:class:`~reward_wrappers.models.frames.FrameSampling`: the last ``window`` frames, strided, or uniform
 over the episode so far); early in an episode the episode's first frame fills in. Trainers and
 wrappers share that rule (:func:`window_indices`) so the online model sees exactly what it was
 trained on.
@@ -30,7 +30,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.spaces import key_spaces
-from reward_wrappers.frames import FrameSampling, FramesLike, as_frame_sampling
+from reward_wrappers.models.frames import FrameSampling, FramesLike, as_frame_sampling
 
 Batch = Mapping[str, np.ndarray]
 RewardFn = Callable[[Batch], np.ndarray]
@@ -79,7 +79,7 @@ class ModelSpec:
 
     @property
     def frame_sampling(self) -> FrameSampling:
-        """Which frames fill the ``window`` (see :mod:`reward_wrappers.frames`)."""
+        """Which frames fill the ``window`` (see :mod:`reward_wrappers.models.frames`)."""
         return FrameSampling(self.window, self.sampling, self.stride)
 
     def to_dict(self) -> dict[str, Any]:

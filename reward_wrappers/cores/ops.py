@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from reward_wrappers.base import RewardModel, check_finite, sigmoid
+from reward_wrappers.models.base import RewardModel, check_finite, sigmoid
 
 Array = Union[np.ndarray, torch.Tensor]
 #: Batched frames of a vector step: ``{key: (B, *shape)}`` (numpy arrays or tensors).

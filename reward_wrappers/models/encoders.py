@@ -5,7 +5,7 @@ the default) or ``"resnet10"`` (:class:`ResNet10`, GroupNorm ResNet-10 with spat
 embedding pooling, as in HIL-SERL / RLinf); state keys (1-D) get a :class:`StateMLP` that
 normalises with a stored mean/std. :func:`build_frame_encoders` makes one per key of a spec.
 
->>> from reward_wrappers.base import InputSpec, ModelSpec
+>>> from reward_wrappers.models.base import InputSpec, ModelSpec
 >>> spec = ModelSpec({"rgb": InputSpec((24, 40, 3), "uint8"), "state": InputSpec((5,), "float32")})
 >>> {k: type(v).__name__ for k, v in build_frame_encoders(spec, feature_dim=16).items()}
 {'rgb': 'SmallCNN', 'state': 'StateMLP'}
@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from reward_wrappers.base import ModelSpec, sigmoid
+from reward_wrappers.models.base import ModelSpec, sigmoid
 
 #: ``(W^T, b)`` for a Linear layer, ``None`` for a ReLU.
 NumpyLayer = Optional[tuple[np.ndarray, np.ndarray]]
@@ -66,7 +66,7 @@ def run_numpy_layers(layers: list[NumpyLayer], h: np.ndarray) -> np.ndarray:
 
 
 def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
-    """:func:`reward_wrappers.base.sigmoid` (overflow-free) as float32, like the torch forward."""
+    """:func:`reward_wrappers.models.base.sigmoid` (overflow-free) as float32, like the torch forward."""
     return sigmoid(x).astype(np.float32)
 
 class SmallCNN(nn.Module):
