@@ -48,6 +48,7 @@ CONDITION_OPTIONS: dict[str, tuple[str, type]] = {
     "process-goal": ("process_goal", str),
     "process-override": ("process_override", json.loads),
     "init-from": ("init_from", str),
+    "reward-at": ("reward_at", str),
 }
 
 

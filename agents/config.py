@@ -77,6 +77,7 @@ class TrainConfig:
     verbose: int = 0
     monitor: bool = True
     monitor_min_precision: float = 0.9
+    reward_at: str = "step"
     refit_every: int | None = None
     label_budget: int = 0
     refit_epochs: int = 3

@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
+import envs
+
 from agents.labelling.accounting import LabelAccount, buffer_ids
 from agents.labelling.queue import LabelQueue
 from agents.labelling.server import LabelServer, QueryPage
@@ -23,6 +25,8 @@ from agents.monitor import RewardMonitor
 from agents.refit import RefitCallback
 from collectors.atomic import write_json_atomic
 from agents.replay import load_demonstrations, replay_buffer_class
+from reward_wrappers.cores.rewards import REWARD_AT
+from trainers.kinds import reward_kind
 from reward_wrappers.models.base import RewardModel, SwappableModel
 from reward_wrappers.transitions import (
     VecTransitionFrames,
@@ -71,8 +75,31 @@ def check_settings(cfg: Any, kind: str) -> None:
             raise FileNotFoundError(f"--demos: buffer directory {cfg.demos} does not exist")
     if not 0.0 <= cfg.demo_ratio < 1.0:
         raise ValueError(f"--demo-ratio must be in [0, 1), got {cfg.demo_ratio}")
+    check_reward_at(cfg, kind)
     if not 0.0 < cfg.monitor_min_precision <= 1.0:
         raise ValueError(f"--monitor-min-precision must be in (0, 1], got {cfg.monitor_min_precision}")
+
+
+def check_reward_at(cfg: Any, kind: str) -> None:
+    """``--reward-at episode-end``: a learned reward paid once per full-length episode, on its final frame."""
+    if cfg.reward_at not in REWARD_AT:
+        raise ValueError(f"--reward-at must be one of {REWARD_AT}, got {cfg.reward_at!r}")
+    if cfg.reward_at == "step":
+        return
+    if kind in ("env", "sparse"):
+        raise ValueError(f"--reward-at episode-end pays a learned reward once per episode; --reward {cfg.reward} has none")
+    if "reward_at" not in getattr(reward_kind(kind).wrapper, "option_names", ()):
+        raise ValueError(f"--reward-at episode-end: the {kind} kind's wrapper pays every step (it has no reward_at option)")
+    if cfg.pbrs is not None:
+        raise ValueError("--pbrs with --reward-at episode-end: PBRS pays gamma * Phi(s') - Phi(s) on every step, and "
+                         "the images the models read are rendered at each episode's end only: drop one of them")
+    if cfg.batched_device is not None:
+        raise ValueError("--reward-at episode-end is built for --n-envs worker envs, not --batched-device")
+    if cfg.ignore_terminations is False or not envs.supports_ignore_terminations(cfg.env):
+        # A k-frame model with a rolling render of its last k frames would lift this; it is not built.
+        raise ValueError(f"--reward-at episode-end needs full-length episodes (--ignore-terminations yes: built-in and "
+                         f"ManiSkill envs); {cfg.env} with --ignore-terminations "
+                         f"{ {None: 'auto', True: 'yes', False: 'no'}[cfg.ignore_terminations]} may end an episode early")
 
 
 def model_input_keys(models: Sequence[RewardModel]) -> tuple[str, ...]:
@@ -91,8 +118,9 @@ def frame_store(venv: VecEnv, cfg: Any, models: Sequence[RewardModel]) -> tuple[
     keys = model_input_keys(models)
     # A person needs to see something: with --label-render the env's rendered frame rides along.
     display = ("rgb",) if getattr(cfg, "label_render", False) and "rgb" not in keys else ()
+    # Paid at episode end, the reward reads final frames only: the labeller is asked about those.
     frames = VecTransitionFrames(venv, keys, recent=cfg.refit_every or 0, max_recent_bytes=RECENT_FRAMES_BYTES,
-                                 display_keys=display)
+                                 display_keys=display, final_only=getattr(cfg, "reward_at", "step") == "episode-end")
     return frames, frames
 
 
@@ -102,8 +130,8 @@ def replay_kwargs(cfg: Any, venv: VecEnv, frames: VecTransitionFrames) -> dict[s
     check_relabelable(cores)
     frames.keep_prev = needs_prev(cores)
 
-    def reward_fn(prev, nxt, env_reward, terminated):  # noqa: ANN001, ANN202 - RewardFunction
-        return transition_rewards(cores, prev, nxt, env_reward, terminated)
+    def reward_fn(prev, nxt, env_reward, terminated, last):  # noqa: ANN001, ANN202 - RewardFunction
+        return transition_rewards(cores, prev, nxt, env_reward, terminated, last=last)
 
     demos = None
     if cfg.demos is not None:

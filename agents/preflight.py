@@ -80,6 +80,11 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
         if differences:
             raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
                              "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
+    reward = models.get("--reward")
+    window = reward.spec.window if getattr(reward, "spec", None) is not None else 1
+    if getattr(cfg, "reward_at", "step") == "episode-end" and window > 1:
+        raise ValueError(f"--reward {cfg.reward} reads {window} frames, but with --reward-at episode-end only each "
+                         "episode's final frame is rendered: fit the model with --window 1")
     if cfg.refit_every is not None or (cfg.algo == "sac" and cfg.demos is not None):
         for option, model in models.items():
             window = model.spec.window if getattr(model, "spec", None) is not None else 1

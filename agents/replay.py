@@ -30,8 +30,9 @@ from stable_baselines3.common.type_aliases import DictReplayBufferSamples, Repla
 from envs.spaces import key_spaces
 from reward_wrappers.transitions import Frames, VecTransitionFrames
 
-#: ``(prev_frames, next_frames, env_reward, terminated) -> rewards``, as the wrappers pay them now.
-RewardFunction = Callable[[Frames, Frames, np.ndarray, np.ndarray], np.ndarray]
+#: ``(prev_frames, next_frames, env_reward, terminated, last) -> rewards``, as the wrappers pay them
+#: now; ``last`` marks transitions that end their episode (a reward paid at episode end reads them only).
+RewardFunction = Callable[[Frames, Frames, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Demonstrations:
     prev_frames: Frames
     next_frames: Frames
     trajectories: int
+    last: np.ndarray  # each trajectory's final transition
     rewards: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
@@ -97,7 +99,7 @@ def load_demonstrations(data: str | os.PathLike | list[Any], observation_space: 
     nxt: dict[str, list] = {k: [] for k in policy_spaces}
     prev_f: dict[str, list] = {k: [] for k in model_keys}
     next_f: dict[str, list] = {k: [] for k in model_keys}
-    actions, env_rewards, terminated = [], [], []
+    actions, env_rewards, terminated, last = [], [], [], []
     for traj in trajectories:
         for key, space in wanted.items():
             if key not in traj.obs:
@@ -119,13 +121,14 @@ def load_demonstrations(data: str | os.PathLike | list[Any], observation_space: 
         actions.append(acts)
         env_rewards.append(np.asarray(traj.rewards, np.float64))
         terminated.append(np.asarray(traj.terminated, bool))
+        last.append(np.arange(len(traj)) == len(traj) - 1)
     low, high = action_space.low.reshape(1, -1), action_space.high.reshape(1, -1)
     raw = np.concatenate(actions)
     # SAC stores actions rescaled to [-1, 1] (policy.scale_action); recorded actions are env actions.
     scaled = np.clip(2.0 * (raw - low) / (high - low) - 1.0, -1.0, 1.0).astype(np.float32)
     cat = lambda parts: {k: np.concatenate(v) for k, v in parts.items()}  # noqa: E731
     return Demonstrations(cat(obs), cat(nxt), scaled, np.concatenate(env_rewards), np.concatenate(terminated),
-                          cat(prev_f), cat(next_f), len(trajectories))
+                          cat(prev_f), cat(next_f), len(trajectories), np.concatenate(last))
 
 
 class RelabelingMixin:
@@ -159,7 +162,7 @@ class RelabelingMixin:
                     self.prev_frames[key] = np.zeros((*shape, *space.shape), space.dtype)
         self._policy_key = next(iter(key_spaces(observation_space)))  # a Box's key in the demonstrations
         if demos is not None and reward_fn is not None:
-            demos.rewards = reward_fn(demos.prev_frames, demos.next_frames, demos.env_rewards, demos.terminated)
+            demos.rewards = reward_fn(demos.prev_frames, demos.next_frames, demos.env_rewards, demos.terminated, demos.last)
 
     @property
     def frame_memory_bytes(self) -> int:
@@ -193,12 +196,12 @@ class RelabelingMixin:
         terminated = (self.dones[:n] * (1 - self.timeouts[:n])).astype(bool)
         rewards = self.reward_fn({k: rows(v) for k, v in self.prev_frames.items()},
                                  {k: rows(v) for k, v in self.next_frames.items()},
-                                 rows(self.env_rewards), rows(terminated))
+                                 rows(self.env_rewards), rows(terminated), rows(self.dones[:n].astype(bool)))
         self.rewards[:n] = rewards.reshape(n, self.n_envs)
         count = n * self.n_envs
         if self.demos is not None:
             d = self.demos
-            d.rewards = self.reward_fn(d.prev_frames, d.next_frames, d.env_rewards, d.terminated)
+            d.rewards = self.reward_fn(d.prev_frames, d.next_frames, d.env_rewards, d.terminated, d.last)
             count += len(d)
         self.relabels += 1
         return count

@@ -120,6 +120,8 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     make_kwargs = dict(obs=env_obs, reward="sparse" if kind == "sparse" else "dense", render_size=cfg.render_size,
                        ignore_terminations=ignore_terminations, max_episode_steps=cfg.max_episode_steps,
                        **cfg.env_kwargs)
+    if cfg.reward_at == "episode-end" and env_obs == "state+rgb" and cfg.policy_obs == "state":
+        make_kwargs["render_at"] = "episode-end"  # the reward reads each episode's final frame alone
     probe = step_seconds if step_seconds is not None else probe_env(cfg)
     defaults = family_defaults(cfg.algo, cfg.env, step_seconds=probe, n_envs=cfg.n_envs)
 
@@ -147,7 +149,8 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
     venv = vec_embed_for(venv, models, cfg.backbone)  # embedding inputs, computed by the backbone they were fitted on
     venv, frames = correction.frame_store(venv, cfg, models)  # what the models read, for refits and replay
     if reward_model is not None:
-        venv = reward_kind(kind).serve(venv, reward_model, cfg.reward_output)  # the kind's wrapper (trainers.kinds)
+        paid_at = {"reward_at": cfg.reward_at} if cfg.reward_at != "step" else {}
+        venv = reward_kind(kind).serve(venv, reward_model, cfg.reward_output, **paid_at)  # the kind's wrapper (trainers.kinds)
     pbrs_gamma = None
     if potential is not None:
         venv = VecPBRS(venv, potential, gamma=gamma, scale=cfg.pbrs_scale, offset=cfg.pbrs_offset)
@@ -164,7 +167,7 @@ def train_agent(cfg: TrainConfig, command: str | None = None, report: bool = Fal
         venv = VecNormalize(venv, **norm_kwargs)
 
     # Evaluation needs only what the policy sees: no reward model, so no extra rendering.
-    eval_kwargs = {**make_kwargs, "obs": cfg.policy_obs}
+    eval_kwargs = {**{k: v for k, v in make_kwargs.items() if k != "render_at"}, "obs": cfg.policy_obs}
     eval_env = make_vec_env(cfg.env, n_envs=1 if defaults.subprocess else min(cfg.n_envs, 4),
                             seed=cfg.seed + 10_000, make_kwargs=eval_kwargs, subprocess=False)
     if normalize:

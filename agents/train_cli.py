@@ -66,6 +66,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(built-in and ManiSkill), for every reward")
     parser.add_argument("--reward-output", default=None, choices=["prob", "binary", "logit", "raw", "progress", "delta"],
                         help="how the learned model's output becomes a reward (default per kind)")
+    parser.add_argument("--reward-at", choices=["step", "episode-end"], default="step",
+                        help="pay the learned reward every step, or once per episode on its last step from its final "
+                             "frame (full-length episodes; a state policy then renders the reward's images only "
+                             "there; refits ask about final frames; not with --pbrs)")
     parser.add_argument("--normalize-obs", choices=["auto", "yes", "no"], default="auto",
                         help="running mean/std normalisation of the policy's state observations; auto: per env family "
                              "(ManiSkill yes, others no; run_config.json says why)")
@@ -141,7 +145,7 @@ def config_from_args(args: argparse.Namespace, reward_model: Any = None) -> Trai
         batched_device=args.batched_device, gamma=args.gamma,
         policy_obs=args.policy_obs, steps=args.steps, seed=args.seed, n_envs=args.n_envs, logdir=args.logdir,
         collect=args.collect, ignore_terminations=AUTO_YES_NO[args.ignore_terminations],
-        reward_output=args.reward_output,
+        reward_output=args.reward_output, reward_at=args.reward_at,
         normalize_obs=AUTO_YES_NO[args.normalize_obs],
         eval_freq=args.eval_freq, eval_episodes=args.eval_episodes, verbose=args.verbose,
         algo_kwargs=parse_algo_kwargs(args.algo_kwargs), monitor=args.monitor,

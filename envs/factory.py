@@ -28,7 +28,8 @@ from gymnasium import spaces
 from envs.point_base import OBS_MODES, REWARD_MODES
 from envs.options import gym_make
 from envs.spaces import RenderSize, is_image_space
-from envs.wrappers import Float32State, RenderObservation, SeedFirstReset, SuccessInfo, needs_float32
+from envs.wrappers import (Float32State, RenderAtEpisodeEnd, RenderObservation, SeedFirstReset, SuccessInfo,
+                           needs_float32)
 
 #: Ids of the envs that ship with this package (registered with gymnasium on ``import envs``).
 BUILTIN_ENV_IDS: tuple[str, ...] = ("PointReach-v0", "PointKeyDoor-v0")
@@ -168,6 +169,7 @@ def make(
     seed: int | None = None,
     max_episode_steps: int | None = None,
     ignore_terminations: bool = False,
+    render_at: str = "step",
     **kwargs: Any,
 ) -> gym.Env:
     """Make ``env_id`` with RewardSwap's observation, reward and success conventions.
@@ -183,6 +185,9 @@ def make(
         seed: seeds the first ``reset()`` that has no seed, and the action space.
         max_episode_steps: overrides the registered time limit (truncation).
         ignore_terminations: never terminate on success (built-in and ManiSkill envs only).
+        render_at: ``"step"``, or ``"episode-end"``: with ``obs="state+rgb"`` and full-length
+            episodes, the image is rendered on each episode's last step only and is blank before
+            (:class:`~envs.wrappers.RenderAtEpisodeEnd`; a reward paid at episode end reads nothing else).
         **kwargs: passed to the env constructor (ManiSkill: ``gym.make``; e.g. ``control_mode``,
             default ``"pd_ee_delta_pos"``).
 
@@ -232,9 +237,44 @@ def make(
         else:
             env = _make_gym(env_id, obs, reward, render_size, ignore_terminations, limit, kwargs)
 
+    if render_at != "step":
+        env = _render_at_episode_end(env, env_id, obs, render_at, ignore_terminations)
     if seed is not None:
         env = SeedFirstReset(env, seed)
     return env
+
+
+#: When ``make`` renders the images of ``obs="state+rgb"``.
+RENDER_AT: tuple[str, ...] = ("step", "episode-end")
+
+
+def _render_at_episode_end(env: gym.Env, env_id: str, obs: str, render_at: str, ignore_terminations: bool) -> gym.Env:
+    if render_at not in RENDER_AT:
+        raise ValueError(f"render_at must be one of {RENDER_AT}, got {render_at!r}")
+    if obs != "state+rgb":
+        raise ValueError(f"render_at='episode-end' renders the image of obs='state+rgb' once per episode; got obs={obs!r}")
+    if not ignore_terminations:
+        raise ValueError("render_at='episode-end' needs full-length episodes (ignore_terminations=True): an episode "
+                         "that ends early would end on a frame that was not rendered")
+    # gymnasium's TimeLimit and ManiSkill's TimeLimitWrapper both keep it here
+    steps = next((e._max_episode_steps for e in _wrappers(env) if getattr(e, "_max_episode_steps", None)), None)
+    if steps is None:
+        raise ValueError(f"render_at='episode-end': {env_id!r} has no time limit; pass max_episode_steps")
+    if env_id in _BUILTIN_SPECS:
+        def switch(on: bool) -> None:
+            env.unwrapped.render_rgb = on
+    else:
+        from envs.maniskill import rendering_switch
+
+        switch = rendering_switch(env)
+    return RenderAtEpisodeEnd(env, steps, switch)
+
+
+def _wrappers(env: gym.Env) -> list[gym.Env]:
+    out = [env]
+    while isinstance(out[-1], gym.Wrapper):
+        out.append(out[-1].env)
+    return out
 
 
 def _make_gym(

@@ -25,7 +25,7 @@ reproducible too. ManiSkill terminates on ground-truth success unless ``ignore_t
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -76,6 +76,9 @@ class ManiSkillObservation(gym.ObservationWrapper, gym.utils.RecordConstructorAr
     def observation(self, observation: Any) -> Any:
         if self.obs == "state":
             return np.asarray(observation, dtype=np.float32)
+        if self.obs == "state+rgb" and not isinstance(observation, dict):  # rendering switched off: state only
+            return {"state": np.asarray(observation, dtype=np.float32),
+                    "rgb": np.zeros(self.observation_space["rgb"].shape, np.uint8)}
         rgb = np.ascontiguousarray(observation["sensor_data"][self.camera]["rgb"], dtype=np.uint8)
         if self.obs == "rgb":
             return rgb
@@ -179,3 +182,16 @@ def _evaluate_success(env: gym.Env) -> bool:
     info = env.unwrapped.evaluate()
     success = info.get("success", False)
     return bool(success.reshape(-1)[0].item()) if hasattr(success, "reshape") else bool(success)
+
+
+def rendering_switch(env: gym.Env) -> Callable[[bool], None]:
+    """``on -> None`` switching the sensor cameras of a ``state+rgb`` ManiSkill env: off, ManiSkill
+    computes the state observation alone (the same vector) and skips the render."""
+    base = env.unwrapped
+    mode = base._obs_mode  # noqa: SLF001 - ManiSkill 3.0.1 reads it on every get_obs()
+
+    def switch(on: bool) -> None:
+        base._obs_mode = mode if on else "state"  # noqa: SLF001
+
+    return switch
+

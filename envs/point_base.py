@@ -150,6 +150,8 @@ class PointMassEnv(gym.Env):
             self.observation_space = spaces.Dict({"state": state_space, "rgb": rgb_space})
         self._want_state = obs_mode != "rgb"
         self._want_rgb = obs_mode != "state"
+        #: False: observations carry a blank image instead of drawing one (``envs.RenderAtEpisodeEnd``)
+        self.render_rgb = True
         self._canvas: Canvas | None = None
 
         self.px = self.py = self.vx = self.vy = 0.0
@@ -237,9 +239,10 @@ class PointMassEnv(gym.Env):
     def _obs(self) -> Any:
         if not self._want_rgb:
             return self.state_vector()
+        rgb = self.draw() if self.render_rgb else np.zeros((*self._image_hw, 3), np.uint8)
         if not self._want_state:
-            return self.draw()
-        return {"state": self.state_vector(), "rgb": self.draw()}
+            return rgb
+        return {"state": self.state_vector(), "rgb": rgb}
 
     @staticmethod
     def _sample_far(

@@ -234,3 +234,44 @@ def needs_float32(space: gym.Space) -> bool:
     (True, False)
     """
     return isinstance(space, spaces.Box) and np.issubdtype(space.dtype, np.floating) and space.dtype != np.float32
+
+
+class RenderAtEpisodeEnd(gym.Wrapper):
+    """Render the observation's images on an episode's last step only; before it they are zeros.
+
+    For a reward computed once per episode on its final frame while the policy reads only the
+    state: ``rendering(on)`` switches the wrapped env's image rendering (``envs.make`` passes the
+    built-in and ManiSkill switches), on for the step that reaches ``episode_steps``. Episodes must
+    run their full length: one that ends earlier raises ``RuntimeError`` (its final frame was not rendered).
+
+    >>> import envs
+    >>> env = envs.make("PointReach-v0", obs="state+rgb", ignore_terminations=True, max_episode_steps=3,
+    ...                 render_at="episode-end")
+    >>> obs, _ = env.reset(seed=0)
+    >>> drawn = [bool(env.step(env.action_space.sample())[0]["rgb"].any()) for _ in range(3)]
+    >>> bool(obs["rgb"].any()), drawn
+    (False, [False, False, True])
+    """
+
+    def __init__(self, env: gym.Env, episode_steps: int, rendering: Callable[[bool], None]) -> None:
+        super().__init__(env)
+        if int(episode_steps) < 1:
+            raise ValueError(f"episode_steps must be >= 1, got {episode_steps}")
+        self.episode_steps = int(episode_steps)
+        self.rendering = rendering
+        self._t = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        self._t = 0
+        self.rendering(False)
+        return self.env.reset(seed=seed, options=options)
+
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
+        self._t += 1
+        self.rendering(self._t >= self.episode_steps)
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if (terminated or truncated) and self._t < self.episode_steps:
+            raise RuntimeError(f"the episode ended at step {self._t} of {self.episode_steps}: images rendered at "
+                               "episode end need full-length episodes (ignore_terminations=True, no other end)")
+        return obs, reward, terminated, truncated, info
+

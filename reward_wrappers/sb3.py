@@ -111,7 +111,8 @@ class VecCoreWrapper(Twin, VecEnvWrapper):
         if any_done:
             truncated = np.fromiter((bool(info.get("TimeLimit.truncated", False)) for info in infos), bool, len(infos))
             out = self.core.step(
-                self._next_frames(frames, dones, infos), env_rewards, dones & ~truncated, ended=dones, restart_frames=frames
+                self._next_frames(frames, dones, infos), env_rewards, dones & ~truncated, ended=dones, restart_frames=frames,
+                last=dones,
             )
         else:  # nothing terminated, nothing restarts: the returned obs are every env's s'
             out = self.core.step(frames, env_rewards, dones)

@@ -68,6 +68,7 @@ class CoreWrapper(Twin, gym.Wrapper[ObsType, ActType, ObsType, ActType]):
             self._frames(obs, info),
             np.array([float(env_reward)], dtype=np.float64),
             np.array([bool(terminated)]),
+            last=np.array([bool(terminated or truncated)]),
         )
         info = dict(info)
         for key, value in out.info.items():

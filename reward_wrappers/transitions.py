@@ -73,13 +73,15 @@ class VecTransitionFrames(VecEnvWrapper):
     indices (the reset frame is 0). The env's success flag of each ring frame (``success_key`` of
     the step's info, else SB3's ``is_success``) is kept privately for :meth:`true_success`.
     ``display_keys`` are kept in the ring beside ``keys`` for a person to look at (a labelling
-    page), never handed to a model.
+    page), never handed to a model. ``final_only`` keeps only frames that end an episode in the
+    ring (a reward paid at episode end reads nothing else).
     """
 
     def __init__(self, venv: VecEnv, keys: Sequence[str], *, keep_prev: bool = False, recent: int = 0,
                  max_recent_bytes: Optional[int] = None, success_key: str = "success",
-                 display_keys: Sequence[str] = ()) -> None:
+                 display_keys: Sequence[str] = (), final_only: bool = False) -> None:
         super().__init__(venv)
+        self.final_only = bool(final_only)
         subspaces = key_spaces(venv.observation_space)
         missing = [k for k in (*keys, *display_keys) if k not in subspaces]
         if missing:
@@ -146,14 +148,16 @@ class VecTransitionFrames(VecEnvWrapper):
         if self.capacity:
             flags = [info.get(self.success_key, info.get("is_success")) for info in infos]
             self.reports_success |= any(flag is not None for flag in flags)
-            rows = (self._ring_pos + np.arange(len(dones))) % self.capacity
-            for k in self._ring:
-                self._ring[k][rows] = nxt[k]
-            self._ring_success[rows] = [bool(flag) for flag in flags]
-            self._ring_episode[rows] = self._episode
-            self._ring_step[rows] = self._step
-            self._ring_pos = int(rows[-1] + 1) % self.capacity
-            self._ring_size = min(self._ring_size + len(dones), self.capacity)
+            kept = np.flatnonzero(dones) if self.final_only else np.arange(len(dones))
+            if len(kept):
+                rows = (self._ring_pos + np.arange(len(kept))) % self.capacity
+                for k in self._ring:
+                    self._ring[k][rows] = nxt[k][kept]
+                self._ring_success[rows] = [bool(flags[i]) for i in kept]
+                self._ring_episode[rows] = self._episode[kept]
+                self._ring_step[rows] = self._step[kept]
+                self._ring_pos = int(rows[-1] + 1) % self.capacity
+                self._ring_size = min(self._ring_size + len(kept), self.capacity)
         self.frames_seen += len(dones)
         for i in np.flatnonzero(dones):  # the returned obs is the next episode's reset frame
             self._episode[i], self._step[i] = self._episodes_started, 0
@@ -231,18 +235,29 @@ def _values(core: RewardCore, frames: Frames, chunk: int) -> np.ndarray:
 
 
 def transition_rewards(cores: Sequence[RewardCore], prev: Frames, nxt: Frames, env_reward: np.ndarray,
-                       terminated: np.ndarray, *, chunk: int = 512) -> np.ndarray:
+                       terminated: np.ndarray, last: Optional[np.ndarray] = None, *, chunk: int = 512) -> np.ndarray:
     """The reward a stack of cores (innermost first) pays for each of a batch of transitions.
 
     ``prev``/``nxt`` hold the models' inputs at ``s``/``s'`` (``prev`` may be empty when no core
     needs it), ``env_reward`` the env's own reward, ``terminated`` the termination flags (not
-    truncation). Each core's current model and threshold are used.
+    truncation), ``last`` which transitions end their episode (needed by a reward paid at episode
+    end: the others pay 0 and are not read). Each core's current model and threshold are used.
     """
     check_relabelable(cores)
     ops = NumpyOps()
     reward = np.asarray(env_reward, np.float64).reshape(-1).copy()
     terminated = np.asarray(terminated, bool).reshape(-1)
     for core in cores:
+        if isinstance(core, LearnedRewardCore) and core.at_episode_end:
+            if last is None:
+                raise ValueError("a reward paid at episode end needs each transition's `last` flag to be recomputed")
+            ends = np.asarray(last, bool).reshape(-1)
+            raw = _values(core, {k: v[ends] for k, v in nxt.items()}, chunk)
+            score = success_score(raw, core.kind, ops)
+            learned = np.zeros(len(reward))
+            learned[ends] = learned_output(raw, score, score > core.threshold, core.output, ops)
+            reward = combine_rewards(reward, learned, core.mode, core.env_weight, core.model_weight)
+            continue
         raw_next = _values(core, nxt, chunk)
         if isinstance(core, LearnedRewardCore):
             score = success_score(raw_next, core.kind, ops)

@@ -139,15 +139,16 @@ class VectorCoreWrapper(Twin, VectorWrapper):
         env_rewards_f = self.ops.floats(env_rewards)
         fresh: Optional[Mask] = None
         ended: Optional[Mask] = None
+        last = terminated | self.ops.bools(truncations)  # this step ends its episode
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             fresh = self._autoreset
-            out = self.core.step(frames, env_rewards_f, terminated, fresh=fresh)
-            self._autoreset = terminated | self.ops.bools(truncations)
+            out = self.core.step(frames, env_rewards_f, terminated, fresh=fresh, last=last & ~fresh)
+            self._autoreset = last
         elif self.autoreset_mode == AutoresetMode.SAME_STEP:
             ended, next_frames = self._final_frames(frames, info)
-            out = self.core.step(next_frames, env_rewards_f, terminated, ended=ended, restart_frames=frames)
+            out = self.core.step(next_frames, env_rewards_f, terminated, ended=ended, restart_frames=frames, last=last)
         else:
-            out = self.core.step(frames, env_rewards_f, terminated)
+            out = self.core.step(frames, env_rewards_f, terminated, last=last)
         for key, values in out.info.items():
             if key == ENV_REWARD:
                 if ENV_REWARD not in info:  # an inner reward wrapper already recorded the env's own

@@ -43,9 +43,9 @@ class RewardKind:
     wrapper: Any
     default_output: str
 
-    def serve(self, venv: Any, model: Any, output: str | None = None) -> Any:
-        """``venv`` paying this kind's reward from ``model``."""
-        return self.wrapper(venv, model, output=output or self.default_output)
+    def serve(self, venv: Any, model: Any, output: str | None = None, **options: Any) -> Any:
+        """``venv`` paying this kind's reward from ``model`` (``options``: the wrapper's others, e.g. ``reward_at``)."""
+        return self.wrapper(venv, model, output=output or self.default_output, **options)
 
 
 def register_reward_kind(kind: RewardKind) -> RewardKind:

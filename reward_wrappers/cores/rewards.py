@@ -65,6 +65,8 @@ PROGRESS = "progress"
 
 REWARD_MODES = ("replace", "add", "weighted")
 LEARNED_OUTPUTS = ("prob", "binary", "logit", "raw")
+#: When a learned reward is paid: every step, or once per episode on its last step (``reward_at``).
+REWARD_AT = ("step", "episode-end")
 PROGRESS_OUTPUTS = ("progress", "delta")
 
 
@@ -263,9 +265,12 @@ class LearnedRewardCore:
         threshold: Optional[float] = None,
         hold_steps: int = 1,
         terminate_on_success: bool = False,
+        reward_at: str = "step",
     ) -> None:
         self.ops = ops or NumpyOps()
         self.model = as_reward_model(model)
+        check_choice("reward_at", reward_at, REWARD_AT)
+        self.at_episode_end = reward_at == "episode-end"
         validate_mode(mode, env_weight, model_weight)
         check_choice("output", output, LEARNED_OUTPUTS)
         self.kind = output_kind(self.model)
@@ -284,6 +289,11 @@ class LearnedRewardCore:
         self.terminate_on_success = bool(terminate_on_success)
         self.feed = ModelFeed(self.model, num_envs, self.ops)
         self.hold = HoldCounter(num_envs, hold_steps, self.ops)
+        if self.at_episode_end and (self.feed.window > 1 or hold_steps > 1 or terminate_on_success):
+            # Only an episode's final frame is rendered: a window or a hold would read frames that are not there.
+            raise ValueError("reward_at='episode-end' reads each episode's final frame only: it needs a single-frame "
+                             f"model (this one reads {self.feed.window}), hold_steps=1 (got {hold_steps}) and no "
+                             "terminate_on_success")
 
     @property
     def threshold(self) -> float:
@@ -307,8 +317,11 @@ class LearnedRewardCore:
         fresh: Optional[Mask] = None,
         ended: Optional[Mask] = None,
         restart_frames: Optional[Frames] = None,
+        last: Optional[Mask] = None,
     ) -> StepOutput:
         ops = self.ops
+        if self.at_episode_end:
+            return self._episode_end_step(frames, env_reward, fresh, last)
         has_fresh, has_ended = ops.any(fresh), ops.any(ended)
         raw, _ = self.feed.evaluate(frames, fresh=fresh, ended=ended, restart_frames=restart_frames)
         score = success_score(raw, self.kind, ops)
@@ -327,6 +340,25 @@ class LearnedRewardCore:
             self.hold.reset(ended)
         info = {ENV_REWARD: env_reward, LEARNED_REWARD: learned, LEARNED_SUCCESS: success}
         return StepOutput(reward, info, success if self.terminate_on_success else None)
+
+    def _episode_end_step(self, frames: Frames, env_reward: Array, fresh: Optional[Mask], last: Optional[Mask]) -> StepOutput:
+        """``reward_at="episode-end"``: the model reads only the ``last`` rows' frames (each episode's
+        final frame) and pays there; every other step's learned term is 0."""
+        ops = self.ops
+        n = len(env_reward)
+        learned, success = ops.zeros(n), ops.falses(n)
+        if last is not None and ops.any(last):
+            rows = {k: v[last] for k, v in frames.items()}
+            raw = self.feed.values(rows)
+            score = success_score(raw, self.kind, ops)
+            positive = score > self.threshold
+            learned[last] = learned_output(raw, score, positive, self.output, ops)
+            success[last] = positive
+        reward = ops.check_finite(combine_rewards(env_reward, learned, self.mode, self.env_weight, self.model_weight),
+                                  "the mixed reward (env and learned rewards with their weights)")
+        if ops.any(fresh):  # a reset step (NEXT_STEP autoreset) is not a transition: no reward
+            reward = ops.where(fresh, 0.0, reward)
+        return StepOutput(reward, {ENV_REWARD: env_reward, LEARNED_REWARD: learned, LEARNED_SUCCESS: success}, None)
 
 
 class PBRSCore:
@@ -387,6 +419,7 @@ class PBRSCore:
         fresh: Optional[Mask] = None,
         ended: Optional[Mask] = None,
         restart_frames: Optional[Frames] = None,
+        last: Optional[Mask] = None,
     ) -> StepOutput:
         ops = self.ops
         raw, restart_raw = self.feed.evaluate(
@@ -448,6 +481,7 @@ class ProgressCore:
         fresh: Optional[Mask] = None,
         ended: Optional[Mask] = None,
         restart_frames: Optional[Frames] = None,
+        last: Optional[Mask] = None,
     ) -> StepOutput:
         ops = self.ops
         delta = self.output == "delta"
