@@ -24,7 +24,8 @@ Step protocol (``B`` envs; all masks are boolean ``(B,)``):
   observations the step reached (``s'``, the *terminal* observation for envs that finished).
   ``fresh`` envs did not really step: their ``frames`` are the first frame of a new episode
   (gymnasium's NEXT_STEP reset step); they get reward 0 and begin there. ``ended`` envs finished
-  at ``frames`` and begin a new episode at ``restart_frames`` (SB3 VecEnv, SAME_STEP).
+  at ``frames`` and begin a new episode at ``restart_frames`` (SB3 VecEnv, SAME_STEP). ``last`` envs'
+  transitions end their episodes (a reward paid at episode end reads only those rows).
 
 >>> import numpy as np
 >>> core = PBRSCore(lambda b: b["state"][:, 0], num_envs=2, gamma=0.5)
@@ -44,12 +45,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.spaces import key_spaces, obs_keys
-from reward_wrappers.models.base import (
-    ModelLike,
-    RewardModel,
-    as_reward_model,
-    check_space_matches,
-)
+from reward_wrappers.models.base import ModelLike, RewardModel, as_reward_model, check_space_matches
 from reward_wrappers.models.checkpoint import load_reward_model
 from reward_wrappers.cores.feed import ModelFeed
 from reward_wrappers.cores.ops import Array, Frames, Mask, NumpyOps, Ops
