@@ -13,7 +13,7 @@ import envs
 from reward_wrappers import load_reward_model
 from reward_wrappers.process.net import ProcessNet
 from reward_wrappers.process.potential import ProcessPotential, load_potential
-from reward_wrappers.models.base import RewardModel, as_reward_model, import_function
+from reward_wrappers.models.base import RewardModel, as_reward_model, import_function, model_window
 
 
 def reward_path(reward: str) -> str | None:
@@ -80,19 +80,17 @@ def check_checkpoints(cfg: Any, models: dict[str, RewardModel] | None = None) ->
         if differences:
             raise ValueError(f"{option} {path} was fitted on data from another env ({'; '.join(differences)}); "
                              "pass --env / --env-kwargs as recorded, or fit the model on this env's data")
-    reward = models.get("--reward")
-    window = reward.spec.window if getattr(reward, "spec", None) is not None else 1
-    if getattr(cfg, "reward_at", "step") == "episode-end" and window > 1:
-        raise ValueError(f"--reward {cfg.reward} reads {window} frames, but with --reward-at episode-end only each "
-                         "episode's final frame is rendered: fit the model with --window 1")
-    if cfg.refit_every is not None or (cfg.algo == "sac" and cfg.demos is not None):
-        for option, model in models.items():
-            window = model.spec.window if getattr(model, "spec", None) is not None else 1
-            if window > 1:
-                # Stored transitions, labelled frames and demonstrations keep one frame per step.
-                raise ValueError(f"{option} {paths[option]} reads {window} frames, but refits, replay relabelling and "
-                                 "demonstrations work on single frames: fit the model with --window 1, or train "
-                                 "without --refit-every and --demos")
+    single_frames = cfg.refit_every is not None or (cfg.algo == "sac" and cfg.demos is not None)
+    for option, model in models.items():
+        window = model_window(model)
+        if window > 1 and option == "--reward" and getattr(cfg, "reward_at", "step") == "episode-end":
+            raise ValueError(f"--reward {cfg.reward} reads {window} frames, but with --reward-at episode-end only each "
+                             "episode's final frame is rendered: fit the model with --window 1")
+        if window > 1 and single_frames:
+            # Stored transitions, labelled frames and demonstrations keep one frame per step.
+            raise ValueError(f"{option} {paths[option]} reads {window} frames, but refits, replay relabelling and "
+                             "demonstrations work on single frames: fit the model with --window 1, or train "
+                             "without --refit-every and --demos")
     if cfg.refit_every is not None and cfg.refit_data is None:
         base = metadata.get("--reward", {}).get("data")
         if not base or not pathlib.Path(base).is_dir():

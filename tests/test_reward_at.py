@@ -128,3 +128,17 @@ def test_what_cannot_be_paid_at_episode_end_is_refused(tmp_path, changes, messag
                   logdir=str(tmp_path / "run"))
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{**kwargs, **changes})
+
+
+def test_a_multi_frame_model_is_refused_before_any_run(tmp_path) -> None:
+    from agents.preflight import check_checkpoints
+    from reward_wrappers import ModelSpec, TorchRewardModel, save_reward_model
+
+    space = envs.make("PointReach-v0").observation_space
+    spec = ModelSpec.from_space(space, ("state",), window=2)
+    path = save_reward_model(TorchRewardModel.build(spec, encoder="mlp", hidden=8), tmp_path / "two_frames.pt")
+    cfg = TrainConfig(env="PointReach-v0", algo="sac", reward=f"classifier:{path}", reward_at="episode-end", steps=64,
+                      logdir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="reads 2 frames, but with --reward-at episode-end"):
+        check_checkpoints(cfg)
+    check_checkpoints(TrainConfig(**{**cfg.__dict__, "reward_at": "step"}))  # paid every step, it may read 2

@@ -173,7 +173,8 @@ def import_function(target: str, what: str) -> Callable[..., Any]:
 
 
 def model_window(model: RewardModel) -> int:
-    return 1 if model.spec is None else model.spec.window
+    """Frames per prediction (one for a model without a spec)."""
+    return 1 if getattr(model, "spec", None) is None else model.spec.window
 
 
 def model_frames(model: RewardModel) -> FrameSampling:
